@@ -1,0 +1,47 @@
+# Two commands do all the set-up: `make run` and `make test`.
+# Both build the environment in .venv from the project's pinned files (requirements.lock).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Where trained models live (BentoML's model store). Override: make run BENTOML_HOME=/path
+BENTOML_HOME ?= $(HOME)/bentoml
+PORT ?= 3000
+
+export BENTOML_DO_NOT_TRACK := true
+export TF_CPP_MIN_LOG_LEVEL := 3
+
+.PHONY: run test lint format train bento clean
+
+$(BIN)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+# Train the default models only when the store lacks them, then serve on :$(PORT).
+run: $(BIN)/.installed
+	@BENTOML_HOME=$(BENTOML_HOME) $(BIN)/python -c "import bentoml, sys; sys.exit(0 if all(bentoml.models.list(n) for n in ('rf-classifier', 'tflite-classifier')) else 1)" \
+		|| BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentos train
+	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentoml serve . --port $(PORT)
+
+train: $(BIN)/.installed
+	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentos train
+
+test: $(BIN)/.installed lint
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bento: $(BIN)/.installed
+	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentoml build .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Tabular models to production three ways: online (BentoML), batch (Kubernetes Jobs), edge (TFLite)."""

@@ -1,0 +1,5 @@
+import sys
+
+from bentos.cli import main
+
+sys.exit(main())

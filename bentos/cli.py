@@ -1,0 +1,146 @@
+"""The `bentos` command: train and register the models, export the edge model.
+
+Exit codes: 0 success; 2 bad arguments or bad data (nothing registered); 3 a quality gate or
+the TFLite conversion failed (nothing registered); 4 a model is missing or fails its check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Any
+
+EXIT_USAGE = 2
+EXIT_GATE = 3
+EXIT_MODEL = 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    from bentos.conversion import QUANTIZE_MODES
+    from bentos.data import DATASETS
+
+    parser = argparse.ArgumentParser(prog="bentos", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train, validate and register both models")
+    train.add_argument(
+        "--dataset", choices=DATASETS, default="iris", help="bundled data (default: iris)"
+    )
+    train.add_argument(
+        "--data", metavar="PATH_OR_URL", help="your own CSV or Parquet (any fsspec URL)"
+    )
+    train.add_argument("--target", metavar="COLUMN", help="the label column of --data")
+    train.add_argument("--quantize", choices=QUANTIZE_MODES, default="dynamic")
+    train.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=0.7,
+        metavar="X",
+        help="hold-out accuracy both models must reach (default: 0.7)",
+    )
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--n-estimators", type=int, default=100, help="trees in the forest")
+    train.add_argument(
+        "--epochs", type=int, default=None, help="Keras epochs (default: by data size)"
+    )
+
+    edge = sub.add_parser(
+        "export-edge", help="write the TFLite model and its manifest for a device"
+    )
+    edge.add_argument("--out", required=True, metavar="DIR")
+    edge.add_argument("--model", default="tflite-classifier:latest", metavar="TAG")
+    return parser
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from bentos.conversion import ConversionError
+    from bentos.data import DataError
+    from bentos.training import GateError, TrainConfig, train
+
+    console = _console()
+    if args.data and not args.target:
+        console.print("error: --data needs --target, the name of the label column")
+        return EXIT_USAGE
+    if not 0.0 <= args.min_accuracy <= 1.0:
+        console.print(f"error: --min-accuracy must be between 0 and 1, got {args.min_accuracy}")
+        return EXIT_USAGE
+
+    @contextmanager
+    def step(title: str):
+        with console.status(title + "..."):
+            yield
+        console.print(f"[green]done[/green] {title}")
+
+    config = TrainConfig(
+        dataset=args.dataset,
+        data=args.data,
+        target=args.target,
+        quantize=args.quantize,
+        min_accuracy=args.min_accuracy,
+        seed=args.seed,
+        n_estimators=args.n_estimators,
+        epochs=args.epochs,
+    )
+    try:
+        result = train(config, step)
+    except DataError as exc:
+        console.print(f"[red]data error:[/red] {exc}; nothing was registered")
+        return EXIT_USAGE
+    except (GateError, ConversionError) as exc:
+        console.print(f"[red]gate failed:[/red] {exc}")
+        return EXIT_GATE
+    _summary(result)
+    return 0
+
+
+def _summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rf, tfl, par = result.rf_metrics, result.tflite_metrics, result.parity
+    table = Table(title="Registered models")
+    table.add_column("")
+    table.add_column("RandomForest")
+    table.add_column("TFLite")
+    table.add_row("tag", result.rf_tag, result.tflite_tag)
+    table.add_row("hold-out accuracy", f"{rf['accuracy']:.4f}", f"{tfl['accuracy']:.4f}")
+    table.add_row("macro F1", f"{rf['f1_macro']:.4f}", f"{tfl['f1_macro']:.4f}")
+    table.add_row(
+        "size",
+        f"{result.rf_size / 1024:.1f} KiB",
+        f"{result.tflite_size / 1024:.1f} KiB (float32: {result.float32_size / 1024:.1f} KiB)",
+    )
+    table.add_row("agrees with Keras", "", f"{par['argmax_agreement']:.2%} of rows")
+    table.add_row("max prob. difference", "", f"{par['max_abs_diff']:.1e}")
+    Console().print(table)
+
+
+def _export_edge(args: argparse.Namespace) -> int:
+    from bentos.edge import export_edge
+    from bentos.models import ModelError
+
+    try:
+        manifest = export_edge(args.out, args.model)
+    except ModelError as exc:
+        _console().print(f"[red]error:[/red] {exc}")
+        return EXIT_MODEL
+    print(f"exported {manifest['model']} to {args.out} (model.tflite, model.json)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"train": _train, "export-edge": _export_edge}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

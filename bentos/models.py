@@ -1,0 +1,122 @@
+"""The model store: register the two models, and the one way to open them (integrity-checked)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bentoml
+
+from bentos.schema import FeatureSchema
+
+RF_NAME = "rf-classifier"
+TFLITE_NAME = "tflite-classifier"
+RF_FILE = "saved_model.pkl"  # the file name bentoml.sklearn.save_model writes
+TFLITE_FILE = "model.tflite"
+MODEL_FILES = {RF_NAME: RF_FILE, TFLITE_NAME: TFLITE_FILE}
+
+
+class ModelError(RuntimeError):
+    """A model that is missing from the store or whose file is not the one registered."""
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    tag: str
+    file: Path
+    schema: FeatureSchema
+    metadata: dict[str, Any]
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _store() -> Any:
+    """Inside a Bento image the models are the Bento's own; elsewhere the local store."""
+    bento_path = os.environ.get("BENTO_PATH")
+    if bento_path and (Path(bento_path) / "models").is_dir():
+        from bentoml._internal.models.model import ModelStore
+
+        return ModelStore(Path(bento_path) / "models")
+    return None
+
+
+def get(tag: str) -> bentoml.Model:
+    store = _store()
+    try:
+        return bentoml.models.get(tag) if store is None else store.get(tag)
+    except bentoml.exceptions.NotFound:
+        where = "the Bento's models" if store is not None else f"the model store ({_home()})"
+        raise ModelError(f"model {tag!r} is not in {where}; run `bentos train` first") from None
+
+
+def _home() -> str:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return str(BentoMLContainer.bentoml_home.get())
+
+
+def open_model(model: bentoml.Model | str) -> StoredModel:
+    """Resolve a model and check its file against the sha256 recorded at registration.
+
+    Models are pickles (RandomForest) or flatbuffers that we load into native code; a file
+    changed after registration is refused rather than loaded.
+    """
+    if isinstance(model, str):
+        model = get(model)
+    name = model.tag.name
+    if name not in MODEL_FILES:
+        raise ModelError(
+            f"model {model.tag} is not one of this project's models ({', '.join(MODEL_FILES)})"
+        )
+    file = Path(model.path_of(MODEL_FILES[name]))
+    metadata = dict(model.info.metadata)
+    expected = metadata.get("sha256")
+    if not file.is_file():
+        raise ModelError(f"model {model.tag}: file {file.name} is missing from {model.path}")
+    if not expected:
+        raise ModelError(
+            f"model {model.tag}: no sha256 recorded at registration; refusing to load it"
+        )
+    actual = sha256_file(file)
+    if actual != expected:
+        raise ModelError(
+            f"model {model.tag}: {file.name} has sha256 {actual[:12]}..., but {expected[:12]}... "
+            "was registered; the file was changed after training, refusing to load it"
+        )
+    return StoredModel(str(model.tag), file, FeatureSchema.from_dict(metadata["schema"]), metadata)
+
+
+def register_rf(estimator: Any, metadata: dict[str, Any], model_file: Path) -> bentoml.Model:
+    """Register the forest persisted at `model_file`; the store's copy must hash the same."""
+    expected = sha256_file(model_file)
+    saved = bentoml.sklearn.save_model(
+        RF_NAME,
+        estimator,
+        metadata={**metadata, "sha256": expected},
+        labels={"framework": "sklearn"},
+        signatures={"predict_proba": {"batchable": True}},
+    )
+    if sha256_file(saved.path_of(RF_FILE)) != expected:
+        bentoml.models.delete(saved.tag)
+        raise ModelError(
+            f"{saved.tag}: the stored pickle differs from the one hashed; not registered"
+        )
+    return saved
+
+
+def register_tflite(content: bytes, metadata: dict[str, Any]) -> bentoml.Model:
+    digest = hashlib.sha256(content).hexdigest()
+    with bentoml.models.create(
+        TFLITE_NAME, metadata={**metadata, "sha256": digest}, labels={"framework": "tflite"}
+    ) as model:
+        Path(model.path_of(TFLITE_FILE)).write_bytes(content)
+    return model

@@ -1,0 +1,136 @@
+"""The two model runners: load a registered model, turn a valid float matrix into probabilities.
+
+Runners assume valid input (the schema checked it at the edge) and know nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from bentos.models import StoredModel, open_model
+from bentos.schema import FeatureSchema
+
+
+class Runner:
+    """What the service and the batch job need from a model."""
+
+    tag: str
+    schema: FeatureSchema
+    metadata: dict[str, Any]
+
+    def __init__(self, stored: StoredModel):
+        self.tag = stored.tag
+        self.schema = stored.schema
+        self.metadata = stored.metadata
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def labels_for(self, proba: np.ndarray) -> list[Any]:
+        labels = self.schema.labels
+        return [labels[i] for i in np.argmax(proba, axis=1)]
+
+
+class RandomForestRunner(Runner):
+    def __init__(self, model: Any = "rf-classifier:latest"):
+        import joblib
+
+        stored = open_model(model)
+        super().__init__(stored)
+        # Safe only because open_model verified this pickle is the one we registered.
+        self._forest = joblib.load(stored.file)
+        self._forest.n_jobs = 1  # one request must not fan out over every core of the pod
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self._forest.predict_proba(x)
+
+
+class TFLiteRunner(Runner):
+    """TFLite through ai_edge_litert: no TensorFlow at serving time.
+
+    An Interpreter is not thread-safe, so each thread gets its own (created on first use).
+    """
+
+    def __init__(self, model: Any = "tflite-classifier:latest"):
+        stored = open_model(model)
+        super().__init__(stored)
+        self._content = stored.file.read_bytes()
+        self._local = threading.local()
+        self._interpreter()  # fail at load time, not on the first request
+
+    @classmethod
+    def from_bytes(cls, content: bytes) -> TFLiteRunner:
+        """A runner over an unregistered model (the parity check before registration)."""
+        self = cls.__new__(cls)
+        self._content = content
+        self._local = threading.local()
+        return self
+
+    def _interpreter(self) -> _Interp:
+        interp = getattr(self._local, "interp", None)
+        if interp is None:
+            interp = self._local.interp = _Interp(self._content)
+        return interp
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self._interpreter().run(x)
+
+    def tensor_details(self) -> dict[str, Any]:
+        interp = self._interpreter().interpreter
+        return {
+            "inputs": [_describe(d) for d in interp.get_input_details()],
+            "outputs": [_describe(d) for d in interp.get_output_details()],
+        }
+
+
+class _Interp:
+    def __init__(self, content: bytes):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_content=content, num_threads=1)
+        self.interpreter.allocate_tensors()
+        self._in = self.interpreter.get_input_details()[0]
+        self._out = self.interpreter.get_output_details()[0]
+        self._rows = int(self._in["shape"][0])
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        interp = self.interpreter
+        if x.shape[0] != self._rows:
+            interp.resize_tensor_input(self._in["index"], [x.shape[0], x.shape[1]])
+            interp.allocate_tensors()
+            self._rows = x.shape[0]
+            self._in = interp.get_input_details()[0]
+            self._out = interp.get_output_details()[0]
+        interp.set_tensor(self._in["index"], _quantize(x, self._in))
+        interp.invoke()
+        return _dequantize(interp.get_tensor(self._out["index"]), self._out)
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = detail["dtype"]
+    if dtype in (np.int8, np.uint8):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x.astype(dtype, copy=False)
+
+
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if detail["dtype"] in (np.int8, np.uint8):
+        scale, zero = detail["quantization"]
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+    return y.astype(np.float32, copy=True)
+
+
+def _describe(detail: dict[str, Any]) -> dict[str, Any]:
+    scale, zero = detail["quantization"]
+    return {
+        "name": detail["name"],
+        "index": int(detail["index"]),
+        "shape": [int(v) for v in detail["shape_signature"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "quantization": {"scale": float(scale), "zero_point": int(zero)},
+    }

@@ -1,0 +1,226 @@
+"""The feature schema stored with every model, and the one validation path for its input.
+
+Online requests (JSON `instances`) and batch files (table columns) both end in `_to_matrix`,
+so a value is accepted or refused for the same reason wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+Label = str | int
+
+
+class InputError(ValueError):
+    """Input that does not fit the schema; `problems` are (row, field, message) triples."""
+
+    def __init__(self, message: str, problems: Sequence[tuple[int | None, str | None, str]] = ()):
+        super().__init__(message)
+        self.message = message
+        self.problems = list(problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": self.message,
+            "errors": [{"row": r, "field": f, "message": m} for r, f, m in self.problems[:20]],
+        }
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    dtype: str
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    features: tuple[Feature, ...]
+    labels: tuple[Label, ...]
+    target: str
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @classmethod
+    def from_training(
+        cls, features: pd.DataFrame, labels: Sequence[Any], target: str
+    ) -> FeatureSchema:
+        cols = tuple(
+            Feature(
+                str(c), str(features[c].dtype), float(features[c].min()), float(features[c].max())
+            )
+            for c in features.columns
+        )
+        return cls(cols, tuple(_native(v) for v in labels), str(target))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": [vars(f) for f in self.features],
+            "labels": list(self.labels),
+            "target": self.target,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSchema:
+        return cls(
+            tuple(Feature(**f) for f in data["features"]),
+            tuple(data["labels"]),
+            str(data["target"]),
+        )
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def validate_instances(self, instances: Any, max_rows: int) -> np.ndarray:
+        """JSON rows (one object of features per row) to a float64 matrix, or InputError."""
+        if not isinstance(instances, list):
+            raise InputError(
+                f"'instances' must be a list of objects, got {_type_name(instances)}",
+                [(None, "instances", "not a list")],
+            )
+        if not instances:
+            raise InputError(
+                "'instances' is empty: send at least one row", [(None, "instances", "empty")]
+            )
+        if len(instances) > max_rows:
+            raise InputError(
+                f"'instances' has {len(instances)} rows; at most {max_rows} are allowed per request",
+                [(None, "instances", "too many rows")],
+            )
+        names = self.names
+        wanted = set(names)
+        for i, row in enumerate(instances):
+            if not isinstance(row, dict):
+                raise InputError(
+                    f"instances[{i}] must be an object of features, got {_type_name(row)}",
+                    [(i, None, "not an object")],
+                )
+            if row.keys() != wanted:
+                missing = [n for n in names if n not in row]
+                unknown = sorted(str(k) for k in row if k not in wanted)
+                problems = [(i, n, "missing feature") for n in missing]
+                problems += [(i, k, "unknown feature") for k in unknown]
+                parts = []
+                if missing:
+                    parts.append(f"missing feature(s) {', '.join(map(repr, missing))}")
+                if unknown:
+                    parts.append(f"unknown feature(s) {', '.join(map(repr, unknown))}")
+                raise InputError(
+                    f"instances[{i}]: {'; '.join(parts)}; expected exactly: {', '.join(names)}",
+                    problems,
+                )
+        columns = [[row[n] for row in instances] for n in names]
+        matrix, problems = self._to_matrix(columns, len(instances), parse_strings=False)
+        if problems:
+            row, field, message = problems[0]
+            raise InputError(f"instances[{row}].{field}: {message}", problems)
+        return matrix
+
+    def validate_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str | None]]:
+        """Table rows to (matrix, reason per row); rows with a reason are not to be predicted.
+
+        A missing column refuses the whole table; columns beyond the schema (ids, the target)
+        are ignored. Text cells are parsed as numbers, since CSV has no other way to carry them.
+        """
+        missing = [n for n in self.names if n not in frame.columns]
+        if missing:
+            raise InputError(
+                f"missing column(s) {', '.join(map(repr, missing))}; the model needs: {', '.join(self.names)}",
+                [(None, n, "missing column") for n in missing],
+            )
+        columns = [frame[n] for n in self.names]
+        matrix, problems = self._to_matrix(columns, len(frame), parse_strings=True)
+        reasons: list[str | None] = [None] * len(frame)
+        for row, field, message in problems:
+            if reasons[row] is None:
+                reasons[row] = f"{field}: {message}"
+        return matrix, reasons
+
+    def _to_matrix(
+        self, columns: Sequence[Any], n_rows: int, *, parse_strings: bool
+    ) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+        matrix = np.empty((n_rows, len(columns)), dtype=np.float64)
+        problems: list[tuple[int, str, str]] = []
+        for j, (feature, values) in enumerate(zip(self.features, columns, strict=True)):
+            matrix[:, j] = _column(feature.name, values, parse_strings, problems)
+        problems.sort(key=lambda p: p[0])
+        return matrix, problems
+
+
+def _column(name: str, values: Any, parse_strings: bool, problems: list) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            out = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            _non_finite(name, out, problems)
+            return out
+        values = values.to_numpy(dtype=object)
+    elif all(type(v) is float or type(v) is int for v in values):
+        # The common case, checked without a per-value branch: JSON numbers only (bool is not int here).
+        try:
+            out = np.array(values, dtype=np.float64)
+        except OverflowError:
+            pass
+        else:
+            _non_finite(name, out, problems)
+            return out
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        out[i] = _one(name, i, v, parse_strings, problems)
+    return out
+
+
+def _one(name: str, row: int, v: Any, parse_strings: bool, problems: list) -> float:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        problems.append((row, name, "missing value (null or NaN); a finite number is required"))
+        return math.nan
+    if isinstance(v, bool | np.bool_):
+        problems.append((row, name, f"expected a number, got boolean {v!r}"))
+        return math.nan
+    if isinstance(v, int | float | np.integer | np.floating):
+        try:
+            x = float(v)
+        except OverflowError:
+            x = math.inf
+    elif parse_strings and isinstance(v, str):
+        try:
+            x = float(v)
+        except ValueError:
+            problems.append((row, name, f"expected a number, got text {_short(v)}"))
+            return math.nan
+    else:
+        problems.append((row, name, f"expected a number, got {_type_name(v)} {_short(v)}"))
+        return math.nan
+    if not math.isfinite(x):
+        problems.append((row, name, f"expected a finite number, got {_short(v)}"))
+    return x
+
+
+def _non_finite(name: str, out: np.ndarray, problems: list) -> None:
+    bad = np.flatnonzero(~np.isfinite(out))
+    for i in bad:
+        what = "missing value (null or NaN)" if math.isnan(out[i]) else f"non-finite value {out[i]}"
+        problems.append((int(i), name, f"{what}; a finite number is required"))
+
+
+def _type_name(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", type(None): "null"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _native(v: Any) -> Label:
+    v = v.item() if isinstance(v, np.generic) else v
+    return v if isinstance(v, int | str) else str(v)
