@@ -1,0 +1,153 @@
+"""The JSON prediction API: check the request, run the model, build the response.
+
+A plain Starlette app, mounted on the BentoML service (see service.py for why), so that the
+error bodies are ours: every client error is a 4xx whose message names the row and field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bentos.batching import Batcher, Overloaded
+from bentos.runners import Runner
+from bentos.schema import InputError
+from bentos.settings import Settings
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+@dataclass
+class Model:
+    """A runner as the API serves it: its route name and its batcher."""
+
+    name: str
+    route: str
+    runner: Runner
+    batcher: Batcher
+
+
+class Models:
+    """What the service hands the API once both models are loaded."""
+
+    def __init__(self, runners: dict[str, tuple[str, Runner]], settings: Settings):
+        self.settings = settings
+        self.by_name = {
+            name: Model(
+                name,
+                route,
+                runner,
+                Batcher(
+                    runner.predict_proba,
+                    max_batch_size=settings.max_batch_size,
+                    max_latency_ms=settings.max_latency_ms,
+                ),
+            )
+            for name, (route, runner) in runners.items()
+        }
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The body as JSON, refusing bodies over `max_bytes` before holding them whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestTooLarge(f"request body is {declared} bytes; the limit is {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"malformed JSON: {exc}", [(None, None, "malformed JSON")]) from None
+
+
+def _models(request: Request) -> Models:
+    return request.app.state.models
+
+
+async def _predict(request: Request, name: str) -> Response:
+    models = _models(request)
+    model = models.by_name[name]
+    try:
+        body = await read_json(request, models.settings.max_body_bytes)
+        if not isinstance(body, dict) or "instances" not in body:
+            raise InputError(
+                'the body must be a JSON object {"instances": [{feature: value, ...}, ...]}',
+                [(None, "instances", "missing")],
+            )
+        unknown = sorted(set(body) - {"instances"})
+        if unknown:
+            raise InputError(
+                f"unknown top-level field(s) {', '.join(map(repr, unknown))}; only 'instances' is allowed",
+                [(None, k, "unknown field") for k in unknown],
+            )
+        x = model.runner.schema.validate_instances(body["instances"], models.settings.max_rows)
+    except RequestTooLarge as exc:
+        return _error(413, str(exc))
+    except InputError as exc:
+        return JSONResponse(exc.to_dict(), status_code=400)
+    try:
+        proba = await model.batcher(x)
+    except Overloaded as exc:
+        return _error(503, f"overloaded, retry later: {exc}")
+    return JSONResponse(
+        {
+            "predictions": model.runner.labels_for(proba),
+            "probabilities": np.asarray(proba, dtype=np.float64).round(6).tolist(),
+            "model": model.runner.tag,
+        }
+    )
+
+
+async def predict(request: Request) -> Response:
+    return await _predict(request, "rf")
+
+
+async def predict_edge(request: Request) -> Response:
+    return await _predict(request, "tflite")
+
+
+async def list_models(request: Request) -> Response:
+    out = []
+    for model in _models(request).by_name.values():
+        meta = model.runner.metadata
+        out.append(
+            {
+                "name": model.name,
+                "route": model.route,
+                "tag": model.runner.tag,
+                "schema": model.runner.schema.to_dict(),
+                "labels": list(model.runner.schema.labels),
+                "metrics": meta.get("metrics", {}),
+                "parity": meta.get("parity"),
+                "quantization": meta.get("quantization"),
+            }
+        )
+    return JSONResponse({"models": out})
+
+
+def create_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/predict", predict, methods=["POST"]),
+            Route("/predict_edge", predict_edge, methods=["POST"]),
+            Route("/models", list_models, methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,1 @@
+"""Entry points run by Kubernetes Jobs over the Bento image (batch prediction, retraining)."""

@@ -1,0 +1,52 @@
+"""The online service: both models, behind one BentoML service, over HTTP on port 3000.
+
+Why the runners live in the entry service's own workers rather than behind `bentoml.depends`:
+measured on the 2-core reference machine (see docs/service-design.md), a `bentoml.depends` hop
+with adaptive batching cost most of the throughput and added the batching wait at one client,
+while the models themselves take microseconds to a few milliseconds per call. Each runner keeps
+its own adaptive batching, in-process (bentos.batching): concurrent requests that arrive while a
+model is busy share its next call, and an idle model takes a request at once.
+
+Why the JSON routes are a Starlette app mounted with `@bentoml.asgi_app` rather than
+`@bentoml.api` methods: the error bodies must name the row and field of bad input, and the
+mounted route answered about twice the requests/s of an `@bentoml.api` route here.
+`/livez`, `/readyz` and `/metrics` are BentoML's own.
+"""
+
+from __future__ import annotations
+
+import bentoml
+
+from bentos.api import Models, create_app
+from bentos.runners import RandomForestRunner, TFLiteRunner
+from bentos.settings import Settings
+
+SETTINGS = Settings.from_env()
+app = create_app()
+
+
+@bentoml.service(
+    name="tabular-classifier",
+    # One worker per core; the Kubernetes ConfigMap (BENTOML_CONFIG) overrides these.
+    workers=2,
+    traffic={"timeout": 30},
+    http={"port": 3000},
+)
+@bentoml.asgi_app(app, path="/")
+class TabularClassifier:
+    # Class attributes, so `bentoml build` packs these models into the Bento.
+    rf_model = bentoml.models.BentoModel(SETTINGS.rf_model)
+    tflite_model = bentoml.models.BentoModel(SETTINGS.tflite_model)
+
+    def __init__(self) -> None:
+        # Loading verifies each file's sha256; a failure here stops the worker loudly.
+        app.state.models = Models(
+            {
+                "rf": ("/predict", RandomForestRunner(self.rf_model)),
+                "tflite": ("/predict_edge", TFLiteRunner(self.tflite_model)),
+            },
+            SETTINGS,
+        )
+
+    def __is_ready__(self) -> bool:
+        return getattr(app.state, "models", None) is not None

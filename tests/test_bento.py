@@ -1,0 +1,78 @@
+"""The Bento: built for real from this checkout; the container build itself is not run here
+(no container engine on this machine), only its generated Dockerfile is checked."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import ROOT, Server
+
+
+@pytest.fixture(scope="session")
+def bento_dir(trained, bentoml_home) -> Path:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", ".", "--output", "tag"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    tag = proc.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    name, version = tag.split(":")
+    path = bentoml_home / "bentos" / name / version
+    assert path.is_dir(), proc.stdout
+    return path
+
+
+def test_bento_packs_the_service_code_and_both_models(bento_dir):
+    info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
+    assert info["service"] == "service:TabularClassifier"
+    assert {m["tag"].split(":")[0] for m in info["models"]} == {
+        "rf-classifier",
+        "tflite-classifier",
+    }
+    for path in ("service.py", "bentos/schema.py", "bentos/runners.py", "jobs/__init__.py"):
+        assert (bento_dir / "src" / path).is_file(), path
+    assert not (bento_dir / "src" / "tests").exists()
+
+
+def test_bento_locked_requirements_serve_without_tensorflow(bento_dir):
+    locked = (bento_dir / "env" / "python" / "requirements.txt").read_text().lower()
+    pins = {line.split("==")[0] for line in locked.splitlines() if "==" in line}
+    assert {"bentoml", "ai-edge-litert", "scikit-learn", "numpy"} <= pins
+    assert not any("tensorflow" in p or p in {"keras", "tf-keras"} for p in pins), sorted(pins)
+
+
+def test_bento_has_a_dockerfile_that_runs_as_non_root(bento_dir):
+    dockerfile = (bento_dir / "env" / "docker" / "Dockerfile").read_text()
+    assert "USER bentoml" in dockerfile
+    assert "EXPOSE 3000" in dockerfile
+    assert "requirements.txt" in dockerfile
+
+
+def test_server_with_a_tampered_model_never_becomes_ready(trained, bentoml_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(bentoml_home / "models", home / "models")
+    tampered = next((home / "models" / "tflite-classifier").glob("*/model.tflite"))
+    tampered.write_bytes(tampered.read_bytes() + b"\0")
+    srv = Server({"BENTOML_HOME": str(home)})
+    try:
+        deadline = time.monotonic() + 90
+        while "changed after training" not in srv.output() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "tflite-classifier" in srv.output()
+        assert "changed after training, refusing to load it" in srv.output()
+        try:
+            assert httpx.get(srv.url + "/readyz", timeout=2).status_code != 200
+        except httpx.TransportError:
+            pass  # not even listening: not ready either
+    finally:
+        srv.stop()
