@@ -38,6 +38,7 @@ class Batcher:
         self.max_latency = max_latency_ms / 1000
         self._queue: collections.deque[_Job] = collections.deque()
         self._busy = False
+        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
         self.batch_sizes: collections.Counter[int] = collections.Counter()  # rows per call
 
     async def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -46,7 +47,7 @@ class Batcher:
         self._queue.append(job)
         if not self._busy:
             self._busy = True
-            loop.create_task(self._drain())
+            self._task = loop.create_task(self._drain())
         return await job.future
 
     def _take(self, now: float) -> list[_Job]:

@@ -56,7 +56,9 @@ class Server:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="bentoml-serve-", suffix=".log", delete=False)
+        fd, log = tempfile.mkstemp(prefix="bentoml-serve-", suffix=".log")
+        os.close(fd)
+        self.log = Path(log)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -72,7 +74,7 @@ class Server:
             ],
             cwd=cwd,
             env={**os.environ, **(env or {})},
-            stdout=self.log,
+            stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -95,7 +97,7 @@ class Server:
         raise RuntimeError(f"server not ready in {timeout}s:\n{self.output()}")
 
     def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-5000:]
+        return self.log.read_text(errors="replace")[-5000:]
 
     def stop(self) -> None:
         import signal
@@ -107,7 +109,7 @@ class Server:
             except Exception:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        Path(self.log.name).unlink(missing_ok=True)
+        self.log.unlink(missing_ok=True)
 
 
 # Small limits, so the tests can cross them cheaply.
@@ -116,6 +118,12 @@ SERVER_ENV = {"BENTOS_MAX_ROWS": "50", "BENTOS_MAX_BODY_BYTES": "20000"}
 
 @pytest.fixture(scope="session")
 def server(trained) -> Server:
-    srv = Server(SERVER_ENV).wait_ready()
+    # Pinned: other tests register newer versions, and :latest would follow them.
+    env = {
+        **SERVER_ENV,
+        "BENTOS_RF_MODEL": trained.rf_tag,
+        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+    }
+    srv = Server(env).wait_ready()
     yield srv
     srv.stop()

@@ -62,9 +62,12 @@ def _request_count(server, endpoint: str, code: str) -> float:
     text = httpx.get(server.url + "/metrics").text
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("bentoml_service_request_total{") and f'endpoint="{endpoint}"' in line:
-            if f'http_response_code="{code}"' in line:
-                total += float(line.rsplit(" ", 1)[1])
+        if (
+            line.startswith("bentoml_service_request_total{")
+            and f'endpoint="{endpoint}"' in line
+            and f'http_response_code="{code}"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
     return total
 
 
