@@ -1,0 +1,111 @@
+"""A closed-loop HTTP load generator for loopback benchmarks.
+
+Each of `concurrency` clients sends its next request as soon as the previous answer arrives,
+until `duration` seconds or `max_requests` requests, whichever comes first. Loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+import numpy as np
+
+
+@dataclass
+class Result:
+    requests: int
+    errors: int
+    seconds: float
+    rows_per_request: int
+    latencies_ms: np.ndarray
+    statuses: dict[int, int]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rps * self.rows_per_request
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else float("nan")
+
+    def row(self) -> dict[str, float]:
+        return {
+            "req/s": round(self.rps, 1),
+            "rows/s": round(self.rows_per_s, 1),
+            "p50 ms": round(self.pct(50), 2),
+            "p90 ms": round(self.pct(90), 2),
+            "p99 ms": round(self.pct(99), 2),
+            "errors": self.errors,
+        }
+
+
+def _check_loopback(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if not (host in {"localhost", "::1"} or host.startswith("127.")):
+        raise ValueError(f"load is only ever sent to loopback addresses, not {host!r}")
+
+
+async def _run(url, body, headers, concurrency, duration, max_requests, rows, warmup):
+    _check_loopback(url)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+    sent = 0
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one() -> tuple[int, float]:
+            t0 = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status, (time.perf_counter() - t0) * 1000
+
+        # Warm-up: open the connections and let the server settle; not counted.
+        end_warm = time.perf_counter() + warmup
+        while time.perf_counter() < end_warm:
+            await asyncio.gather(*(one() for _ in range(concurrency)), return_exceptions=True)
+
+        start = time.perf_counter()
+        deadline = start + duration
+
+        async def client() -> None:
+            nonlocal errors, sent
+            while time.perf_counter() < deadline and sent < max_requests:
+                sent += 1
+                try:
+                    status, ms = await one()
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    errors += 1
+                    continue
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
+                    latencies.append(ms)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        seconds = time.perf_counter() - start
+    return Result(len(latencies), errors, seconds, rows, np.array(latencies), statuses)
+
+
+def run(
+    url: str,
+    body: bytes,
+    *,
+    concurrency: int,
+    duration: float = 10.0,
+    max_requests: int = 1_000_000,
+    rows: int = 1,
+    headers: dict[str, str] | None = None,
+    warmup: float = 1.0,
+) -> Result:
+    headers = headers or {"content-type": "application/json"}
+    return asyncio.run(_run(url, body, headers, concurrency, duration, max_requests, rows, warmup))
