@@ -33,7 +33,9 @@ class Result:
         return self.rps * self.rows_per_request
 
     def pct(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else float("nan")
+        return (
+            float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else float("nan")
+        )
 
     def row(self) -> dict[str, float]:
         return {
@@ -82,7 +84,7 @@ async def _run(url, body, headers, concurrency, duration, max_requests, rows, wa
                 sent += 1
                 try:
                     status, ms = await one()
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     errors += 1
                     continue
                 statuses[status] = statuses.get(status, 0) + 1

@@ -37,8 +37,12 @@ def main() -> None:
     for name, target in variants.items():
         with bentoml_serve(target) as srv:
             for clients in (1, 16):
-                r = loadgen.run(srv.url + "/predict", body, concurrency=clients, duration=args.duration)
-                print(f"{name:28} {clients:>7} {r.rps:>8.1f} {r.pct(50):>8.2f} {r.pct(99):>8.2f} {r.errors:>6}")
+                r = loadgen.run(
+                    srv.url + "/predict", body, concurrency=clients, duration=args.duration
+                )
+                print(
+                    f"{name:28} {clients:>7} {r.rps:>8.1f} {r.pct(50):>8.2f} {r.pct(99):>8.2f} {r.errors:>6}"
+                )
 
 
 if __name__ == "__main__":

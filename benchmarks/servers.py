@@ -30,8 +30,12 @@ class Process:
         self.log = open(os.devnull, "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env={**os.environ, **(env or {})},
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            args,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.cold_start_s: float | None = None
 
@@ -69,6 +73,18 @@ class Process:
 def bentoml_serve(target: str = ".", env: dict | None = None) -> Process:
     port = free_port()
     return Process(
-        [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        ready_path="/readyz", port=port, env=env,
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        ready_path="/readyz",
+        port=port,
+        env=env,
     )

@@ -11,7 +11,6 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from bentos.models import open_model
 from bentos.runners import RandomForestRunner
@@ -48,7 +47,10 @@ async def predict(request: Request) -> JSONResponse:
     proba = np.asarray(await svc.rf.to_async.predict_proba(x))
     labels = svc.schema.labels
     return JSONResponse(
-        {"predictions": [labels[i] for i in proba.argmax(1)], "probabilities": proba.round(6).tolist()}
+        {
+            "predictions": [labels[i] for i in proba.argmax(1)],
+            "probabilities": proba.round(6).tolist(),
+        }
     )
 
 
