@@ -105,12 +105,14 @@ def _summary(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    rf, tfl, par = result.rf_metrics, result.tflite_metrics, result.parity
+    blank = {"accuracy": float("nan"), "f1_macro": float("nan")}
+    rf, tfl = result.rf_metrics or blank, result.tflite_metrics or blank
+    par = result.parity or {"argmax_agreement": float("nan"), "max_abs_diff": float("nan")}
     table = Table(title="Registered models")
     table.add_column("")
     table.add_column("RandomForest")
     table.add_column("TFLite")
-    table.add_row("tag", result.rf_tag, result.tflite_tag)
+    table.add_row("tag", result.rf_tag or "(not trained)", result.tflite_tag or "(not trained)")
     table.add_row("hold-out accuracy", f"{rf['accuracy']:.4f}", f"{tfl['accuracy']:.4f}")
     table.add_row("macro F1", f"{rf['f1_macro']:.4f}", f"{tfl['f1_macro']:.4f}")
     table.add_row(

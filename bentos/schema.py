@@ -161,6 +161,13 @@ def _column(name: str, values: Any, parse_strings: bool, problems: list) -> np.n
             out = values.to_numpy(dtype=np.float64, na_value=np.nan)
             _non_finite(name, out, problems)
             return out
+        if parse_strings and pd.api.types.is_string_dtype(values):
+            # Text columns (CSV read as text): parse in C, then explain only the failures.
+            out = np.array(pd.to_numeric(values, errors="coerce"), dtype=np.float64)
+            raw = values.to_numpy(dtype=object)
+            for i in np.flatnonzero(~np.isfinite(out)):
+                out[i] = _one(name, int(i), raw[i], parse_strings, problems)
+            return out
         values = values.to_numpy(dtype=object)
     elif all(type(v) is float or type(v) is int for v in values):
         # The common case, checked without a per-value branch: JSON numbers only (bool is not int here).
@@ -190,6 +197,9 @@ def _one(name: str, row: int, v: Any, parse_strings: bool, problems: list) -> fl
         except OverflowError:
             x = math.inf
     elif parse_strings and isinstance(v, str):
+        if not v.strip():  # an empty CSV cell
+            problems.append((row, name, "missing value (empty); a finite number is required"))
+            return math.nan
         try:
             x = float(v)
         except ValueError:

@@ -16,6 +16,8 @@ import numpy as np
 from bentos import data as data_mod
 from bentos.schema import FeatureSchema
 
+MODELS = ("rf", "tflite")
+
 
 class GateError(RuntimeError):
     """A model missed a quality gate; nothing was registered."""
@@ -32,18 +34,21 @@ class TrainConfig:
     n_estimators: int = 100
     test_size: float = 0.2
     epochs: int | None = None  # None: chosen from the table's size
+    models: tuple[str, ...] = MODELS
 
 
 @dataclass
 class TrainResult:
-    rf_tag: str
-    tflite_tag: str
-    rf_metrics: dict[str, Any]
-    tflite_metrics: dict[str, Any]
-    parity: dict[str, float]
-    tflite_size: int
-    float32_size: int
-    rf_size: int
+    """What was registered; the fields of a model not trained (see TrainConfig.models) are None."""
+
+    rf_tag: str | None = None
+    tflite_tag: str | None = None
+    rf_metrics: dict[str, Any] | None = None
+    tflite_metrics: dict[str, Any] | None = None
+    parity: dict[str, float] | None = None
+    tflite_size: int = 0
+    float32_size: int = 0
+    rf_size: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -92,6 +97,18 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
 
     from bentos import conversion, models
 
+    unknown = sorted(set(config.models) - set(MODELS))
+    if unknown or not config.models:
+        raise data_mod.DataError(f"models {unknown or '(none)'}: allowed are {', '.join(MODELS)}")
+    if "tflite" in config.models:
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError as exc:  # the Bento image serves TFLite but cannot train it
+            raise data_mod.DataError(
+                f"training the TFLite model needs TensorFlow ({exc}); install the 'train' extra, "
+                "or train the RandomForest only (models: rf)"
+            ) from None
+
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     with step("Loading data"):
@@ -109,87 +126,95 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
         ) from None
     seconds["data"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    with step(f"Training RandomForest ({config.n_estimators} trees)"):
-        params = {"n_estimators": config.n_estimators, "random_state": config.seed, "n_jobs": -1}
-        forest = RandomForestClassifier(**params).fit(x_train, y_train)
-        rf_metrics = evaluate(y_test, forest.predict(x_test), schema.labels)
-        forest.n_jobs = 1  # serve-time setting: one request, one core
-    seconds["rf"] = time.perf_counter() - t0
+    result = TrainResult(seconds=seconds)
+    gate_failures: list[str] = []
+    register: list[Callable[[dict[str, Any]], None]] = []  # run only once every gate passed
+    if "rf" in config.models:
+        t0 = time.perf_counter()
+        with step(f"Training RandomForest ({config.n_estimators} trees)"):
+            params = {
+                "n_estimators": config.n_estimators,
+                "random_state": config.seed,
+                "n_jobs": -1,
+            }
+            forest = RandomForestClassifier(**params).fit(x_train, y_train)
+            result.rf_metrics = evaluate(y_test, forest.predict(x_test), schema.labels)
+            forest.n_jobs = 1  # serve-time setting: one request, one core
+        seconds["rf"] = time.perf_counter() - t0
+        gate_failures += _accuracy_gate("RandomForest", result.rf_metrics, config.min_accuracy)
 
-    t0 = time.perf_counter()
-    epochs = config.epochs or conversion.default_epochs(len(x_train))
-    with step(f"Training Keras MLP ({epochs} epochs)"):
-        keras_model = conversion.train_keras(
-            x_train, y_train, len(labels), seed=config.seed, epochs=epochs
-        )
-    with step(f"Converting to TFLite ({config.quantize})"):
-        content = conversion.convert(keras_model, config.quantize, x_train)
-        f32_size = conversion.float32_size(keras_model)
-        par = conversion.parity(keras_model, content, x_test, y_test)
-        lite = conversion.TFLiteRunner.from_bytes(content)
-        tflite_metrics = evaluate(y_test, lite.predict_proba(x_test).argmax(1), schema.labels)
-    seconds["tflite"] = time.perf_counter() - t0
+        def register_rf(common: dict[str, Any]) -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                # Persisted with joblib (as the classic tutorial does); the store's copy is
+                # checked against this file's hash, which every later load verifies.
+                pkl = Path(tmp) / models.RF_FILE
+                joblib.dump(forest, pkl)
+                meta = {
+                    **common,
+                    "metrics": result.rf_metrics,
+                    "sklearn_version": sklearn.__version__,
+                    "params": {**params, "n_jobs_serving": 1},
+                    "size_bytes": pkl.stat().st_size,
+                }
+                result.rf_tag = str(models.register_rf(forest, meta, pkl).tag)
+                result.rf_size = meta["size_bytes"]
 
-    gate_failures = []
-    if rf_metrics["accuracy"] < config.min_accuracy:
-        gate_failures.append(
-            f"RandomForest accuracy {rf_metrics['accuracy']:.4f} < --min-accuracy {config.min_accuracy}"
-        )
-    if tflite_metrics["accuracy"] < config.min_accuracy:
-        gate_failures.append(
-            f"TFLite accuracy {tflite_metrics['accuracy']:.4f} < --min-accuracy {config.min_accuracy}"
-        )
-    gate_failures += [f"TFLite parity: {f}" for f in par.failures(config.quantize)]
+        register.append(register_rf)
+
+    if "tflite" in config.models:
+        t0 = time.perf_counter()
+        epochs = config.epochs or conversion.default_epochs(len(x_train))
+        with step(f"Training Keras MLP ({epochs} epochs)"):
+            keras_model = conversion.train_keras(
+                x_train, y_train, len(labels), seed=config.seed, epochs=epochs
+            )
+        with step(f"Converting to TFLite ({config.quantize})"):
+            content = conversion.convert(keras_model, config.quantize, x_train)
+            result.tflite_size = len(content)
+            result.float32_size = conversion.float32_size(keras_model)
+            par = conversion.parity(keras_model, content, x_test, y_test)
+            result.parity = par.to_dict()
+            lite = conversion.TFLiteRunner.from_bytes(content)
+            result.tflite_metrics = evaluate(
+                y_test, lite.predict_proba(x_test).argmax(1), schema.labels
+            )
+        seconds["tflite"] = time.perf_counter() - t0
+        gate_failures += _accuracy_gate("TFLite", result.tflite_metrics, config.min_accuracy)
+        gate_failures += [f"TFLite parity: {f}" for f in par.failures(config.quantize)]
+
+        def register_tflite(common: dict[str, Any]) -> None:
+            import tensorflow as tf
+
+            meta = {
+                **common,
+                "metrics": result.tflite_metrics,
+                "quantization": config.quantize,
+                "size_bytes": len(content),
+                "float32_size_bytes": result.float32_size,
+                "parity": result.parity,
+                "tensorflow_version": tf.__version__,
+                "params": {"epochs": epochs, "hidden": [32, 16], "learning_rate": 0.01},
+                "tensors": lite.tensor_details(),
+            }
+            result.tflite_tag = str(models.register_tflite(content, meta).tag)
+
+        register.append(register_tflite)
+
     if gate_failures:
         raise GateError("; ".join(gate_failures) + "; nothing was registered")
-
     common = {
         "schema": schema.to_dict(),
         "training_data": {"source": ds.source, "sha256": ds.sha256, "rows": len(x)},
         "split": {"test_size": config.test_size, "seed": config.seed, "stratified": True},
         "python": platform.python_version(),
     }
-    with step("Registering models"), tempfile.TemporaryDirectory() as tmp:
-        # Persisted with joblib (as the classic tutorial does); the store's copy is checked
-        # against this file's hash, which is what every later load verifies.
-        pkl = Path(tmp) / models.RF_FILE
-        joblib.dump(forest, pkl)
-        rf = models.register_rf(
-            forest,
-            {
-                **common,
-                "metrics": rf_metrics,
-                "sklearn_version": sklearn.__version__,
-                "params": {**params, "n_jobs_serving": 1},
-                "size_bytes": pkl.stat().st_size,
-            },
-            pkl,
-        )
-        import tensorflow as tf
+    with step("Registering models"):
+        for action in register:
+            action(common)
+    return result
 
-        tfl = models.register_tflite(
-            content,
-            {
-                **common,
-                "metrics": tflite_metrics,
-                "quantization": config.quantize,
-                "size_bytes": len(content),
-                "float32_size_bytes": f32_size,
-                "parity": par.to_dict(),
-                "tensorflow_version": tf.__version__,
-                "params": {"epochs": epochs, "hidden": [32, 16], "learning_rate": 0.01},
-                "tensors": lite.tensor_details(),
-            },
-        )
-    return TrainResult(
-        rf_tag=str(rf.tag),
-        tflite_tag=str(tfl.tag),
-        rf_metrics=rf_metrics,
-        tflite_metrics=tflite_metrics,
-        parity=par.to_dict(),
-        tflite_size=len(content),
-        float32_size=f32_size,
-        rf_size=int(rf.info.metadata["size_bytes"]),
-        seconds=seconds,
-    )
+
+def _accuracy_gate(name: str, metrics: dict[str, Any], minimum: float) -> list[str]:
+    if metrics["accuracy"] < minimum:
+        return [f"{name} accuracy {metrics['accuracy']:.4f} < --min-accuracy {minimum}"]
+    return []
