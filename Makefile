@@ -11,7 +11,9 @@ PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := true
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: run test lint format train bento clean
+TOOLS := $(VENV)/tools
+
+.PHONY: run test lint format train bento tools clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +21,16 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Policy tools for tests/test_k8s.py (kubernetes-validate, checkov), in a venv of their own:
+# checkov pins older packaging, python-dateutil, schema and termcolor than requirements.lock.
+$(TOOLS)/.installed: requirements-tools.lock
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet -r requirements-tools.lock
+	touch $@
+
+tools: $(TOOLS)/.installed
 
 # Train the default models only when the store lacks them, then serve on :$(PORT).
 run: $(BIN)/.installed
@@ -29,7 +41,7 @@ run: $(BIN)/.installed
 train: $(BIN)/.installed
 	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentos train
 
-test: $(BIN)/.installed lint
+test: $(BIN)/.installed $(TOOLS)/.installed lint
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.installed
