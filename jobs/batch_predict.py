@@ -24,11 +24,6 @@ from typing import Any
 
 EXIT_IO, EXIT_USAGE, EXIT_REJECTED = 1, 2, 3
 
-# Arrow's default jemalloc pool keeps freed chunk buffers: peak RSS grew from 497 MiB at 1M rows
-# to 821 MiB at 5M (docs/batch.md); with mimalloc it stays flat. Read when pyarrow is first
-# imported, so it is set before any import of it.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")
-
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
