@@ -111,3 +111,55 @@ def run(
 ) -> Result:
     headers = headers or {"content-type": "application/json"}
     return asyncio.run(_run(url, body, headers, concurrency, duration, max_requests, rows, warmup))
+
+
+async def _run_grpc(address, model, x, concurrency, duration, max_requests, warmup):
+    import tritonclient.grpc.aio as tgrpc
+
+    _check_loopback("http://" + address)
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    client = tgrpc.InferenceServerClient(address)
+    inp = tgrpc.InferInput("features", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+
+    async def one() -> float:
+        t0 = time.perf_counter()
+        await client.infer(model, [inp])
+        return (time.perf_counter() - t0) * 1000
+
+    end_warm = time.perf_counter() + warmup
+    while time.perf_counter() < end_warm:
+        await asyncio.gather(*(one() for _ in range(concurrency)), return_exceptions=True)
+    start = time.perf_counter()
+    deadline = start + duration
+
+    async def worker() -> None:
+        nonlocal errors, sent
+        while time.perf_counter() < deadline and sent < max_requests:
+            sent += 1
+            try:
+                latencies.append(await one())
+            except Exception:  # any RPC failure is an error of this cell
+                errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - start
+    await client.close()
+    ok = len(latencies)
+    return Result(ok, errors, seconds, x.shape[0], np.array(latencies), {0: ok})
+
+
+def run_grpc(
+    address: str,
+    model: str,
+    x: np.ndarray,
+    *,
+    concurrency: int,
+    duration: float = 10.0,
+    max_requests: int = 1_000_000,
+    warmup: float = 1.0,
+) -> Result:
+    """The same closed loop over gRPC (tritonclient's asyncio client): ModelInfer on `model`."""
+    return asyncio.run(_run_grpc(address, model, x, concurrency, duration, max_requests, warmup))

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bentos import v2
 from bentos.batching import Batcher, Overloaded
 from bentos.runners import Runner
 from bentos.schema import InputError
@@ -60,8 +61,8 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The body as JSON, refusing bodies over `max_bytes` before holding them whole."""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refusing bodies over `max_bytes` before holding them whole."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise RequestTooLarge(f"request body is {declared} bytes; the limit is {max_bytes}")
@@ -71,7 +72,11 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    body = await read_body(request, max_bytes)
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -143,11 +148,97 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"models": out})
 
 
+# -- Open Inference Protocol (V2) REST ------------------------------------------------------------
+
+
+def _v2_model(request: Request) -> Model:
+    models = _models(request)
+    name = request.path_params["model"]
+    model = models.by_name.get(name)
+    if model is None:
+        raise v2.V2Error(404, f"unknown model {name!r}; the models are {', '.join(models.by_name)}")
+    version = request.path_params.get("version")
+    if version is not None and version != v2.version_of(model.runner):
+        raise v2.V2Error(
+            404,
+            f"model {name!r} has no version {version!r}; it serves {v2.version_of(model.runner)!r}",
+        )
+    return model
+
+
+def _v2_error(exc: v2.V2Error) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def v2_server_metadata(request: Request) -> Response:
+    return JSONResponse(v2.server_metadata())
+
+
+async def v2_live(request: Request) -> Response:
+    return JSONResponse({"live": True})
+
+
+async def v2_ready(request: Request) -> Response:
+    ready = getattr(request.app.state, "models", None) is not None
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+async def v2_model_metadata(request: Request) -> Response:
+    try:
+        model = _v2_model(request)
+    except v2.V2Error as exc:
+        return _v2_error(exc)
+    return JSONResponse(v2.model_metadata(model.name, model.runner))
+
+
+async def v2_model_ready(request: Request) -> Response:
+    try:
+        model = _v2_model(request)
+    except v2.V2Error as exc:
+        return _v2_error(exc)
+    return JSONResponse({"name": model.name, "ready": True})
+
+
+async def v2_infer(request: Request) -> Response:
+    settings = _models(request).settings
+    try:
+        model = _v2_model(request)
+        body = await read_body(request, settings.max_body_bytes)
+        req, binary = v2.decode_rest(body, request.headers.get("inference-header-content-length"))
+        name, datatype, shape, data = v2.rest_input(req, binary)
+        x = v2.check_features(model.runner, name, datatype, shape, data, settings.max_rows)
+        params = req.get("parameters") or {}
+        wanted = v2.requested_outputs(
+            req.get("outputs"), bool(params.get("binary_data_output", False))
+        )
+    except RequestTooLarge as exc:
+        return _error(413, str(exc))
+    except v2.V2Error as exc:
+        return _v2_error(exc)
+    try:
+        proba = await model.batcher(x)
+    except Overloaded as exc:
+        return _error(503, f"overloaded, retry later: {exc}")
+    request_id = req.get("id") if isinstance(req.get("id"), str) else None
+    content, headers = v2.encode_rest(
+        model.name, v2.version_of(model.runner), request_id, v2.build_outputs(proba, wanted)
+    )
+    return Response(content, headers=headers)
+
+
 def create_app() -> Starlette:
+    model = "/v2/models/{model}"
+    versioned = "/v2/models/{model}/versions/{version}"
     return Starlette(
         routes=[
             Route("/predict", predict, methods=["POST"]),
             Route("/predict_edge", predict_edge, methods=["POST"]),
             Route("/models", list_models, methods=["GET"]),
+            Route("/v2", v2_server_metadata, methods=["GET"]),
+            Route("/v2/health/live", v2_live, methods=["GET"]),
+            Route("/v2/health/ready", v2_ready, methods=["GET"]),
+            *(Route(p, v2_model_metadata, methods=["GET"]) for p in (model, versioned)),
+            *(Route(p + "/ready", v2_model_ready, methods=["GET"]) for p in (model, versioned)),
+            *(Route(p + "/infer", v2_infer, methods=["POST"]) for p in (model, versioned)),
         ]
     )

@@ -124,6 +124,20 @@ class FeatureSchema:
             raise InputError(f"instances[{row}].{field}: {message}", problems)
         return matrix
 
+    def validate_matrix(self, x: np.ndarray) -> np.ndarray:
+        """A numeric matrix already in schema order (V2 tensors): only finiteness is left."""
+        x = np.asarray(x, dtype=np.float64)
+        if np.isfinite(x).all():
+            return x
+        problems: list[tuple[int, str, str]] = []
+        for j, feature in enumerate(self.features):
+            _non_finite(feature.name, x[:, j], problems)
+        problems.sort(key=lambda p: p[0])
+        row, field, message = problems[0]
+        raise InputError(
+            f"row {row}, feature {field!r} ({self.names.index(field)}): {message}", problems
+        )
+
     def validate_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str | None]]:
         """Table rows to (matrix, reason per row); rows with a reason are not to be predicted.
 

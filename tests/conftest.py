@@ -56,6 +56,13 @@ class Server:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(env or {})
+        if "BENTOML_HOME" not in env:
+            # A home of its own, sharing the session's models: each `bentoml serve` empties its
+            # home's Prometheus directory at start, which would reset another server's metrics.
+            home = Path(tempfile.mkdtemp(prefix="bentoml-serve-home-"))
+            (home / "models").symlink_to(_HOME / "models", target_is_directory=True)
+            env["BENTOML_HOME"] = str(home)
         fd, log = tempfile.mkstemp(prefix="bentoml-serve-", suffix=".log")
         os.close(fd)
         self.log = Path(log)
@@ -125,5 +132,68 @@ def server(trained) -> Server:
         "BENTOS_TFLITE_MODEL": trained.tflite_tag,
     }
     srv = Server(env).wait_ready()
+    yield srv
+    srv.stop()
+
+
+class GrpcServer:
+    """A real `python -m bentos.grpc`, in a subprocess."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        fd, log = tempfile.mkstemp(prefix="bentos-grpc-", suffix=".log")
+        os.close(fd)
+        self.log = Path(log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentos.grpc", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 120) -> GrpcServer:
+        import time
+
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"gRPC server exited ({self.proc.returncode}):\n{self.output()}"
+                    )
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return self
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.3)
+        raise RuntimeError(f"gRPC server not ready in {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        Server.stop(self)  # same process-group handling
+
+
+@pytest.fixture(scope="session")
+def grpc_server(trained) -> GrpcServer:
+    env = {
+        **SERVER_ENV,
+        "BENTOS_RF_MODEL": trained.rf_tag,
+        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+    }
+    srv = GrpcServer(env).wait_ready()
     yield srv
     srv.stop()

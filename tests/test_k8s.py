@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -389,6 +390,22 @@ def test_service_is_clusterip_with_named_http_port(objects):
         assert target in serving.values() or target in serving, port["name"]
 
 
+def test_grpc_container_port_service_and_grpc_probes(objects):
+    grpc_ctr = container(deployment(objects), "grpc")
+    assert grpc_ctr["image"] == server(objects)["image"]
+    assert grpc_ctr["command"][:3] == ["python", "-m", "bentos.grpc"]
+    assert container_port(grpc_ctr, "grpc") == 3001
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert grpc_ctr[probe]["grpc"]["port"] == 3001, probe
+    svc = one(objects, "Service", APP)
+    port = next(p for p in svc["spec"]["ports"] if p["name"] == "grpc")
+    assert (port["port"], port["targetPort"], port["appProtocol"]) == (
+        3001,
+        "grpc",
+        "kubernetes.io/h2c",
+    )
+
+
 def serving_ports(objects: list[dict]) -> dict[str, int]:
     """Port name -> number, for every port a container of the server pod declares."""
     return {
@@ -409,10 +426,9 @@ def test_disruption_budget_and_network_policy_select_the_server_pods(objects):
     ports = {
         (p["protocol"], p["port"]) for rule in policy["spec"]["ingress"] for p in rule["ports"]
     }
-    # Exactly the ports the pod serves: 3000, and 3001 once the gRPC container declares it
-    # (then uncomment its line in k8s/base/networkpolicy.yaml).
+    # Exactly the ports the pod serves: 3000 (HTTP) and 3001 (gRPC).
     assert ports == {("TCP", port) for port in serving_ports(objects).values()}
-    assert ("TCP", 3000) in ports
+    assert ports == {("TCP", 3000), ("TCP", 3001)}
     # The jobs' pods get a policy too, with no ingress at all.
     jobs = one(objects, "NetworkPolicy", f"{APP}-jobs")
     assert "ingress" not in jobs["spec"] and jobs["spec"]["policyTypes"] == ["Ingress"]
@@ -753,3 +769,57 @@ def test_rendered_batch_cronjob_shards_cover_the_input_exactly_once(
     assert len(parts) == 3 * len(features)
     assert not parts.duplicated(["source_file", "source_row"]).any()
     assert all(json.loads(m.read_text())["rows_written"] > 0 for m in manifests)
+
+
+def test_rendered_grpc_container_serves_its_probes(rendered, trained, bentoml_home, tmp_path):
+    """Run the gRPC container as the prod Deployment declares it (command, args, env from the
+    ConfigMaps; the repo root stands in for its workingDir) and call what its probes call,
+    grpc.health.v1 on the declared port, then one inference."""
+    import grpc
+    import numpy as np
+    import tritonclient.grpc as tgrpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    objects = rendered["prod"]
+    ctr = container(deployment(objects), "grpc")
+    declared_port = container_port(ctr, "grpc")
+    argv = [*ctr["command"], *(ctr.get("args") or [])]
+    assert argv[argv.index("--port") + 1] == str(declared_port)
+    port = declared_port if _port_is_free(declared_port) else free_port()
+    argv[argv.index("--port") + 1] = str(port)
+    env = {
+        **os.environ,
+        **resolve_env(objects, ctr),
+        "BENTOML_HOME": str(bentoml_home),
+        "BENTOS_RF_MODEL": trained.rf_tag,  # pinned: other tests register newer versions
+        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+    }
+    log = tmp_path / "grpc.log"
+    proc = subprocess.Popen(
+        [sys.executable, *argv[1:]],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 120
+            status = None
+            while time.monotonic() < deadline and status != health_pb2.HealthCheckResponse.SERVING:
+                assert proc.poll() is None, log.read_text()
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=3).status
+                except grpc.RpcError:
+                    time.sleep(0.3)
+            assert status == health_pb2.HealthCheckResponse.SERVING, log.read_text()
+        client = tgrpc.InferenceServerClient(f"127.0.0.1:{port}")
+        x = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
+        inp = tgrpc.InferInput("features", [1, 4], "FP32")
+        inp.set_data_from_numpy(x)
+        assert client.infer("rf", [inp]).as_numpy("label").tolist() == [0]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
