@@ -42,7 +42,7 @@ class TabularClassifier:
         # Loading verifies each file's sha256; a failure here stops the worker loudly.
         app.state.models = Models(
             {
-                "rf": ("/predict", RandomForestRunner(self.rf_model)),
+                "rf": ("/predict", RandomForestRunner(self.rf_model, SETTINGS.rf_backend)),
                 "tflite": ("/predict_edge", TFLiteRunner(self.tflite_model)),
             },
             SETTINGS,

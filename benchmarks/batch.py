@@ -66,7 +66,7 @@ def bare_predict(inp: Path) -> float:
     """Seconds for the model alone over the same rows, already in memory (the baseline)."""
     from bentos.runners import RandomForestRunner
 
-    runner = RandomForestRunner("rf-classifier:latest")
+    runner = RandomForestRunner("rf-classifier:latest", "sklearn")  # the job's default backend
     x = pq.read_table(inp).to_pandas().to_numpy(dtype=np.float64)
     t0 = time.perf_counter()
     for start in range(0, len(x), 65536):

@@ -143,6 +143,7 @@ async def list_models(request: Request) -> Response:
                 "metrics": meta.get("metrics", {}),
                 "parity": meta.get("parity"),
                 "quantization": meta.get("quantization"),
+                "backend": getattr(model.runner, "backend", "tflite"),
             }
         )
     return JSONResponse({"models": out})

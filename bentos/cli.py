@@ -120,7 +120,14 @@ def _summary(result: Any) -> None:
         f"{result.rf_size / 1024:.1f} KiB",
         f"{result.tflite_size / 1024:.1f} KiB (float32: {result.float32_size / 1024:.1f} KiB)",
     )
-    table.add_row("agrees with Keras", "", f"{par['argmax_agreement']:.2%} of rows")
+    onnx = (result.rf_onnx or {}).get("parity", {})
+    table.add_row(
+        "agrees with",
+        f"ONNX: labels identical, max diff {onnx.get('max_abs_diff', float('nan')):.1e}"
+        if onnx.get("labels_identical")
+        else "",
+        f"Keras: {par['argmax_agreement']:.2%} of rows",
+    )
     table.add_row("max prob. difference", "", f"{par['max_abs_diff']:.1e}")
     Console().print(table)
 

@@ -154,3 +154,28 @@ def parity(model: Any, content: bytes, x: np.ndarray, y: np.ndarray) -> Parity:
         tflite_accuracy=float((t == y).mean()),
         max_abs_diff=float(np.abs(keras_p - lite_p).max()),
     )
+
+
+# -- the RandomForest's ONNX form -------------------------------------------------------------
+
+
+def forest_to_onnx(forest: Any, n_features: int) -> bytes:
+    """The forest as an ONNX graph (TreeEnsembleClassifier): label and probabilities out."""
+    from skl2onnx import to_onnx
+
+    sample = np.zeros((1, n_features), dtype=np.float32)
+    # zipmap off: probabilities as a [N, n_classes] tensor, not a list of dicts.
+    model = to_onnx(forest, sample, options={id(forest): {"zipmap": False}}, target_opset=17)
+    return model.SerializeToString()
+
+
+def forest_parity(forest: Any, onnx: bytes, x: np.ndarray) -> dict[str, float | bool]:
+    """ONNX Runtime against scikit-learn on the hold-out rows, as they will be served."""
+    from bentos.runners import OnnxForest
+
+    want = forest.predict_proba(x)
+    got = OnnxForest(onnx).predict_proba(x)
+    return {
+        "labels_identical": bool((want.argmax(1) == got.argmax(1)).all()),
+        "max_abs_diff": float(np.abs(want - got).max()),
+    }

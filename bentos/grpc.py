@@ -170,7 +170,10 @@ def load_models() -> Models:
     settings = Settings.from_env()
     return Models(
         {
-            "rf": ("/v2/models/rf/infer", RandomForestRunner(settings.rf_model)),
+            "rf": (
+                "/v2/models/rf/infer",
+                RandomForestRunner(settings.rf_model, settings.rf_backend),
+            ),
             "tflite": ("/v2/models/tflite/infer", TFLiteRunner(settings.tflite_model)),
         },
         settings,

@@ -15,6 +15,7 @@ from bentos.schema import FeatureSchema
 RF_NAME = "rf-classifier"
 TFLITE_NAME = "tflite-classifier"
 RF_FILE = "saved_model.pkl"  # the file name bentoml.sklearn.save_model writes
+RF_ONNX_FILE = "model.onnx"  # the same forest, for ONNX Runtime: no pickle, no per-tree Python
 TFLITE_FILE = "model.tflite"
 MODEL_FILES = {RF_NAME: RF_FILE, TFLITE_NAME: TFLITE_FILE}
 
@@ -64,11 +65,12 @@ def _home() -> str:
     return str(BentoMLContainer.bentoml_home.get())
 
 
-def open_model(model: bentoml.Model | str) -> StoredModel:
-    """Resolve a model and check its file against the sha256 recorded at registration.
+def open_model(model: bentoml.Model | str, filename: str | None = None) -> StoredModel:
+    """Resolve a model and check one of its files against the sha256 recorded at registration.
 
-    Models are pickles (RandomForest) or flatbuffers that we load into native code; a file
-    changed after registration is refused rather than loaded.
+    Models are pickles (RandomForest), ONNX graphs or flatbuffers that we load into native
+    code; a file changed after registration is refused rather than loaded. `filename`: the
+    model's main file by default, or RF_ONNX_FILE for the forest's ONNX form.
     """
     if isinstance(model, str):
         model = get(model)
@@ -77,9 +79,19 @@ def open_model(model: bentoml.Model | str) -> StoredModel:
         raise ModelError(
             f"model {model.tag} is not one of this project's models ({', '.join(MODEL_FILES)})"
         )
-    file = Path(model.path_of(MODEL_FILES[name]))
     metadata = dict(model.info.metadata)
-    expected = metadata.get("sha256")
+    filename = filename or MODEL_FILES[name]
+    file = Path(model.path_of(filename))
+    if filename == MODEL_FILES[name]:
+        expected = metadata.get("sha256")
+    elif filename == RF_ONNX_FILE and name == RF_NAME:
+        if "onnx" not in metadata:
+            raise ModelError(
+                f"model {model.tag} has no ONNX form (trained before it existed); retrain it"
+            )
+        expected = metadata["onnx"].get("sha256")
+    else:
+        raise ModelError(f"model {model.tag} has no file {filename!r}")
     if not file.is_file():
         raise ModelError(f"model {model.tag}: file {file.name} is missing from {model.path}")
     if not expected:
@@ -95,21 +107,32 @@ def open_model(model: bentoml.Model | str) -> StoredModel:
     return StoredModel(str(model.tag), file, FeatureSchema.from_dict(metadata["schema"]), metadata)
 
 
-def register_rf(estimator: Any, metadata: dict[str, Any], model_file: Path) -> bentoml.Model:
-    """Register the forest persisted at `model_file`; the store's copy must hash the same."""
+def register_rf(
+    estimator: Any, metadata: dict[str, Any], model_file: Path, onnx: bytes
+) -> bentoml.Model:
+    """Register the forest persisted at `model_file`, and its ONNX form beside it.
+
+    Both hashes go into the metadata before anything is written; the store's copies must hash
+    the same, or the model is deleted again.
+    """
     expected = sha256_file(model_file)
+    onnx_meta = {**metadata.get("onnx", {}), "sha256": hashlib.sha256(onnx).hexdigest()}
     saved = bentoml.sklearn.save_model(
         RF_NAME,
         estimator,
-        metadata={**metadata, "sha256": expected},
+        metadata={**metadata, "sha256": expected, "onnx": onnx_meta},
         labels={"framework": "sklearn"},
         signatures={"predict_proba": {"batchable": True}},
     )
-    if sha256_file(saved.path_of(RF_FILE)) != expected:
+    # bentoml.sklearn.save_model writes the pickle only; the ONNX file joins it in the model's
+    # folder in the store (the object save_model returns still points at its staging copy), so
+    # `bentoml build` packs both and every load verifies the one it reads.
+    saved = bentoml.models.get(saved.tag)
+    Path(saved.path_of(RF_ONNX_FILE)).write_bytes(onnx)
+    stored = (sha256_file(saved.path_of(RF_FILE)), sha256_file(saved.path_of(RF_ONNX_FILE)))
+    if stored != (expected, onnx_meta["sha256"]):
         bentoml.models.delete(saved.tag)
-        raise ModelError(
-            f"{saved.tag}: the stored pickle differs from the one hashed; not registered"
-        )
+        raise ModelError(f"{saved.tag}: a stored file differs from the one hashed; not registered")
     return saved
 
 

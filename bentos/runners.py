@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bentos.models import StoredModel, open_model
+from bentos.models import RF_ONNX_FILE, StoredModel, open_model
 from bentos.schema import FeatureSchema
 
 
@@ -35,17 +35,53 @@ class Runner:
 
 
 class RandomForestRunner(Runner):
-    def __init__(self, model: Any = "rf-classifier:latest"):
-        import joblib
+    """The forest through ONNX Runtime (`onnx`: about 12 us a row, no pickle) or scikit-learn
+    (`sklearn`: twice as fast on chunks of tens of thousands of rows); see BENCHMARKS.md."""
 
-        stored = open_model(model)
-        super().__init__(stored)
-        # Safe only because open_model verified this pickle is the one we registered.
-        self._forest = joblib.load(stored.file)
-        self._forest.n_jobs = 1  # one request must not fan out over every core of the pod
+    BACKENDS = ("onnx", "sklearn")
+
+    def __init__(self, model: Any = "rf-classifier:latest", backend: str = "onnx"):
+        if backend not in self.BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: allowed are {', '.join(self.BACKENDS)}")
+        self.backend = backend
+        if backend == "onnx":
+            stored = open_model(model, RF_ONNX_FILE)
+            super().__init__(stored)
+            self._impl: Any = OnnxForest(stored.file.read_bytes())
+        else:
+            import joblib
+
+            stored = open_model(model)
+            super().__init__(stored)
+            # Safe only because open_model verified this pickle is the one we registered.
+            self._impl = joblib.load(stored.file)
+            self._impl.n_jobs = 1  # one request must not fan out over every core of the pod
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self._forest.predict_proba(x)
+        return self._impl.predict_proba(x)
+
+
+class OnnxForest:
+    """An ONNX graph from bentos.conversion.forest_to_onnx, on one ONNX Runtime thread.
+
+    One thread: a request's trees are microseconds of work, and the pod's cores serve
+    concurrent requests. `InferenceSession.run` is thread-safe.
+    """
+
+    def __init__(self, content: bytes):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        (proba,) = self._session.run(
+            ["probabilities"], {self._input: x.astype(np.float32, copy=False)}
+        )
+        return proba
 
 
 class TFLiteRunner(Runner):

@@ -19,6 +19,9 @@ class Settings:
     # Model tags; the Bento pins the versions it was built with.
     rf_model: str = "rf-classifier:latest"
     tflite_model: str = "tflite-classifier:latest"
+    # How the forest runs online: onnx (ONNX Runtime: ~12 us a row against 4.5 ms, and no
+    # pickle loaded) or sklearn. Chosen by measurement: BENCHMARKS.md.
+    rf_backend: str = "onnx"
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] = os.environ) -> Settings:
@@ -39,4 +42,9 @@ class Settings:
                     raise ValueError(f"BENTOS_{f.name.upper()} must be positive, got {raw!r}")
             else:
                 values[f.name] = raw
-        return cls(**values)
+        settings = cls(**values)
+        if settings.rf_backend not in ("onnx", "sklearn"):
+            raise ValueError(
+                f"BENTOS_RF_BACKEND must be onnx or sklearn, got {settings.rf_backend!r}"
+            )
+        return settings

@@ -44,6 +44,7 @@ class TrainResult:
     rf_tag: str | None = None
     tflite_tag: str | None = None
     rf_metrics: dict[str, Any] | None = None
+    rf_onnx: dict[str, Any] | None = None
     tflite_metrics: dict[str, Any] | None = None
     parity: dict[str, float] | None = None
     tflite_size: int = 0
@@ -140,8 +141,16 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
             forest = RandomForestClassifier(**params).fit(x_train, y_train)
             result.rf_metrics = evaluate(y_test, forest.predict(x_test), schema.labels)
             forest.n_jobs = 1  # serve-time setting: one request, one core
+        with step("Converting RandomForest to ONNX"):
+            onnx = conversion.forest_to_onnx(forest, x.shape[1])
+            onnx_parity = conversion.forest_parity(forest, onnx, x_test)
         seconds["rf"] = time.perf_counter() - t0
         gate_failures += _accuracy_gate("RandomForest", result.rf_metrics, config.min_accuracy)
+        if not onnx_parity["labels_identical"] or onnx_parity["max_abs_diff"] > 1e-5:
+            gate_failures.append(
+                f"RandomForest ONNX parity: labels identical {onnx_parity['labels_identical']}, "
+                f"max probability difference {onnx_parity['max_abs_diff']:.2e} (at most 1e-5)"
+            )
 
         def register_rf(common: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -155,8 +164,10 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
                     "sklearn_version": sklearn.__version__,
                     "params": {**params, "n_jobs_serving": 1},
                     "size_bytes": pkl.stat().st_size,
+                    "onnx": {"parity": onnx_parity, "size_bytes": len(onnx), "opset": 17},
                 }
-                result.rf_tag = str(models.register_rf(forest, meta, pkl).tag)
+                result.rf_tag = str(models.register_rf(forest, meta, pkl, onnx).tag)
+                result.rf_onnx = meta["onnx"]
                 result.rf_size = meta["size_bytes"]
 
         register.append(register_rf)

@@ -349,3 +349,22 @@ def test_models_come_from_the_bento_when_bento_path_is_set(job_env, trained, tmp
     shutil.rmtree(bento / "models" / "rf-classifier")
     proc = run_job(env, "--input", tmp_path / "in.csv", "--output", tmp_path / "out2", check=1)
     assert "is not in the Bento's models" in proc.stdout
+
+
+def test_onnx_backend_in_batch_equals_the_default_scikit_learn(job_env, tmp_path):
+    iris(90).to_csv(tmp_path / "in.csv", index=False)
+    run_job(job_env, "--input", tmp_path / "in.csv", "--output", tmp_path / "sk")
+    run_job(
+        job_env,
+        "--input",
+        tmp_path / "in.csv",
+        "--output",
+        tmp_path / "onnx",
+        "--rf-backend",
+        "onnx",
+    )
+    sk, onnx = read_parts(tmp_path / "sk"), read_parts(tmp_path / "onnx")
+    assert sk["prediction"].tolist() == onnx["prediction"].tolist()
+    np.testing.assert_allclose(
+        np.stack(sk["probabilities"]), np.stack(onnx["probabilities"]), atol=1e-5
+    )

@@ -75,3 +75,27 @@ def test_server_with_a_tampered_model_never_becomes_ready(trained, bentoml_home,
             assert httpx.get(srv.url + "/readyz", timeout=2).status_code != 200
     finally:
         srv.stop()
+
+
+def test_server_with_a_tampered_onnx_forest_never_becomes_ready(trained, bentoml_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(bentoml_home / "models", home / "models")
+    version = trained.rf_tag.split(":")[1]
+    onnx = home / "models" / "rf-classifier" / version / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-1] + b"\0")
+    srv = Server(
+        {
+            "BENTOML_HOME": str(home),
+            "BENTOS_RF_MODEL": trained.rf_tag,
+            "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+        }
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while "changed after training" not in srv.output() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert f"model {trained.rf_tag}: model.onnx has sha256" in srv.output()
+        with contextlib.suppress(httpx.TransportError):
+            assert httpx.get(srv.url + "/readyz", timeout=2).status_code != 200
+    finally:
+        srv.stop()

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from bentos.models import open_model
 from bentos.runners import RandomForestRunner
+from bentos.settings import Settings
 
 app = Starlette()
 
@@ -23,7 +24,7 @@ class RFRunner:
     model = bentoml.models.BentoModel("rf-classifier:latest")
 
     def __init__(self) -> None:
-        self.runner = RandomForestRunner(self.model)
+        self.runner = RandomForestRunner(self.model, Settings.from_env().rf_backend)
 
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=100)
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

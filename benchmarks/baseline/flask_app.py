@@ -1,0 +1,37 @@
+"""The baseline: the classic tutorial deployment, replicated. A Flask app that unpickles the
+model with joblib and predicts per request; run by gunicorn with 2 sync workers:
+
+    BASELINE_MODEL=/path/to/saved_model.pkl gunicorn -w 2 -b 127.0.0.1:5000 benchmarks.baseline.flask_app:app
+
+It serves the same RandomForest pickle the rf-classifier model holds, with the same request
+and response bodies as /predict, and no validation beyond what pandas does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import joblib
+import pandas as pd
+from flask import Flask, jsonify, request
+
+app = Flask(__name__)
+model = joblib.load(os.environ["BASELINE_MODEL"])
+features = os.environ["BASELINE_FEATURES"].split(",")
+labels = os.environ["BASELINE_LABELS"].split(",")
+
+
+@app.route("/health")
+def health():
+    return "ok"
+
+
+@app.route("/predict", methods=["POST"])
+def predict():
+    frame = pd.DataFrame(request.get_json()["instances"])[features]
+    proba = model.predict_proba(frame.to_numpy())
+    return jsonify(
+        predictions=[labels[i] for i in proba.argmax(1)],
+        probabilities=proba.round(6).tolist(),
+        model="baseline",
+    )

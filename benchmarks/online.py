@@ -1,0 +1,271 @@
+"""The online benchmark: every route of this project against the classic Flask deployment and
+the framework's no-op ceiling, in one run, on this machine. Loopback only.
+
+    BENTOML_HOME=/path/with/synthetic/models .venv/bin/python -m benchmarks.online [--repeat 3]
+
+Needs the synthetic workload's models (`bentos train --dataset synthetic`). Starts every server
+itself: the service (`bentoml serve .`), the gRPC server (`python -m bentos.grpc`), a no-op
+BentoML service (benchmarks/variants/noop_service.py) and the baseline (benchmarks/baseline:
+Flask + joblib + gunicorn, 2 sync workers) serving the same forest. Prints one table (medians
+over --repeat runs) and writes every run to --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import loadgen
+from benchmarks.servers import Process, bentoml_serve, free_port
+
+TARGETS = ("flask", "noop", "predict", "predict_edge", "v2_rest", "grpc")
+BASELINE = "flask"
+
+
+def _bodies(schema, rows: int, seed: int = 0) -> tuple[bytes, bytes, np.ndarray]:
+    from bentos.data import load_builtin
+
+    base = load_builtin("synthetic").features[schema.names]
+    frame = base.sample(rows, random_state=seed)
+    instances = json.dumps({"instances": frame.to_dict(orient="records")}).encode()
+    x = frame.to_numpy(dtype=np.float32)
+    v2 = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "datatype": "FP32",
+                    "shape": list(x.shape),
+                    "data": x.ravel().tolist(),
+                }
+            ]
+        }
+    ).encode()
+    return instances, v2, x
+
+
+def _grpc_ready(port: int, timeout: float = 180) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.time() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.time() < deadline:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.05)
+    raise RuntimeError("gRPC server not ready")
+
+
+def start_servers(targets: set[str]) -> dict[str, Process]:
+    from bentos.models import RF_FILE, get, open_model
+
+    servers: dict[str, Process] = {}
+    if targets & {"predict", "predict_edge", "v2_rest"}:
+        servers["service"] = bentoml_serve(".").wait_ready()
+    if "noop" in targets:
+        servers["noop"] = bentoml_serve("benchmarks.variants.noop_service:Noop").wait_ready()
+    if "grpc" in targets:
+        port = free_port()
+        proc = Process(
+            [sys.executable, "-m", "bentos.grpc", "--host", "127.0.0.1", "--port", str(port)],
+            ready_path="",
+            port=port,
+        )
+        _grpc_ready(port)
+        proc.cold_start_s = time.perf_counter() - proc.started
+        proc.address = f"127.0.0.1:{port}"
+        servers["grpc"] = proc
+    if "flask" in targets:
+        stored = open_model("rf-classifier:latest")
+        port = free_port()
+        servers["flask"] = Process(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-w",
+                "2",
+                "-b",
+                f"127.0.0.1:{port}",
+                "benchmarks.baseline.flask_app:app",
+            ],
+            ready_path="/health",
+            port=port,
+            env={
+                "BASELINE_MODEL": str(Path(get(stored.tag).path_of(RF_FILE))),
+                "BASELINE_FEATURES": ",".join(stored.schema.names),
+                "BASELINE_LABELS": ",".join(map(str, stored.schema.labels)),
+            },
+        ).wait_ready()
+    return servers
+
+
+def cell(target: str, servers, bodies, clients: int, duration: float) -> loadgen.Result:
+    instances, v2, x = bodies
+    rows = x.shape[0]
+    if target == "grpc":
+        return loadgen.run_grpc(
+            servers["grpc"].address, "rf", x, concurrency=clients, duration=duration
+        )
+    url, body = {
+        "flask": (servers.get("flask") and servers["flask"].url + "/predict", instances),
+        "noop": (servers.get("noop") and servers["noop"].url + "/noop", instances),
+        "predict": (servers.get("service") and servers["service"].url + "/predict", instances),
+        "predict_edge": (
+            servers.get("service") and servers["service"].url + "/predict_edge",
+            instances,
+        ),
+        "v2_rest": (servers.get("service") and servers["service"].url + "/v2/models/rf/infer", v2),
+    }[target]
+    return loadgen.run(url, body, concurrency=clients, duration=duration, rows=rows)
+
+
+def serving_requirements_size() -> tuple[int, int]:
+    """(bytes installed for the Bento's pinned serving packages, bytes of TensorFlow + Keras)."""
+    import importlib.metadata as md
+
+    import yaml
+
+    def size(name: str) -> int:
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            return 0
+        return sum(
+            dist.locate_file(f).stat().st_size
+            for f in dist.files or []
+            if dist.locate_file(f).exists()
+        )
+
+    def closure(names: list[str]) -> set[str]:
+        seen: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop().lower().replace("_", "-")
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                reqs = md.requires(name) or []
+            except md.PackageNotFoundError:
+                continue
+            for req in reqs:
+                if "extra ==" in req:
+                    continue
+                todo.append(
+                    req.split(";")[0]
+                    .split("[")[0]
+                    .split("<")[0]
+                    .split(">")[0]
+                    .split("=")[0]
+                    .split("!")[0]
+                    .split("~")[0]
+                    .strip()
+                )
+        return seen
+
+    spec = yaml.safe_load(Path("bentofile.yaml").read_text())
+    names = [p.split("==")[0].split("[")[0] for p in spec["python"]["packages"]]
+    serving = sum(size(n) for n in closure(names))
+    tf = sum(size(n) for n in closure(["tensorflow"]) - closure(names))
+    return serving, tf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    targets = [t for t in args.targets.split(",") if t]
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}; allowed: {', '.join(TARGETS)}")
+
+    from bentos.models import open_model
+
+    schema = open_model("rf-classifier:latest").schema
+    bodies = {rows: _bodies(schema, rows) for rows in args.rows}
+    servers = start_servers(set(targets))
+    results: dict[tuple[str, int, int], list[loadgen.Result]] = {}
+    try:
+        for repeat in range(args.repeat):
+            for rows in args.rows:
+                for clients in args.clients:
+                    for target in targets:
+                        r = cell(target, servers, bodies[rows], clients, args.duration)
+                        results.setdefault((target, rows, clients), []).append(r)
+                        print(
+                            f"run {repeat + 1}/{args.repeat} {target:13} rows={rows:<3} clients={clients:<3} "
+                            f"{r.rps:8.1f} req/s p99 {r.pct(99):7.2f} ms errors {r.errors}",
+                            file=sys.stderr,
+                        )
+    finally:
+        for srv in servers.values():
+            srv.stop()
+
+    def med(rs: list[loadgen.Result], key: str) -> float:
+        return statistics.median(r.row()[key] for r in rs)
+
+    print(
+        f"\n{'target':13} {'rows':>4} {'clients':>7} {'req/s':>9} {'rows/s':>10} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'p99 ms':>8} {'errors':>6} {'x flask':>8}"
+    )
+    table = []
+    for (target, rows, clients), rs in results.items():
+        row = {k: med(rs, k) for k in ("req/s", "rows/s", "p50 ms", "p90 ms", "p99 ms")}
+        row["errors"] = sum(r.errors for r in rs)
+        base = results.get((BASELINE, rows, clients))
+        row["x flask"] = round(row["req/s"] / med(base, "req/s"), 2) if base else None
+        table.append({"target": target, "rows": rows, "clients": clients, **row})
+        print(
+            f"{target:13} {rows:>4} {clients:>7} {row['req/s']:>9.1f} {row['rows/s']:>10.1f} {row['p50 ms']:>8.2f} "
+            f"{row['p90 ms']:>8.2f} {row['p99 ms']:>8.2f} {row['errors']:>6} {row['x flask'] or '':>8}"
+        )
+    print(
+        "\ncold start (process start to ready): "
+        + ", ".join(
+            f"{name} {srv.cold_start_s:.1f} s" for name, srv in servers.items() if srv.cold_start_s
+        )
+    )
+    serving, tf = serving_requirements_size()
+    print(
+        f"installed size of the Bento's serving requirements: {serving / 2**20:.0f} MiB "
+        f"(TensorFlow and what only it needs, left out: {tf / 2**20:.0f} MiB)"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": platform.platform(),
+                    "python": platform.python_version(),
+                    "args": vars(args) | {"json": str(args.json)},
+                    "table": table,
+                    "cold_start_s": {n: s.cold_start_s for n, s in servers.items()},
+                    "serving_bytes": serving,
+                    "tensorflow_bytes": tf,
+                    "runs": {
+                        f"{t}/{r}/{c}": [x.row() for x in rs] for (t, r, c), rs in results.items()
+                    },
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

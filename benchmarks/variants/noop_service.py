@@ -1,0 +1,26 @@
+"""The framework's ceiling: the same BentoML service shape as service.py (a Starlette app
+mounted with @bentoml.asgi_app, the same workers), whose route does no work. Benchmark only."""
+
+from __future__ import annotations
+
+import bentoml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+BODY = b'{"predictions":[0],"probabilities":[[1.0,0.0,0.0]],"model":"noop"}'
+
+
+async def noop(request: Request) -> Response:
+    await request.body()
+    return Response(BODY, media_type="application/json")
+
+
+app = Starlette(routes=[Route("/noop", noop, methods=["POST"])])
+
+
+@bentoml.service(name="noop", workers=2, traffic={"timeout": 30})
+@bentoml.asgi_app(app, path="/")
+class Noop:
+    pass
