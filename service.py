@@ -19,6 +19,7 @@ import bentoml
 
 from bentos.api import Models, create_app
 from bentos.runners import RandomForestRunner, TFLiteRunner
+from bentos.runtime import tune_gc
 from bentos.settings import Settings
 
 SETTINGS = Settings.from_env()
@@ -47,6 +48,7 @@ class TabularClassifier:
             },
             SETTINGS,
         )
+        tune_gc(SETTINGS.gc_gen0_threshold)
 
     def __is_ready__(self) -> bool:
         return getattr(app.state, "models", None) is not None

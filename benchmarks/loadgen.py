@@ -23,6 +23,7 @@ class Result:
     rows_per_request: int
     latencies_ms: np.ndarray
     statuses: dict[int, int]
+    percentiles: dict[float, float] | None = None  # when the generator reports only these
 
     @property
     def rps(self) -> float:
@@ -33,9 +34,11 @@ class Result:
         return self.rps * self.rows_per_request
 
     def pct(self, q: float) -> float:
-        return (
-            float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else float("nan")
-        )
+        if self.percentiles is not None:
+            return self.percentiles[q]
+        if not len(self.latencies_ms):
+            return float("nan")
+        return float(np.percentile(self.latencies_ms, q))
 
     def row(self) -> dict[str, float]:
         return {
@@ -163,3 +166,70 @@ def run_grpc(
 ) -> Result:
     """The same closed loop over gRPC (tritonclient's asyncio client): ModelInfer on `model`."""
     return asyncio.run(_run_grpc(address, model, x, concurrency, duration, max_requests, warmup))
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENTOS_WRK_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
+done = function(summary, latency, requests)
+  io.write(string.format("BENTOS %d %d %d %d %d %f %f %f %f\\n", summary.requests,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, summary.duration, latency.mean, latency:percentile(50),
+    latency:percentile(90), latency:percentile(99), 0))
+end
+"""
+
+
+def run_wrk(
+    url: str,
+    body: bytes,
+    *,
+    concurrency: int,
+    duration: float = 10.0,
+    rows: int = 1,
+    warmup: float = 1.0,
+) -> Result:
+    """The same closed loop driven by wrk (C, one thread): far less client CPU than Python, so
+    the server, not the load generator, is what is measured. Needs `wrk` on PATH."""
+    import os
+    import subprocess
+    import tempfile
+
+    _check_loopback(url)
+    with tempfile.TemporaryDirectory() as tmp:
+        script, payload = os.path.join(tmp, "post.lua"), os.path.join(tmp, "body.json")
+        with open(script, "w") as fh:
+            fh.write(_WRK_SCRIPT)
+        with open(payload, "wb") as fh:
+            fh.write(body)
+        env = {**os.environ, "BENTOS_WRK_BODY": payload}
+
+        def wrk(seconds: float) -> str:
+            return subprocess.run(
+                [
+                    "wrk",
+                    "-t1",
+                    f"-c{concurrency}",
+                    f"-d{max(1, round(seconds))}s",
+                    "--timeout",
+                    "30s",
+                    "-s",
+                    script,
+                    url,
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+
+        if warmup:
+            wrk(warmup)
+        line = next(x for x in wrk(duration).splitlines() if x.startswith("BENTOS "))
+    n, sock_err, status_err, dur_us, _mean, p50, p90, p99, _ = (float(v) for v in line.split()[1:])
+    ok = int(n - status_err)
+    # wrk reports percentiles, not samples: keep them as a three-point distribution.
+    result = Result(ok, int(sock_err + status_err), dur_us / 1e6, rows, np.array([]), {200: ok})
+    result.percentiles = {50: p50 / 1000, 90: p90 / 1000, 99: p99 / 1000}
+    return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -128,6 +129,8 @@ def cell(target: str, servers, bodies, clients: int, duration: float) -> loadgen
         ),
         "v2_rest": (servers.get("service") and servers["service"].url + "/v2/models/rf/infer", v2),
     }[target]
+    if shutil.which("wrk"):
+        return loadgen.run_wrk(url, body, concurrency=clients, duration=duration, rows=rows)
     return loadgen.run(url, body, concurrency=clients, duration=duration, rows=rows)
 
 

@@ -51,6 +51,7 @@ class Models:
                     runner.predict_proba,
                     max_batch_size=settings.max_batch_size,
                     max_latency_ms=settings.max_latency_ms,
+                    inline_rows=runner.inline_rows,
                 ),
             )
             for name, (route, runner) in runners.items()

@@ -31,9 +31,18 @@ class _Job:
 
 class Batcher:
     def __init__(
-        self, fn: Callable[[np.ndarray], np.ndarray], *, max_batch_size: int, max_latency_ms: int
+        self,
+        fn: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch_size: int,
+        max_latency_ms: int,
+        inline_rows: int = 0,
     ):
         self._fn = fn
+        # Batches up to this many rows run in the event loop itself: for models that answer in
+        # microseconds (ONNX Runtime, TFLite) the hop to a worker thread cost more than the
+        # model (BENCHMARKS.md). Slower models (scikit-learn's forest) always get a thread.
+        self.inline_rows = inline_rows
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency_ms / 1000
         self._queue: collections.deque[_Job] = collections.deque()
@@ -81,7 +90,10 @@ class Batcher:
                 x = batch[0].x if len(batch) == 1 else np.concatenate([j.x for j in batch])
                 self.batch_sizes[len(x)] += 1
                 try:
-                    out = await anyio.to_thread.run_sync(self._fn, x)
+                    if len(x) <= self.inline_rows:
+                        out = self._fn(x)
+                    else:
+                        out = await anyio.to_thread.run_sync(self._fn, x)
                 except Exception as exc:  # handed to every waiting request, not lost
                     for job in batch:
                         if not job.future.done():

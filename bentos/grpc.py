@@ -31,6 +31,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from bentos import v2
 from bentos.api import Model, Models
 from bentos.batching import Overloaded
+from bentos.runtime import tune_gc
 
 log = logging.getLogger("bentos.grpc")
 SERVICE = "inference.GRPCInferenceService"
@@ -182,6 +183,7 @@ def load_models() -> Models:
 
 async def serve(host: str, port: int, grace: float) -> None:
     models = load_models()  # fails loudly, before the port opens, if a model is missing or changed
+    tune_gc(models.settings.gc_gen0_threshold)
     limit = models.settings.max_body_bytes
     server = grpc.aio.server(
         options=[

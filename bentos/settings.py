@@ -22,6 +22,9 @@ class Settings:
     # How the forest runs online: onnx (ONNX Runtime: ~12 us a row against 4.5 ms, and no
     # pickle loaded) or sklearn. Chosen by measurement: BENCHMARKS.md.
     rf_backend: str = "onnx"
+    # The garbage collector's first threshold in serving processes (Python's default: 700);
+    # see bentos.runtime.tune_gc for the measurement behind it.
+    gc_gen0_threshold: int = 50_000
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] = os.environ) -> Settings:

@@ -9,6 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bentos.runtime import tune_gc
+from bentos.settings import Settings
+
 BODY = b'{"predictions":[0],"probabilities":[[1.0,0.0,0.0]],"model":"noop"}'
 
 
@@ -23,4 +26,5 @@ app = Starlette(routes=[Route("/noop", noop, methods=["POST"])])
 @bentoml.service(name="noop", workers=2, traffic={"timeout": 30})
 @bentoml.asgi_app(app, path="/")
 class Noop:
-    pass
+    def __init__(self) -> None:
+        tune_gc(Settings.from_env().gc_gen0_threshold)  # as service.py does
