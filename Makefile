@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 
 TOOLS := $(VENV)/tools
 
-.PHONY: run test lint format train bento tools clean
+.PHONY: run test test-slow lint format train bento tools clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ train: $(BIN)/.installed
 
 test: $(BIN)/.installed $(TOOLS)/.installed lint
 	$(BIN)/python -m pytest
+
+# The long runs (64 clients for 60 s): not part of `make test`.
+test-slow: $(BIN)/.installed $(TOOLS)/.installed
+	$(BIN)/python -m pytest -m slow -s
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -25,16 +25,14 @@ import numpy as np
 
 from benchmarks import loadgen
 from benchmarks.servers import Process, bentoml_serve, free_port
+from benchmarks.workload import sample_rows
 
 TARGETS = ("flask", "noop", "predict", "predict_edge", "v2_rest", "grpc")
 BASELINE = "flask"
 
 
 def _bodies(schema, rows: int, seed: int = 0) -> tuple[bytes, bytes, np.ndarray]:
-    from bentos.data import load_builtin
-
-    base = load_builtin("synthetic").features[schema.names]
-    frame = base.sample(rows, random_state=seed)
+    frame = sample_rows(schema, rows, seed)
     instances = json.dumps({"instances": frame.to_dict(orient="records")}).encode()
     x = frame.to_numpy(dtype=np.float32)
     v2 = json.dumps(
@@ -70,6 +68,7 @@ def _grpc_ready(port: int, timeout: float = 180) -> None:
 
 def start_servers(targets: set[str]) -> dict[str, Process]:
     from bentos.models import RF_FILE, get, open_model
+    from bentos.settings import Settings
 
     servers: dict[str, Process] = {}
     if targets & {"predict", "predict_edge", "v2_rest"}:
@@ -88,7 +87,7 @@ def start_servers(targets: set[str]) -> dict[str, Process]:
         proc.address = f"127.0.0.1:{port}"
         servers["grpc"] = proc
     if "flask" in targets:
-        stored = open_model("rf-classifier:latest")
+        stored = open_model(Settings.from_env().rf_model)  # the forest the service serves
         port = free_port()
         servers["flask"] = Process(
             [
@@ -200,8 +199,9 @@ def main() -> None:
         parser.error(f"unknown targets {sorted(unknown)}; allowed: {', '.join(TARGETS)}")
 
     from bentos.models import open_model
+    from bentos.settings import Settings
 
-    schema = open_model("rf-classifier:latest").schema
+    schema = open_model(Settings.from_env().rf_model).schema
     bodies = {rows: _bodies(schema, rows) for rows in args.rows}
     servers = start_servers(set(targets))
     results: dict[tuple[str, int, int], list[loadgen.Result]] = {}

@@ -13,15 +13,13 @@ import json
 
 from benchmarks import loadgen
 from benchmarks.servers import bentoml_serve
+from benchmarks.workload import sample_rows
 from bentos.models import open_model
 
 
 def _body(rows: int) -> bytes:
-    from bentos.data import load_builtin
-
     schema = open_model("rf-classifier:latest").schema
-    ds = load_builtin("synthetic") if schema.names[0] == "f0" else load_builtin("iris")
-    return json.dumps({"instances": ds.features.head(rows).to_dict(orient="records")}).encode()
+    return json.dumps({"instances": sample_rows(schema, rows).to_dict(orient="records")}).encode()
 
 
 def main() -> None:

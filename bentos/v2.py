@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from bentos.runners import Runner
-from bentos.schema import InputError
+from bentos.schema import InputError, parse_json
 
 PROTOCOL = "v2"
 SERVER_NAME = "bentos"
@@ -142,7 +143,7 @@ def decode_rest(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
     else:
         head, binary = body, b""
     try:
-        request = json.loads(head)
+        request = parse_json(head)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise V2Error(400, f"malformed JSON: {exc}") from None
     if not isinstance(request, dict):
@@ -217,7 +218,7 @@ def encode_rest(
     response: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
     if request_id is not None:
         response["id"] = request_id
-    head = json.dumps(response).encode()
+    head = orjson.dumps(response)
     if not blobs:
         return head, {"content-type": "application/json"}
     return head + b"".join(blobs), {

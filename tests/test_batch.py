@@ -368,3 +368,27 @@ def test_onnx_backend_in_batch_equals_the_default_scikit_learn(job_env, tmp_path
     np.testing.assert_allclose(
         np.stack(sk["probabilities"]), np.stack(onnx["probabilities"]), atol=1e-5
     )
+
+
+def test_five_kills_at_random_points_then_reruns_lose_and_duplicate_nothing(job_env, tmp_path):
+    total = _big_input(tmp_path / "in")
+    rng = random.Random(11)
+    for attempt in range(5):
+        out = tmp_path / f"out{attempt}"
+        args = [
+            sys.executable,
+            "-m",
+            "jobs.batch_predict",
+            "--input",
+            tmp_path / "in",
+            "--output",
+            out,
+            "--chunk-rows",
+            200,
+        ]
+        kill_midway(args, job_env, out, rng.uniform(0.0, 2.0))
+        assert not manifests(out)  # killed before it could finish
+        run_job(job_env, *args[3:])
+        union = read_parts(out)
+        assert len(union) == total, attempt
+        assert not union.duplicated(["source_file", "source_row"]).any(), attempt

@@ -1,0 +1,177 @@
+"""The service's own OpenAPI document (GET /openapi.json), built from the served schemas.
+
+BentoML's /docs.json lists mounted routes without their bodies; clients, gateways and
+schema-driven testers (schemathesis) need the request and response shapes, so they are here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bentos.schema import FeatureSchema
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "row": {"type": "integer", "nullable": True},
+                    "field": {"type": "string", "nullable": True},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "the input does not fit the model's schema; `error` names the row and field",
+        404: "unknown model or version",
+        413: "the body is over the byte limit",
+        429: "more concurrent requests than the service takes",
+        503: "the model's queue is too long; retry later",
+    }
+    return {str(c): _json(_ERROR, text[c]) for c in codes}
+
+
+def _instances(schema: FeatureSchema, max_rows: int) -> dict[str, Any]:
+    row = {
+        "type": "object",
+        "required": schema.names,
+        "additionalProperties": False,
+        "properties": {f.name: {"type": "number", "example": f.min} for f in schema.features},
+    }
+    return {
+        "type": "object",
+        "required": ["instances"],
+        "additionalProperties": False,
+        "properties": {
+            "instances": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": row}
+        },
+    }
+
+
+def _predictions(schema: FeatureSchema) -> dict[str, Any]:
+    label = (
+        {"type": "integer"}
+        if all(isinstance(v, int) for v in schema.labels)
+        else {"type": "string"}
+    )
+    return {
+        "type": "object",
+        "required": ["predictions", "probabilities", "model"],
+        "properties": {
+            "predictions": {"type": "array", "items": {**label, "enum": list(schema.labels)}},
+            "probabilities": {
+                "type": "array",
+                "items": {
+                    "type": "array",
+                    "items": {"type": "number"},
+                    "minItems": len(schema.labels),
+                },
+            },
+            "model": {"type": "string"},
+        },
+    }
+
+
+def _v2_request(n_features: int, max_rows: int) -> dict[str, Any]:
+    tensor = {
+        "type": "object",
+        "required": ["name", "datatype", "shape", "data"],
+        "properties": {
+            "name": {"type": "string", "enum": ["features"]},
+            "datatype": {"type": "string", "enum": ["FP32"]},
+            "shape": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 2,
+                "maxItems": 2,
+                "example": [1, n_features],
+            },
+            "data": {
+                "type": "array",
+                "items": {"type": "number"},
+                "maxItems": max_rows * n_features,
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string", "enum": ["label", "probabilities"]}},
+                },
+            },
+        },
+    }
+
+
+def document(models: dict[str, tuple[str, FeatureSchema]], max_rows: int) -> dict[str, Any]:
+    """models: V2 name -> (JSON route, schema)."""
+    paths: dict[str, Any] = {}
+    for name, (route, schema) in models.items():
+        paths[route] = {
+            "post": {
+                "operationId": f"predict_{name}",
+                "summary": f"Predict with the {name} model",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _instances(schema, max_rows)}},
+                },
+                "responses": {
+                    "200": _json(
+                        _predictions(schema), "a label and the class probabilities per row"
+                    ),
+                    **_errors(400, 413, 429, 503),
+                },
+            }
+        }
+    n_features = len(next(iter(models.values()))[1].features)
+    paths["/v2/models/{model}/infer"] = {
+        "post": {
+            "operationId": "v2_infer",
+            "summary": "Open Inference Protocol (V2) inference",
+            "parameters": [
+                {
+                    "name": "model",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": list(models)},
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _v2_request(n_features, max_rows)}},
+            },
+            "responses": {
+                "200": _json(
+                    {"type": "object", "required": ["model_name", "outputs"]}, "the outputs"
+                ),
+                **_errors(400, 404, 413, 429, 503),
+            },
+        }
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "tabular-classifier", "version": "1"},
+        "paths": paths,
+    }

@@ -1,0 +1,53 @@
+"""The benchmarks stay runnable: a few seconds of the online benchmark, for real, against the
+session's models. Its figures are not asserted (timing is not a test), only that it ran."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_online_benchmark_runs_every_http_target_briefly(trained, bentoml_home, tmp_path):
+    out = tmp_path / "online.json"
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "BENTOS_RF_MODEL": trained.rf_tag,
+        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.online",
+            "--targets",
+            "flask,noop,predict,v2_rest,grpc",
+            "--clients",
+            "2",
+            "--rows",
+            "3",
+            "--duration",
+            "1",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    cells = {row["target"]: row for row in report["table"]}
+    assert set(cells) == {"flask", "noop", "predict", "v2_rest", "grpc"}
+    for target, row in cells.items():
+        assert row["req/s"] > 0 and row["errors"] == 0, (target, row)
+        assert row["rows/s"] == row["req/s"] * 3
+    assert cells["flask"]["x flask"] == 1.0
+    assert report["serving_bytes"] > 0 and report["tensorflow_bytes"] > report["serving_bytes"]
+    assert "cold start" in proc.stdout

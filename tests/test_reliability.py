@@ -1,0 +1,243 @@
+"""Reliability under bad input, overload and shutdown, against real servers.
+
+The long load test (64 clients for 60 s) is marked `slow` and runs with `make test-slow`;
+everything here runs in the default suite and asserts real behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import httpx
+import numpy as np
+import pytest
+import schemathesis
+from conftest import Server
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bentos.data import load_builtin
+from bentos.schema import FeatureSchema, InputError
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+ROW = dict(zip(FEATURES, (5.1, 3.5, 1.4, 0.2), strict=True))
+SCHEMA = FeatureSchema.from_training(load_builtin("iris").features, ["a", "b", "c"], "species")
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+rows = st.fixed_dictionaries(
+    {}, optional={n: json_values | st.floats() for n in FEATURES} | {"extra": json_values}
+)
+
+
+# -- the one validation path, in process -------------------------------------------------------
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(rows | json_values, max_size=6) | json_values)
+def test_any_json_instances_give_a_finite_matrix_or_an_input_error(instances):
+    try:
+        x = SCHEMA.validate_instances(instances, max_rows=5)
+    except InputError as exc:
+        assert exc.message and isinstance(exc.to_dict()["error"], str)
+        return
+    assert x.shape == (len(instances), 4) and np.isfinite(x).all()
+    for row, values in zip(instances, x, strict=True):
+        assert [float(row[n]) for n in FEATURES] == values.tolist()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.text(max_size=6) | st.floats() | st.none(), min_size=4, max_size=4), max_size=8
+    )
+)
+def test_any_table_cells_are_predicted_or_rejected_with_a_reason(cells):
+    import pandas as pd
+
+    frame = (
+        pd.DataFrame(cells, columns=FEATURES, dtype=object)
+        if cells
+        else pd.DataFrame(columns=FEATURES)
+    )
+    x, reasons = SCHEMA.validate_frame(frame)
+    assert len(reasons) == len(cells)
+    for row, reason in zip(x, reasons, strict=True):
+        assert (reason is None) == bool(np.isfinite(row).all())
+
+
+# -- generated requests against the real server -----------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["instances", "x"]), st.lists(rows, max_size=4) | json_values, max_size=2
+    )
+    | json_values,
+    route=st.sampled_from(["/predict", "/predict_edge"]),
+)
+def test_generated_bodies_never_get_a_5xx(server, body, route):
+    resp = httpx.post(
+        server.url + route,
+        content=json.dumps(body, allow_nan=True),
+        headers={"content-type": "application/json"},
+    )
+    assert resp.status_code in (200, 400), resp.text
+    if resp.status_code == 400:
+        assert resp.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def api_schema(server):
+    return schemathesis.openapi.from_url(server.url + "/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+CALLS: Counter[str] = Counter()
+
+
+@schema.parametrize()
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+def test_schema_driven_requests_never_get_a_5xx(case):
+    response = case.call()
+    CALLS[f"{case.method} {case.path}"] += 1
+    CALLS[str(response.status_code // 100) + "xx"] += 1
+    assert response.status_code < 500, (case.as_curl_command(), response.text)
+    if response.status_code >= 400:
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["error"], response.text
+
+
+def test_schema_driven_run_made_over_a_thousand_requests():
+    """Runs after the parametrized test above (file order): the figure the docs quote."""
+    total = sum(v for k, v in CALLS.items() if " " in k)
+    print("schemathesis calls:", dict(CALLS))
+    assert total >= 1000, dict(CALLS)
+    assert CALLS["5xx"] == 0
+    assert CALLS["2xx"] > 0 and CALLS["4xx"] > 0  # both valid and invalid input were generated
+
+
+# -- overload ------------------------------------------------------------------------------------
+
+
+def _hammer(url: str, body: dict, clients: int, seconds: float) -> tuple[Counter, list[float]]:
+    statuses: Counter = Counter()
+    slowest: list[float] = []
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            worst = 0.0
+            while time.monotonic() < stop:
+                t0 = time.monotonic()
+                try:
+                    resp = http.post(url, json=body)
+                    statuses[resp.status_code] += 1
+                    if resp.status_code != 200:
+                        assert resp.json()["error"]
+                except httpx.TransportError as exc:
+                    statuses[type(exc).__name__] += 1
+                worst = max(worst, time.monotonic() - t0)
+            slowest.append(worst)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses, slowest
+
+
+@pytest.fixture(scope="module")
+def small_server(trained, tmp_path_factory):
+    """A server that takes 4 requests at a time (2 per worker) and times out after 5 s."""
+    config = tmp_path_factory.mktemp("cfg") / "bentoml.yaml"
+    config.write_text(
+        "services:\n  tabular-classifier:\n    traffic:\n      timeout: 5\n      max_concurrency: 4\n"
+    )
+    env = {
+        "BENTOML_CONFIG": str(config),
+        "BENTOS_RF_MODEL": trained.rf_tag,
+        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+    }
+    srv = Server(env).wait_ready()
+    yield srv
+    srv.stop()
+
+
+def test_overload_is_refused_fast_and_accepted_requests_succeed(small_server):
+    body = {"instances": [ROW] * 50}
+    statuses, slowest = _hammer(small_server.url + "/predict", body, clients=32, seconds=4)
+    assert statuses[429] > 0, statuses  # excess refused...
+    assert statuses[200] > 0, statuses  # ...while accepted requests succeed
+    assert set(statuses) <= {200, 429}, statuses  # nothing else: no 5xx, no dropped connection
+    assert max(slowest) < 5, slowest  # no request waited past the timeout
+    # And it recovers once the load stops.
+    assert httpx.post(small_server.url + "/predict", json={"instances": [ROW]}).status_code == 200
+
+
+@pytest.mark.slow
+def test_64_clients_for_60_seconds_lose_no_accepted_request(server):
+    statuses, slowest = _hammer(
+        server.url + "/predict", {"instances": [ROW]}, clients=64, seconds=60
+    )
+    print("64 clients, 60 s:", dict(statuses), "slowest", max(slowest))
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses[200] > 0
+
+
+# -- graceful shutdown ---------------------------------------------------------------------------
+
+
+def test_sigterm_under_load_finishes_every_accepted_request(trained):
+    env = {"BENTOS_RF_MODEL": trained.rf_tag, "BENTOS_TFLITE_MODEL": trained.tflite_tag}
+    srv = Server(env).wait_ready()
+    outcomes: Counter = Counter()
+    stop = threading.Event()
+
+    def client() -> None:
+        # A new connection per request, as after a load balancer drops the pod: each request
+        # is either refused at connect (never accepted) or must be answered.
+        while not stop.is_set():
+            try:
+                resp = httpx.post(
+                    srv.url + "/predict",
+                    json={"instances": [ROW] * 20},
+                    headers={"connection": "close"},
+                    timeout=60,
+                )
+                outcomes[resp.status_code] += 1
+            except httpx.ConnectError:
+                outcomes["refused"] += 1
+                time.sleep(0.01)
+            except httpx.TransportError as exc:
+                outcomes[f"lost: {type(exc).__name__}"] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    t0 = time.monotonic()
+    os.killpg(srv.proc.pid, signal.SIGTERM)
+    srv.proc.wait(60)
+    exit_s = time.monotonic() - t0
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    srv.stop()
+    print("shutdown:", dict(outcomes), f"exit after {exit_s:.1f}s")
+    assert outcomes[200] > 0
+    assert not [k for k in outcomes if k not in (200, "refused")], outcomes
+    assert exit_s < 30  # within the pod's grace period after preStop (60 s - 10 s)
