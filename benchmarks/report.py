@@ -1,0 +1,75 @@
+"""Turn `benchmarks.online --json FILE` into the Markdown table and bar checks of BENCHMARKS.md.
+
+.venv/bin/python -m benchmarks.report FILE
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def cell(table: list[dict], target: str, rows: int, clients: int) -> dict:
+    return next(
+        r for r in table if (r["target"], r["rows"], r["clients"]) == (target, rows, clients)
+    )
+
+
+def main(path: str) -> None:
+    data = json.loads(Path(path).read_text())
+    table = data["table"]
+    print(
+        "| target | rows | clients | req/s | rows/s | p50 ms | p90 ms | p99 ms | errors | x Flask req/s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in sorted(
+        table, key=lambda r: (r["rows"], r["clients"], r["target"] != "flask", r["target"])
+    ):
+        print(
+            f"| {r['target']} | {r['rows']} | {r['clients']} | {r['req/s']:.0f} | {r['rows/s']:.0f} | "
+            f"{r['p50 ms']:.2f} | {r['p90 ms']:.2f} | {r['p99 ms']:.2f} | {r['errors']} | {r['x flask']} |"
+        )
+    flask1, pred1 = cell(table, "flask", 1, 16), cell(table, "predict", 1, 16)
+    noop1 = cell(table, "noop", 1, 16)
+    flask64, pred64 = cell(table, "flask", 64, 16), cell(table, "predict", 64, 16)
+    one = cell(table, "predict", 1, 1)
+    bars = [
+        (
+            "/predict, 1 row, 16 clients: >= 2.5x Flask req/s",
+            pred1["req/s"] / flask1["req/s"],
+            2.5,
+            "x",
+        ),
+        ("... and its p99 below Flask's p50 (ms)", pred1["p99 ms"], flask1["p50 ms"], "<"),
+        (
+            "/predict >= 80% of the no-op ceiling (1 row, 16 clients)",
+            pred1["req/s"] / noop1["req/s"],
+            0.8,
+            "x",
+        ),
+        (
+            "/predict, 64 rows, 16 clients: >= 5x Flask rows/s",
+            pred64["rows/s"] / flask64["rows/s"],
+            5,
+            "x",
+        ),
+        ("1 client: /predict p50 <= 5 ms", one["p50 ms"], 5, "<="),
+        ("errors in every cell", sum(r["errors"] for r in table), 0, "=="),
+    ]
+    print("\n| bar | measured | needed | met |\n|---|---:|---:|---|")
+    for name, value, need, op in bars:
+        met = {"x": value >= need, "<": value < need, "<=": value <= need, "==": value == need}[op]
+        print(
+            f"| {name} | {value:.2f} | {op if op != 'x' else '>='} {need} | {'yes' if met else 'NO'} |"
+        )
+    cold = ", ".join(f"{k} {v:.1f} s" for k, v in data["cold_start_s"].items() if v)
+    print(f"\nCold start (process start to ready): {cold}.")
+    print(
+        f"Installed size of the Bento's serving requirements: {data['serving_bytes'] / 2**20:.0f} MiB "
+        f"(TensorFlow and what only it needs, not in the Bento: {data['tensorflow_bytes'] / 2**20:.0f} MiB)."
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
