@@ -34,6 +34,9 @@ app = create_app()
     # 128 in flight (64 per worker) get a 429 at once rather than a place in an unbounded
     # queue; the benchmark's 64 clients stay below it (BENCHMARKS.md).
     traffic={"timeout": 30, "max_concurrency": 128},
+    # A log line per request cost a quarter of the throughput at 16 clients (BENCHMARKS.md);
+    # /metrics still counts every request. BENTOML_CONFIG can turn it back on.
+    logging={"access": {"enabled": False}},
     http={"port": 3000},
 )
 @bentoml.asgi_app(app, path="/")

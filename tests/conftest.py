@@ -63,6 +63,7 @@ class Server:
             home = Path(tempfile.mkdtemp(prefix="bentoml-serve-home-"))
             (home / "models").symlink_to(_HOME / "models", target_is_directory=True)
             env["BENTOML_HOME"] = str(home)
+        self.home = Path(env["BENTOML_HOME"])
         fd, log = tempfile.mkstemp(prefix="bentoml-serve-", suffix=".log")
         os.close(fd)
         self.log = Path(log)

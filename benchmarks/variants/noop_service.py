@@ -23,7 +23,9 @@ async def noop(request: Request) -> Response:
 app = Starlette(routes=[Route("/noop", noop, methods=["POST"])])
 
 
-@bentoml.service(name="noop", workers=2, traffic={"timeout": 30})
+@bentoml.service(
+    name="noop", workers=2, traffic={"timeout": 30}, logging={"access": {"enabled": False}}
+)
 @bentoml.asgi_app(app, path="/")
 class Noop:
     def __init__(self) -> None:
