@@ -47,7 +47,7 @@ def test_online_benchmark_runs_every_http_target_briefly(trained, bentoml_home, 
     assert set(cells) == {"flask", "noop", "predict", "v2_rest", "grpc"}
     for target, row in cells.items():
         assert row["req/s"] > 0 and row["errors"] == 0, (target, row)
-        assert row["rows/s"] == row["req/s"] * 3
+        assert abs(row["rows/s"] - row["req/s"] * 3) < 1  # both rounded to 0.1
     assert cells["flask"]["x flask"] == 1.0
     assert report["serving_bytes"] > 0 and report["tensorflow_bytes"] > report["serving_bytes"]
     assert "cold start" in proc.stdout

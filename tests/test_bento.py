@@ -156,7 +156,7 @@ def test_the_secrets_scan_does_find_a_planted_key(tmp_path):
     rng = random.Random(5)
     key_id = "AKIA" + "".join(rng.choices(string.ascii_uppercase + string.digits, k=16))
     secret = "".join(rng.choices(string.ascii_letters + string.digits + "+/", k=40))
-    (tmp_path / "settings.py").write_text(
-        f'aws_access_key_id = "{key_id}"\naws_secret_access_key = "{secret}"\n'
+    (tmp_path / "config.yaml").write_text(
+        f"aws_access_key_id: {key_id}\naws_secret_access_key: {secret}\n"
     )
     assert _secrets_scan(tmp_path)["failed"]
