@@ -392,3 +392,17 @@ def test_five_kills_at_random_points_then_reruns_lose_and_duplicate_nothing(job_
         union = read_parts(out)
         assert len(union) == total, attempt
         assert not union.duplicated(["source_file", "source_row"]).any(), attempt
+
+
+def test_a_changed_model_file_is_refused_by_the_batch_job(job_env, trained, bentoml_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(bentoml_home / "models", home / "models")
+    version = trained.rf_tag.split(":")[1]
+    pickle = home / "models" / "rf-classifier" / version / "saved_model.pkl"
+    pickle.write_bytes(pickle.read_bytes() + b"\0")
+    iris(10).to_csv(tmp_path / "in.csv", index=False)
+    env = {**job_env, "BENTOML_HOME": str(home)}
+    proc = run_job(env, "--input", tmp_path / "in.csv", "--output", tmp_path / "out", check=1)
+    assert f"model {trained.rf_tag}: saved_model.pkl has sha256" in proc.stdout
+    assert "refusing to load it" in proc.stdout
+    assert not list((tmp_path / "out").glob("part-*"))
