@@ -203,13 +203,18 @@ def main() -> None:
 
     schema = open_model(Settings.from_env().rf_model).schema
     bodies = {rows: _bodies(schema, rows) for rows in args.rows}
-    servers = start_servers(set(targets))
     results: dict[tuple[str, int, int], list[loadgen.Result]] = {}
-    try:
-        for repeat in range(args.repeat):
-            for rows in args.rows:
-                for clients in args.clients:
-                    for target in targets:
+    cold_start: dict[str, float] = {}
+    for repeat in range(args.repeat):
+        for target in targets:
+            # Only this target's server runs while it is measured: idle servers are not free on
+            # two cores. Targets take turns within each repeat, against drift over the run.
+            servers = start_servers({target})
+            try:
+                for name, srv in servers.items():
+                    cold_start.setdefault(name, srv.cold_start_s)
+                for rows in args.rows:
+                    for clients in args.clients:
                         r = cell(target, servers, bodies[rows], clients, args.duration)
                         results.setdefault((target, rows, clients), []).append(r)
                         print(
@@ -217,9 +222,9 @@ def main() -> None:
                             f"{r.rps:8.1f} req/s p99 {r.pct(99):7.2f} ms errors {r.errors}",
                             file=sys.stderr,
                         )
-    finally:
-        for srv in servers.values():
-            srv.stop()
+            finally:
+                for srv in servers.values():
+                    srv.stop()
 
     def med(rs: list[loadgen.Result], key: str) -> float:
         return statistics.median(r.row()[key] for r in rs)
@@ -241,9 +246,7 @@ def main() -> None:
         )
     print(
         "\ncold start (process start to ready): "
-        + ", ".join(
-            f"{name} {srv.cold_start_s:.1f} s" for name, srv in servers.items() if srv.cold_start_s
-        )
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cold_start.items() if seconds)
     )
     serving, tf = serving_requirements_size()
     print(
@@ -258,7 +261,7 @@ def main() -> None:
                     "python": platform.python_version(),
                     "args": vars(args) | {"json": str(args.json)},
                     "table": table,
-                    "cold_start_s": {n: s.cold_start_s for n, s in servers.items()},
+                    "cold_start_s": cold_start,
                     "serving_bytes": serving,
                     "tensorflow_bytes": tf,
                     "runs": {
