@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bentoml
 
-from bentos.api import Models, create_app
+from bentos.api import JsonErrors, Models, create_app
 from bentos.runners import RandomForestRunner, TFLiteRunner
 from bentos.runtime import tune_gc
 from bentos.settings import Settings
@@ -58,3 +58,6 @@ class TabularClassifier:
 
     def __is_ready__(self) -> bool:
         return getattr(app.state, "models", None) is not None
+
+
+TabularClassifier.add_asgi_middleware(JsonErrors)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -240,10 +241,64 @@ async def openapi_document(request: Request) -> Response:
     return JSONResponse(_models(request).openapi)
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 as JSON too: every rejection carries {"error": ...}."""
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", "") or "error"
+    return JSONResponse(
+        {"error": f"{detail}: {request.method} {request.url.path}"}, status_code=status
+    )
+
+
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+class JsonErrors:
+    """ASGI middleware for the whole service: the framework's plain-text 404/405 (a path no
+    route matches, such as /v2/models/%0A/infer) become {"error": ...} like every other
+    rejection. Everything else passes through untouched."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status: list[int] = []
+
+        async def send_json_errors(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                plain = headers.get(b"content-type", b"").startswith(b"text/plain")
+                if message["status"] in (404, 405) and plain:
+                    status.append(message["status"])
+                    return
+            elif status:
+                if message.get("more_body"):
+                    return
+                what = "no such route" if status[0] == 404 else "method not allowed"
+                body = orjson.dumps({"error": f"{what}: {scope['method']} {scope['path']!r}"})
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await send({"type": "http.response.start", "status": status[0], "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_json_errors)
+
+
+async def v2_not_found(request: Request) -> Response:
+    return _error(404, f"no such route: {request.method} {request.url.path}")
+
+
 def create_app() -> Starlette:
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
     return Starlette(
+        exception_handlers={HTTPException: http_error},
         routes=[
             Route("/predict", predict, methods=["POST"]),
             Route("/predict_edge", predict_edge, methods=["POST"]),
@@ -255,5 +310,8 @@ def create_app() -> Starlette:
             *(Route(p, v2_model_metadata, methods=["GET"]) for p in (model, versioned)),
             *(Route(p + "/ready", v2_model_ready, methods=["GET"]) for p in (model, versioned)),
             *(Route(p + "/infer", v2_infer, methods=["POST"]) for p in (model, versioned)),
-        ]
+            # Last: any other /v2 path (e.g. a model name with a slash) is a JSON 404, not the
+            # framework's plain-text one. Only /v2: BentoML's own routes come after this app.
+            Route("/v2/{path:path}", v2_not_found, methods=_ALL_METHODS),
+        ],
     )

@@ -117,7 +117,7 @@ def test_schema_driven_requests_never_get_a_5xx(server):
             assert response.status_code < 500, (case.as_curl_command(), response.text)
             if response.status_code >= 400:
                 content_type = response.headers.get("content-type") or [""]
-                assert content_type[0].startswith("application/json"), response.headers
+                assert content_type[0].startswith("application/json"), case.as_curl_command()
                 assert response.json()["error"], response.text
 
         check()

@@ -168,3 +168,22 @@ def test_body_over_the_byte_limit_without_content_length_is_a_413(server):
     status, data = _bad(server, chunks())
     assert status == 413
     assert "exceeds the limit of 20000 bytes" in data["error"]
+
+
+def test_unknown_routes_and_methods_get_json_errors_too(server):
+    for method, path, status in [
+        ("GET", "/predict", 405),
+        ("POST", "/v2/models/a/b/infer", 404),
+        ("GET", "/v2/nothing", 404),
+    ]:
+        resp = httpx.request(method, server.url + path)
+        assert resp.status_code == status, (path, resp.text)
+        assert resp.headers["content-type"].startswith("application/json")
+        assert path in resp.json()["error"]
+
+
+def test_a_path_no_route_matches_is_a_json_404(server):
+    resp = httpx.post(server.url + "/v2/models/%0A/infer", json={})
+    assert resp.status_code == 404
+    assert "no such route" in resp.json()["error"]
+    assert httpx.get(server.url + "/livez").status_code == 200  # the rest passes through
