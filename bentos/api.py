@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import orjson
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -241,18 +240,6 @@ async def openapi_document(request: Request) -> Response:
     return JSONResponse(_models(request).openapi)
 
 
-async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 as JSON too: every rejection carries {"error": ...}."""
-    status = getattr(exc, "status_code", 500)
-    detail = getattr(exc, "detail", "") or "error"
-    return JSONResponse(
-        {"error": f"{detail}: {request.method} {request.url.path}"}, status_code=status
-    )
-
-
-_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-
-
 class JsonErrors:
     """ASGI middleware for the whole service: the framework's plain-text 404/405 (a path no
     route matches, such as /v2/models/%0A/infer) become {"error": ...} like every other
@@ -290,15 +277,10 @@ class JsonErrors:
         await self.app(scope, receive, send_json_errors)
 
 
-async def v2_not_found(request: Request) -> Response:
-    return _error(404, f"no such route: {request.method} {request.url.path}")
-
-
 def create_app() -> Starlette:
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
     return Starlette(
-        exception_handlers={HTTPException: http_error},
         routes=[
             Route("/predict", predict, methods=["POST"]),
             Route("/predict_edge", predict_edge, methods=["POST"]),
@@ -310,8 +292,5 @@ def create_app() -> Starlette:
             *(Route(p, v2_model_metadata, methods=["GET"]) for p in (model, versioned)),
             *(Route(p + "/ready", v2_model_ready, methods=["GET"]) for p in (model, versioned)),
             *(Route(p + "/infer", v2_infer, methods=["POST"]) for p in (model, versioned)),
-            # Last: any other /v2 path (e.g. a model name with a slash) is a JSON 404, not the
-            # framework's plain-text one. Only /v2: BentoML's own routes come after this app.
-            Route("/v2/{path:path}", v2_not_found, methods=_ALL_METHODS),
         ],
     )
