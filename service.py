@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import bentoml
 
-from bentos.api import JsonErrors, Models, create_app
+from bentos.api import Models, create_app
+from bentos.middleware import JsonErrors, SpreadConnections
 from bentos.runners import RandomForestRunner, TFLiteRunner
 from bentos.runtime import tune_gc
 from bentos.settings import Settings
@@ -61,3 +62,4 @@ class TabularClassifier:
 
 
 TabularClassifier.add_asgi_middleware(JsonErrors)
+TabularClassifier.add_asgi_middleware(SpreadConnections, every=SETTINGS.keepalive_requests)

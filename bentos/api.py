@@ -240,43 +240,6 @@ async def openapi_document(request: Request) -> Response:
     return JSONResponse(_models(request).openapi)
 
 
-class JsonErrors:
-    """ASGI middleware for the whole service: the framework's plain-text 404/405 (a path no
-    route matches, such as /v2/models/%0A/infer) become {"error": ...} like every other
-    rejection. Everything else passes through untouched."""
-
-    def __init__(self, app: Any):
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        status: list[int] = []
-
-        async def send_json_errors(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                headers = dict(message.get("headers") or [])
-                plain = headers.get(b"content-type", b"").startswith(b"text/plain")
-                if message["status"] in (404, 405) and plain:
-                    status.append(message["status"])
-                    return
-            elif status:
-                if message.get("more_body"):
-                    return
-                what = "no such route" if status[0] == 404 else "method not allowed"
-                body = orjson.dumps({"error": f"{what}: {scope['method']} {scope['path']!r}"})
-                headers = [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ]
-                await send({"type": "http.response.start", "status": status[0], "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-            await send(message)
-
-        await self.app(scope, receive, send_json_errors)
-
-
 def create_app() -> Starlette:
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"

@@ -25,6 +25,9 @@ class Settings:
     # The garbage collector's first threshold in serving processes (Python's default: 700);
     # see bentos.runtime.tune_gc for the measurement behind it.
     gc_gen0_threshold: int = 50_000
+    # Every this-many responses, a worker closes the connection it answered on, so keep-alive
+    # clients spread over the workers and new pods (bentos.middleware.SpreadConnections).
+    keepalive_requests: int = 100
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] = os.environ) -> Settings:

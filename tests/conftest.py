@@ -120,8 +120,13 @@ class Server:
         self.log.unlink(missing_ok=True)
 
 
-# Small limits, so the tests can cross them cheaply.
-SERVER_ENV = {"BENTOS_MAX_ROWS": "50", "BENTOS_MAX_BODY_BYTES": "20000"}
+# Small limits, so the tests can cross them cheaply (and every client in the suite sees its
+# keep-alive connections closed every few responses).
+SERVER_ENV = {
+    "BENTOS_MAX_ROWS": "50",
+    "BENTOS_MAX_BODY_BYTES": "20000",
+    "BENTOS_KEEPALIVE_REQUESTS": "5",
+}
 
 
 @pytest.fixture(scope="session")

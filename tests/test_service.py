@@ -187,3 +187,32 @@ def test_a_path_no_route_matches_is_a_json_404(server):
     assert resp.status_code == 404
     assert "no such route" in resp.json()["error"]
     assert httpx.get(server.url + "/livez").status_code == 200  # the rest passes through
+
+
+def test_a_keepalive_connection_is_closed_after_a_few_responses(server):
+    """BENTOS_KEEPALIVE_REQUESTS=5 here: within 5 responses on one connection the worker says
+    `Connection: close` and closes it, so the client reconnects (and may reach another worker)."""
+    import socket
+
+    request = (
+        f"GET /models HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()  # keep-alive
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        for _ in range(5):
+            sock.sendall(request)
+            status = reader.readline()
+            headers = {}
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip().lower()
+            reader.read(int(headers["content-length"]))
+            assert status.startswith(b"HTTP/1.1 200"), status
+            if headers.get("connection") == "close":
+                break
+        else:
+            pytest.fail("5 responses on one connection and none closed it")
+        assert reader.read() == b"", "the server kept the connection open after saying close"
+    # Clients that reconnect on their own see nothing but answers.
+    with httpx.Client(base_url=server.url) as client:
+        assert {client.get("/models").status_code for _ in range(12)} == {200}

@@ -1,5 +1,6 @@
 """The framework's ceiling: the same BentoML service shape as service.py (a Starlette app
-mounted with @bentoml.asgi_app, the same workers), whose route does no work. Benchmark only."""
+mounted with @bentoml.asgi_app, the same workers, traffic, logging, GC and middleware), whose
+route does no work. Benchmark only."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bentos.middleware import JsonErrors, SpreadConnections
 from bentos.runtime import tune_gc
 from bentos.settings import Settings
+
+SETTINGS = Settings.from_env()
 
 BODY = b'{"predictions":[0],"probabilities":[[1.0,0.0,0.0]],"model":"noop"}'
 
@@ -24,9 +28,16 @@ app = Starlette(routes=[Route("/noop", noop, methods=["POST"])])
 
 
 @bentoml.service(
-    name="noop", workers=2, traffic={"timeout": 30}, logging={"access": {"enabled": False}}
+    name="noop",
+    workers=2,
+    traffic={"timeout": 30, "max_concurrency": 128},
+    logging={"access": {"enabled": False}},
 )
 @bentoml.asgi_app(app, path="/")
 class Noop:
     def __init__(self) -> None:
-        tune_gc(Settings.from_env().gc_gen0_threshold)  # as service.py does
+        tune_gc(SETTINGS.gc_gen0_threshold)  # as service.py does
+
+
+Noop.add_asgi_middleware(JsonErrors)
+Noop.add_asgi_middleware(SpreadConnections, every=SETTINGS.keepalive_requests)
