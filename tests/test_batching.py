@@ -99,3 +99,55 @@ def test_a_lone_request_goes_straight_to_the_model(rows):
     batcher = Batcher(_slow_model(calls, 0.0), max_batch_size=10, max_latency_ms=1000)
     asyncio.run(batcher(np.ones((rows, 1))))
     assert calls == [rows]  # no batching window: nothing waited for company
+
+
+def _fast_model(calls: list[int], threads: set[int] | None = None):
+    def predict(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        if threads is not None:
+            threads.add(threading.get_ident())
+        return x * 2
+
+    return predict
+
+
+def test_small_requests_of_one_loop_turn_share_one_call_in_the_loop():
+    calls: list[int] = []
+    threads: set[int] = set()
+    batcher = Batcher(
+        _fast_model(calls, threads), max_batch_size=100, max_latency_ms=1000, inline_rows=8
+    )
+
+    async def main():
+        xs = [np.full((1, 2), i, dtype=float) for i in range(5)]
+        return await asyncio.gather(*(batcher(x) for x in xs)), threading.get_ident()
+
+    results, loop_thread = asyncio.run(main())
+    assert [r.tolist() for r in results] == [[[2 * i, 2 * i]] for i in range(5)]
+    assert calls == [5] and threads == {loop_thread}
+
+
+def test_a_turn_is_cut_into_calls_of_at_most_max_batch_size_rows():
+    calls: list[int] = []
+    batcher = Batcher(_fast_model(calls), max_batch_size=7, max_latency_ms=1000, inline_rows=8)
+
+    async def main():
+        return await asyncio.gather(*(batcher(np.full((3, 1), i)) for i in range(5)))
+
+    results = asyncio.run(main())
+    assert [r[:, 0].tolist() for r in results] == [[2 * i] * 3 for i in range(5)]
+    assert calls == [6, 6, 3]
+
+
+def test_a_model_error_reaches_every_request_of_its_turn():
+    def broken(x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("model failed")
+
+    batcher = Batcher(broken, max_batch_size=10, max_latency_ms=1000, inline_rows=8)
+
+    async def main():
+        return await asyncio.gather(
+            *(batcher(np.ones((1, 1))) for _ in range(3)), return_exceptions=True
+        )
+
+    assert [str(r) for r in asyncio.run(main())] == ["model failed"] * 3
