@@ -121,10 +121,12 @@ async def _predict(request: Request, name: str) -> Response:
         return _error(503, f"overloaded, retry later: {exc}")
     body = {
         "predictions": model.runner.labels_for(proba),
-        "probabilities": np.asarray(proba, dtype=np.float64).round(6),
+        # The model's own numbers (float32 for ONNX Runtime and TFLite), unrounded: orjson
+        # writes each in its shortest exact form, itself (about 8x faster than json on 64
+        # rows); it needs them contiguous, which a batch's slice of rows is.
+        "probabilities": proba if proba.flags.c_contiguous else np.ascontiguousarray(proba),
         "model": model.runner.tag,
     }
-    # orjson writes the numpy array itself: about 8x faster than json on 64 rows.
     return Response(
         orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
     )

@@ -34,7 +34,7 @@ class Runner:
 
     def labels_for(self, proba: np.ndarray) -> list[Any]:
         labels = self.schema.labels
-        return [labels[i] for i in np.argmax(proba, axis=1)]
+        return [labels[i] for i in np.argmax(proba, axis=1).tolist()]
 
 
 class RandomForestRunner(Runner):
