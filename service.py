@@ -4,8 +4,9 @@ Why the runners live in the entry service's own workers rather than behind `bent
 measured on the 2-core reference machine (see docs/service-design.md), a `bentoml.depends` hop
 with adaptive batching cost most of the throughput and added the batching wait at one client,
 while the models themselves take microseconds to a few milliseconds per call. Each runner keeps
-its own adaptive batching, in-process (bentos.batching): concurrent requests that arrive while a
-model is busy share its next call, and an idle model takes a request at once.
+its own adaptive batching, in-process (bentos.batching): requests that reach a fast model in
+the same event-loop turn share one call, and those that arrive while a slow model is busy share
+its next call; nothing waits on a timer.
 
 Why the JSON routes are a Starlette app mounted with `@bentoml.asgi_app` rather than
 `@bentoml.api` methods: the error bodies must name the row and field of bad input, and the

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -69,17 +69,25 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refusing bodies over `max_bytes` before holding them whole."""
+    """The body, refusing bodies over `max_bytes` before holding them whole.
+
+    Straight from the ASGI receive channel: Starlette's stream() generator around it cost about
+    10 us a request here, a tenth of a one-row prediction's own work."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise RequestTooLarge(f"request body is {declared} bytes; the limit is {max_bytes}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks, size, more = [], 0, True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
         size += len(chunk)
         if size > max_bytes:
             raise RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bentos.api import read_body
 from bentos.middleware import JsonErrors, SpreadConnections
 from bentos.runtime import tune_gc
 from bentos.settings import Settings
@@ -20,7 +21,7 @@ BODY = b'{"predictions":[0],"probabilities":[[1.0,0.0,0.0]],"model":"noop"}'
 
 
 async def noop(request: Request) -> Response:
-    await request.body()
+    await read_body(request, SETTINGS.max_body_bytes)  # as /predict reads it
     return Response(BODY, media_type="application/json")
 
 
