@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 Label = str | int
@@ -26,8 +27,6 @@ def parse_json(body: bytes) -> Any:
     """JSON to Python objects: orjson (8x faster on a 64-row body), with the standard library
     as the fallback for what orjson refuses (NaN and Infinity literals), so that those reach
     validation and get a message naming the row and field rather than a parse error."""
-    import orjson
-
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
