@@ -3,7 +3,8 @@
     BENTOML_HOME=/path/with/synthetic/models .venv/bin/python -m benchmarks.tuning [--repeat 3]
 
 For each variant: `bentoml serve .` with that configuration, then wrk (or the Python load
-generator) on /predict, one row, at 1 and 16 clients. Prints medians.
+generator) on /predict, one row, at 1 and 16 clients. Prints medians, and the lowest and
+highest req/s of the runs (a variant that is sometimes fast and sometimes slow shows there).
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from benchmarks.workload import sample_rows
 SERVICE = "tabular-classifier"
 VARIANTS: dict[str, tuple[dict | None, dict[str, str]]] = {
     # name: (BentoML config for the service, extra environment)
-    "chosen: 2 workers, tuned GC, ONNX": (None, {}),
+    "chosen (service.py as shipped)": (None, {}),
     "1 worker": ({"workers": 1}, {}),
     "Python's default GC thresholds": (None, {"BENTOS_GC_GEN0_THRESHOLD": "700"}),
-    "access log off": ({"logging": {"access": {"enabled": False}}}, {}),
+    "access log on": ({"logging": {"access": {"enabled": True}}}, {}),
     "scikit-learn forest": (None, {"BENTOS_RF_BACKEND": "sklearn"}),
+    # SpreadConnections off in effect: a connection would need a billion responses to close.
+    "keep-alive connections never closed": (None, {"BENTOS_KEEPALIVE_REQUESTS": "1000000000"}),
+    # A call per request: requests of one loop turn no longer share a model call.
+    "one model call per request": (None, {"BENTOS_MAX_BATCH_SIZE": "1"}),
 }
 
 
@@ -43,7 +48,10 @@ def main() -> None:
     body = json.dumps({"instances": sample_rows(schema, 1).to_dict(orient="records")}).encode()
     run = loadgen.run_wrk if shutil.which("wrk") else loadgen.run
     tmp = Path(tempfile.mkdtemp(prefix="bentos-tuning-"))
-    print(f"{'variant':36} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    print(
+        f"{'variant':36} {'clients':>7} {'req/s':>8} {'min-max req/s':>15} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'errors':>6}"
+    )
     for name, (config, env) in VARIANTS.items():
         env = dict(env)
         if config is not None:
@@ -61,8 +69,10 @@ def main() -> None:
                     for k in ("rps", 50, 99)
                 }
                 errors = sum(r.errors for r in rs)
+                spread = f"{min(r.rps for r in rs):.0f}-{max(r.rps for r in rs):.0f}"
                 print(
-                    f"{name:36} {clients:>7} {med['rps']:>8.1f} {med[50]:>8.2f} {med[99]:>8.2f} {errors:>6}",
+                    f"{name:36} {clients:>7} {med['rps']:>8.1f} {spread:>15} {med[50]:>8.2f} "
+                    f"{med[99]:>8.2f} {errors:>6}",
                     flush=True,
                 )
 

@@ -67,3 +67,36 @@ def test_online_benchmark_runs_every_http_target_briefly(trained, bentoml_home, 
         "| /predict >= 80% of the no-op ceiling (1 row, 16 clients) | not measured |"
         in shown.stdout
     )
+
+
+def test_ab_comparison_runs_two_variants_side_by_side(trained, bentoml_home):
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "BENTOS_RF_MODEL": trained.rf_tag,
+        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.ab",
+            "noop=benchmarks.variants.noop_service:Noop/noop",
+            "one-call-per-request=./predict?BENTOS_MAX_BATCH_SIZE=1",
+            "--rounds",
+            "1",
+            "--duration",
+            "1",
+            "--clients",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "round 1 one-call-per-request" in proc.stdout
+    assert "errors 0" in proc.stdout and "errors 1" not in proc.stdout
+    assert "one-call-per-request     median" in proc.stdout
