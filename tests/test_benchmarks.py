@@ -8,17 +8,23 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
-def test_online_benchmark_runs_every_http_target_briefly(trained, bentoml_home, tmp_path):
-    out = tmp_path / "online.json"
-    env = {
+@pytest.fixture
+def env(trained, bentoml_home) -> dict[str, str]:
+    """The session's models, pinned (other tests register newer versions)."""
+    return {
         **os.environ,
         "BENTOML_HOME": str(bentoml_home),
         "BENTOS_RF_MODEL": trained.rf_tag,
         "BENTOS_TFLITE_MODEL": trained.tflite_tag,
     }
+
+
+def test_online_benchmark_runs_every_http_target_briefly(env, tmp_path):
+    out = tmp_path / "online.json"
     proc = subprocess.run(
         [
             sys.executable,
@@ -69,13 +75,7 @@ def test_online_benchmark_runs_every_http_target_briefly(trained, bentoml_home, 
     )
 
 
-def test_ab_comparison_runs_two_variants_side_by_side(trained, bentoml_home):
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(bentoml_home),
-        "BENTOS_RF_MODEL": trained.rf_tag,
-        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
-    }
+def test_ab_comparison_runs_two_variants_side_by_side(env):
     proc = subprocess.run(
         [
             sys.executable,
