@@ -26,10 +26,10 @@ class JsonErrors:
         status: list[int] = []
 
         async def send_json_errors(message: dict) -> None:
-            if message["type"] == "http.response.start":
+            # Headers are looked at only for a 404/405: every other response passes untouched.
+            if message["type"] == "http.response.start" and message["status"] in (404, 405):
                 headers = dict(message.get("headers") or [])
-                plain = headers.get(b"content-type", b"").startswith(b"text/plain")
-                if message["status"] in (404, 405) and plain:
+                if headers.get(b"content-type", b"").startswith(b"text/plain"):
                     status.append(message["status"])
                     return
             elif status:

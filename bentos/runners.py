@@ -12,6 +12,7 @@ import numpy as np
 
 from bentos.models import RF_ONNX_FILE, StoredModel, open_model
 from bentos.schema import FeatureSchema
+from bentos.settings import RF_BACKENDS
 
 
 class Runner:
@@ -41,7 +42,7 @@ class RandomForestRunner(Runner):
     """The forest through ONNX Runtime (`onnx`: about 12 us a row, no pickle) or scikit-learn
     (`sklearn`: twice as fast on chunks of tens of thousands of rows); see BENCHMARKS.md."""
 
-    BACKENDS = ("onnx", "sklearn")
+    BACKENDS = RF_BACKENDS
 
     def __init__(self, model: Any = "rf-classifier:latest", backend: str = "onnx"):
         if backend not in self.BACKENDS:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+# How the forest can run (bentos.runners.RandomForestRunner).
+RF_BACKENDS = ("onnx", "sklearn")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -49,8 +52,9 @@ class Settings:
             else:
                 values[f.name] = raw
         settings = cls(**values)
-        if settings.rf_backend not in ("onnx", "sklearn"):
+        if settings.rf_backend not in RF_BACKENDS:
             raise ValueError(
-                f"BENTOS_RF_BACKEND must be onnx or sklearn, got {settings.rf_backend!r}"
+                f"BENTOS_RF_BACKEND must be one of {', '.join(RF_BACKENDS)}, "
+                f"got {settings.rf_backend!r}"
             )
         return settings
