@@ -120,12 +120,14 @@ def _summary(result: Any) -> None:
         f"{result.rf_size / 1024:.1f} KiB",
         f"{result.tflite_size / 1024:.1f} KiB (float32: {result.float32_size / 1024:.1f} KiB)",
     )
-    onnx = (result.rf_onnx or {}).get("parity", {})
+    agrees = []
+    for form, info in (("packed", result.rf_packed), ("ONNX", result.rf_onnx)):
+        p = (info or {}).get("parity", {})
+        if p.get("labels_identical"):
+            agrees.append(f"{form}: same labels, max diff {p['max_abs_diff']:.1e}")
     table.add_row(
         "agrees with",
-        f"ONNX: labels identical, max diff {onnx.get('max_abs_diff', float('nan')):.1e}"
-        if onnx.get("labels_identical")
-        else "",
+        "; ".join(agrees),
         f"Keras: {par['argmax_agreement']:.2%} of rows",
     )
     table.add_row("max prob. difference", "", f"{par['max_abs_diff']:.1e}")

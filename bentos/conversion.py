@@ -169,12 +169,10 @@ def forest_to_onnx(forest: Any, n_features: int) -> bytes:
     return model.SerializeToString()
 
 
-def forest_parity(forest: Any, onnx: bytes, x: np.ndarray) -> dict[str, float | bool]:
-    """ONNX Runtime against scikit-learn on the hold-out rows, as they will be served."""
-    from bentos.runners import OnnxForest
-
+def forest_parity(forest: Any, served: Any, x: np.ndarray) -> dict[str, float | bool]:
+    """A served form of the forest (`predict_proba`) against scikit-learn on the hold-out rows."""
     want = forest.predict_proba(x)
-    got = OnnxForest(onnx).predict_proba(x)
+    got = served.predict_proba(x)
     return {
         "labels_identical": bool((want.argmax(1) == got.argmax(1)).all()),
         "max_abs_diff": float(np.abs(want - got).max()),

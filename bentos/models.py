@@ -16,6 +16,9 @@ RF_NAME = "rf-classifier"
 TFLITE_NAME = "tflite-classifier"
 RF_FILE = "saved_model.pkl"  # the file name bentoml.sklearn.save_model writes
 RF_ONNX_FILE = "model.onnx"  # the same forest, for ONNX Runtime: no pickle, no per-tree Python
+RF_PACKED_FILE = "forest.npz"  # the same forest in 8-byte nodes, for bentos.forest
+# The forest's other forms, each beside the pickle with its own metadata entry and sha256.
+RF_FORMS = {RF_ONNX_FILE: "onnx", RF_PACKED_FILE: "packed"}
 TFLITE_FILE = "model.tflite"
 MODEL_FILES = {RF_NAME: RF_FILE, TFLITE_NAME: TFLITE_FILE}
 
@@ -70,7 +73,7 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
 
     Models are pickles (RandomForest), ONNX graphs or flatbuffers that we load into native
     code; a file changed after registration is refused rather than loaded. `filename`: the
-    model's main file by default, or RF_ONNX_FILE for the forest's ONNX form.
+    model's main file by default, or one of the forest's other forms (RF_FORMS).
     """
     if isinstance(model, str):
         model = get(model)
@@ -84,12 +87,13 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
     file = Path(model.path_of(filename))
     if filename == MODEL_FILES[name]:
         expected = metadata.get("sha256")
-    elif filename == RF_ONNX_FILE and name == RF_NAME:
-        if "onnx" not in metadata:
+    elif filename in RF_FORMS and name == RF_NAME:
+        form = RF_FORMS[filename]
+        if form not in metadata:
             raise ModelError(
-                f"model {model.tag} has no ONNX form (trained before it existed); retrain it"
+                f"model {model.tag} has no {form} form (trained before it existed); retrain it"
             )
-        expected = metadata["onnx"].get("sha256")
+        expected = metadata[form].get("sha256")
     else:
         raise ModelError(f"model {model.tag} has no file {filename!r}")
     if not file.is_file():
@@ -108,29 +112,33 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
 
 
 def register_rf(
-    estimator: Any, metadata: dict[str, Any], model_file: Path, onnx: bytes
+    estimator: Any, metadata: dict[str, Any], model_file: Path, forms: dict[str, bytes]
 ) -> bentoml.Model:
-    """Register the forest persisted at `model_file`, and its ONNX form beside it.
+    """Register the forest persisted at `model_file`, and its other forms (RF_FORMS) beside it.
 
-    Both hashes go into the metadata before anything is written; the store's copies must hash
+    Every hash goes into the metadata before anything is written; the store's copies must hash
     the same, or the model is deleted again.
     """
-    expected = sha256_file(model_file)
-    onnx_meta = {**metadata.get("onnx", {}), "sha256": hashlib.sha256(onnx).hexdigest()}
+    expected = {RF_FILE: sha256_file(model_file)}
+    meta = dict(metadata)
+    for filename, content in forms.items():
+        expected[filename] = hashlib.sha256(content).hexdigest()
+        key = RF_FORMS[filename]
+        meta[key] = {**meta.get(key, {}), "sha256": expected[filename]}
     saved = bentoml.sklearn.save_model(
         RF_NAME,
         estimator,
-        metadata={**metadata, "sha256": expected, "onnx": onnx_meta},
+        metadata={**meta, "sha256": expected[RF_FILE]},
         labels={"framework": "sklearn"},
         signatures={"predict_proba": {"batchable": True}},
     )
-    # bentoml.sklearn.save_model writes the pickle only; the ONNX file joins it in the model's
+    # bentoml.sklearn.save_model writes the pickle only; the other files join it in the model's
     # folder in the store (the object save_model returns still points at its staging copy), so
-    # `bentoml build` packs both and every load verifies the one it reads.
+    # `bentoml build` packs them all and every load verifies the one it reads.
     saved = bentoml.models.get(saved.tag)
-    Path(saved.path_of(RF_ONNX_FILE)).write_bytes(onnx)
-    stored = (sha256_file(saved.path_of(RF_FILE)), sha256_file(saved.path_of(RF_ONNX_FILE)))
-    if stored != (expected, onnx_meta["sha256"]):
+    for filename, content in forms.items():
+        Path(saved.path_of(filename)).write_bytes(content)
+    if any(sha256_file(saved.path_of(f)) != digest for f, digest in expected.items()):
         bentoml.models.delete(saved.tag)
         raise ModelError(f"{saved.tag}: a stored file differs from the one hashed; not registered")
     return saved

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bentos.models import RF_ONNX_FILE, StoredModel, open_model
+from bentos.models import RF_ONNX_FILE, RF_PACKED_FILE, StoredModel, open_model
 from bentos.schema import FeatureSchema
 from bentos.settings import RF_BACKENDS
 
@@ -39,20 +39,28 @@ class Runner:
 
 
 class RandomForestRunner(Runner):
-    """The forest through ONNX Runtime (`onnx`: about 12 us a row, no pickle) or scikit-learn
-    (`sklearn`: twice as fast on chunks of tens of thousands of rows); see BENCHMARKS.md."""
+    """The forest packed into 8-byte nodes (`packed`, bentos.forest: 7-9 us a row), through
+    ONNX Runtime (`onnx`: 10-40 us a row) or scikit-learn (`sklearn`: 4.5 ms for one row, the
+    fastest on chunks of tens of thousands of rows); see BENCHMARKS.md."""
 
     BACKENDS = RF_BACKENDS
 
-    def __init__(self, model: Any = "rf-classifier:latest", backend: str = "onnx"):
+    def __init__(self, model: Any = "rf-classifier:latest", backend: str = "packed"):
         if backend not in self.BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: allowed are {', '.join(self.BACKENDS)}")
         self.backend = backend
-        if backend == "onnx":
+        if backend == "packed":
+            from bentos.forest import PackedForest  # compiles the walk: only when used
+
+            stored = open_model(model, RF_PACKED_FILE)
+            super().__init__(stored)
+            self._impl: Any = PackedForest.from_bytes(stored.file.read_bytes())
+            self.inline_rows = 256  # microseconds a row
+        elif backend == "onnx":
             stored = open_model(model, RF_ONNX_FILE)
             super().__init__(stored)
-            self._impl: Any = OnnxForest(stored.file.read_bytes())
-            self.inline_rows = 256  # about 12 us a row
+            self._impl = OnnxForest(stored.file.read_bytes())
+            self.inline_rows = 256
         else:
             import joblib
 

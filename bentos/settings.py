@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, fields
 
 # How the forest can run (bentos.runners.RandomForestRunner).
-RF_BACKENDS = ("onnx", "sklearn")
+RF_BACKENDS = ("packed", "onnx", "sklearn")
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,10 @@ class Settings:
     # Model tags; the Bento pins the versions it was built with.
     rf_model: str = "rf-classifier:latest"
     tflite_model: str = "tflite-classifier:latest"
-    # How the forest runs online: onnx (ONNX Runtime: ~12 us a row against 4.5 ms, and no
-    # pickle loaded) or sklearn. Chosen by measurement: BENCHMARKS.md.
-    rf_backend: str = "onnx"
+    # How the forest runs online: packed (bentos.forest: 7-9 us a row), onnx (ONNX Runtime:
+    # 10-40 us a row) or sklearn (4.5 ms a row); packed and onnx load no pickle. Chosen by
+    # measurement: BENCHMARKS.md.
+    rf_backend: str = "packed"
     # The garbage collector's first threshold in serving processes (Python's default: 700);
     # see bentos.runtime.tune_gc for the measurement behind it.
     gc_gen0_threshold: int = 50_000

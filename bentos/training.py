@@ -45,6 +45,7 @@ class TrainResult:
     tflite_tag: str | None = None
     rf_metrics: dict[str, Any] | None = None
     rf_onnx: dict[str, Any] | None = None
+    rf_packed: dict[str, Any] | None = None
     tflite_metrics: dict[str, Any] | None = None
     parity: dict[str, float] | None = None
     tflite_size: int = 0
@@ -97,6 +98,8 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
     from sklearn.model_selection import train_test_split
 
     from bentos import conversion, models
+    from bentos.forest import PackedForest
+    from bentos.runners import OnnxForest
 
     unknown = sorted(set(config.models) - set(MODELS))
     if unknown or not config.models:
@@ -141,16 +144,24 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
             forest = RandomForestClassifier(**params).fit(x_train, y_train)
             result.rf_metrics = evaluate(y_test, forest.predict(x_test), schema.labels)
             forest.n_jobs = 1  # serve-time setting: one request, one core
-        with step("Converting RandomForest to ONNX"):
+        with step("Converting RandomForest to ONNX and packing it"):
             onnx = conversion.forest_to_onnx(forest, x.shape[1])
-            onnx_parity = conversion.forest_parity(forest, onnx, x_test)
+            packed_file = PackedForest.from_sklearn(forest).to_bytes()
+            # Each form is checked as it will be served, on the hold-out rows.
+            forms_parity = {
+                "onnx": conversion.forest_parity(forest, OnnxForest(onnx), x_test),
+                "packed": conversion.forest_parity(
+                    forest, PackedForest.from_bytes(packed_file), x_test
+                ),
+            }
         seconds["rf"] = time.perf_counter() - t0
         gate_failures += _accuracy_gate("RandomForest", result.rf_metrics, config.min_accuracy)
-        if not onnx_parity["labels_identical"] or onnx_parity["max_abs_diff"] > 1e-5:
-            gate_failures.append(
-                f"RandomForest ONNX parity: labels identical {onnx_parity['labels_identical']}, "
-                f"max probability difference {onnx_parity['max_abs_diff']:.2e} (at most 1e-5)"
-            )
+        for form, par in forms_parity.items():
+            if not par["labels_identical"] or par["max_abs_diff"] > 1e-5:
+                gate_failures.append(
+                    f"RandomForest {form} parity: labels identical {par['labels_identical']}, "
+                    f"max probability difference {par['max_abs_diff']:.2e} (at most 1e-5)"
+                )
 
         def register_rf(common: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -164,10 +175,17 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
                     "sklearn_version": sklearn.__version__,
                     "params": {**params, "n_jobs_serving": 1},
                     "size_bytes": pkl.stat().st_size,
-                    "onnx": {"parity": onnx_parity, "size_bytes": len(onnx), "opset": 17},
+                    "onnx": {
+                        "parity": forms_parity["onnx"],
+                        "size_bytes": len(onnx),
+                        "opset": 17,
+                    },
+                    "packed": {"parity": forms_parity["packed"], "size_bytes": len(packed_file)},
                 }
-                result.rf_tag = str(models.register_rf(forest, meta, pkl, onnx).tag)
+                forms = {models.RF_ONNX_FILE: onnx, models.RF_PACKED_FILE: packed_file}
+                result.rf_tag = str(models.register_rf(forest, meta, pkl, forms).tag)
                 result.rf_onnx = meta["onnx"]
+                result.rf_packed = meta["packed"]
                 result.rf_size = meta["size_bytes"]
 
         register.append(register_rf)

@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from bentos.settings import RF_BACKENDS
+
 EXIT_IO, EXIT_USAGE, EXIT_REJECTED = 1, 2, 3
 
 
@@ -48,10 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-index", type=int, default=int(_env("JOB_COMPLETION_INDEX", "0")))
     p.add_argument("--shard-count", type=int, default=int(_env("BENTOS_SHARD_COUNT", "1")))
     p.add_argument("--chunk-rows", type=int, default=int(_env("BENTOS_BATCH_CHUNK_ROWS", "65536")))
-    # scikit-learn is about twice as fast as ONNX Runtime on chunks of 65,536 rows (BENCHMARKS.md).
+    # scikit-learn is the fastest on chunks of 65,536 rows (BENCHMARKS.md).
     p.add_argument(
         "--rf-backend",
-        choices=("sklearn", "onnx"),
+        choices=RF_BACKENDS,
         default=_env("BENTOS_BATCH_RF_BACKEND", "sklearn"),
     )
     p.add_argument(

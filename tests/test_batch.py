@@ -351,7 +351,8 @@ def test_models_come_from_the_bento_when_bento_path_is_set(job_env, trained, tmp
     assert "is not in the Bento's models" in proc.stdout
 
 
-def test_onnx_backend_in_batch_equals_the_default_scikit_learn(job_env, tmp_path):
+@pytest.mark.parametrize("backend", ["packed", "onnx"])
+def test_other_backends_in_batch_equal_the_default_scikit_learn(job_env, tmp_path, backend):
     iris(90).to_csv(tmp_path / "in.csv", index=False)
     run_job(job_env, "--input", tmp_path / "in.csv", "--output", tmp_path / "sk")
     run_job(
@@ -359,14 +360,14 @@ def test_onnx_backend_in_batch_equals_the_default_scikit_learn(job_env, tmp_path
         "--input",
         tmp_path / "in.csv",
         "--output",
-        tmp_path / "onnx",
+        tmp_path / backend,
         "--rf-backend",
-        "onnx",
+        backend,
     )
-    sk, onnx = read_parts(tmp_path / "sk"), read_parts(tmp_path / "onnx")
-    assert sk["prediction"].tolist() == onnx["prediction"].tolist()
+    sk, other = read_parts(tmp_path / "sk"), read_parts(tmp_path / backend)
+    assert sk["prediction"].tolist() == other["prediction"].tolist()
     np.testing.assert_allclose(
-        np.stack(sk["probabilities"]), np.stack(onnx["probabilities"]), atol=1e-5
+        np.stack(sk["probabilities"]), np.stack(other["probabilities"]), atol=1e-5
     )
 
 

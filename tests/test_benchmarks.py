@@ -23,29 +23,25 @@ def env(trained, bentoml_home) -> dict[str, str]:
     }
 
 
-def test_online_benchmark_runs_every_http_target_briefly(env, tmp_path):
-    out = tmp_path / "online.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.online",
-            "--targets",
-            "flask,noop,predict,v2_rest,grpc",
-            "--clients",
-            "2",
-            "--rows",
-            "3",
-            "--duration",
-            "1",
-            "--json",
-            str(out),
-        ],
+def _benchmark(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python -m benchmarks.MODULE ARGS...` from the checkout, with the session's models."""
+    return subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
+    )
+
+
+def test_online_benchmark_runs_every_http_target_briefly(env, tmp_path):
+    out = tmp_path / "online.json"
+    proc = _benchmark(
+        "online",
+        *("--targets", "flask,noop,predict,v2_rest,grpc", "--clients", "2", "--rows", "3"),
+        *("--duration", "1", "--json", str(out)),
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
@@ -59,13 +55,7 @@ def test_online_benchmark_runs_every_http_target_briefly(env, tmp_path):
     assert "cold start" in proc.stdout
     # The report turns the same file into BENCHMARKS.md's table; the bar cells (1 and 64 rows,
     # 1 and 16 clients) were not part of this short run, and it says so rather than failing.
-    shown = subprocess.run(
-        [sys.executable, "-m", "benchmarks.report", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    shown = _benchmark("report", str(out), env=env)
     assert shown.returncode == 0, shown.stderr
     assert "| predict | 3 | 2 |" in shown.stdout
     assert "| errors in every cell | 0.00 | == 0 | yes |" in shown.stdout
@@ -76,27 +66,23 @@ def test_online_benchmark_runs_every_http_target_briefly(env, tmp_path):
 
 
 def test_ab_comparison_runs_two_variants_side_by_side(env):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.ab",
-            "noop=benchmarks.variants.noop_service:Noop/noop",
-            "one-call-per-request=./predict?BENTOS_MAX_BATCH_SIZE=1",
-            "--rounds",
-            "1",
-            "--duration",
-            "1",
-            "--clients",
-            "2",
-        ],
-        cwd=ROOT,
+    proc = _benchmark(
+        "ab",
+        "noop=benchmarks.variants.noop_service:Noop/noop",
+        "one-call-per-request=./predict?BENTOS_MAX_BATCH_SIZE=1",
+        *("--rounds", "1", "--duration", "1", "--clients", "2"),
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "round 1 one-call-per-request" in proc.stdout
     assert "errors 0" in proc.stdout and "errors 1" not in proc.stdout
     assert "one-call-per-request     median" in proc.stdout
+
+
+def test_forest_benchmark_times_every_backend_on_every_case(env, trained):
+    proc = _benchmark("forest", "--model", trained.rf_tag, "--repeat", "3", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    assert len(rows) == 9, proc.stdout  # same x2, varied x4, cold x2, chunk
+    for row in rows:
+        assert all(float(v) > 0 for v in row[-4:]), row

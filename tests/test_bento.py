@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,53 @@ def test_bento_locked_requirements_serve_without_tensorflow(bento_dir):
     assert not any("tensorflow" in p or p in {"keras", "tf-keras"} for p in pins), sorted(pins)
 
 
+# Everything the image runs: the service with each forest backend and the edge model, the gRPC
+# server and the batch job. Prints, per imported top-level module, the distributions providing it.
+_SERVING_IMPORTS = """
+import importlib.metadata as md, json, sys
+import numpy as np
+import service, bentos.grpc, bentos.batch, jobs.batch_predict
+from bentos.runners import RandomForestRunner, TFLiteRunner
+for backend in ("packed", "onnx", "sklearn"):
+    RandomForestRunner(sys.argv[1], backend).predict_proba(np.array([[5.0, 3.0, 1.5, 0.2]]))
+TFLiteRunner(sys.argv[2])
+provided = md.packages_distributions()
+tops = {name.split(".")[0] for name in list(sys.modules)}
+print(json.dumps({top: provided[top] for top in sorted(tops) if top in provided}))
+"""
+
+
+# Imported here only because the test environment has them, and used only when present:
+# brotli (urllib3, aiohttp), charset-normalizer (numpy.f2py), setuptools (its .pth start-up
+# hook, in every virtualenv); bentos is this checkout, the Bento's own source.
+_NOT_REQUIRED = {"brotli", "charset-normalizer", "setuptools", "bentos"}
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_bento_requirements_provide_every_package_the_image_imports(bento_dir, trained):
+    proc = subprocess.run(
+        [sys.executable, "-c", _SERVING_IMPORTS, trained.rf_tag, trained.tflite_tag],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = json.loads(proc.stdout.strip().splitlines()[-1])
+    locked = (bento_dir / "env" / "python" / "requirements.txt").read_text()
+    pins = {_normalize(line.split("==")[0]) for line in locked.splitlines() if "==" in line}
+    missing = {
+        top: dists
+        for top, dists in imported.items()
+        if not {_normalize(d) for d in dists} & (pins | _NOT_REQUIRED)
+    }
+    assert "onnxruntime" in imported and "numba" in imported  # the check sees the forest's runtimes
+    assert not missing, f"imported by the image but not in the Bento's requirements: {missing}"
+
+
 def test_bento_has_a_dockerfile_that_runs_as_non_root(bento_dir):
     dockerfile = (bento_dir / "env" / "docker" / "Dockerfile").read_text()
     assert "USER bentoml" in dockerfile
@@ -78,24 +126,31 @@ def test_server_with_a_tampered_model_never_becomes_ready(trained, bentoml_home,
         srv.stop()
 
 
-def test_server_with_a_tampered_onnx_forest_never_becomes_ready(trained, bentoml_home, tmp_path):
+@pytest.mark.parametrize(
+    ("filename", "backend"), [("forest.npz", "packed"), ("model.onnx", "onnx")]
+)
+def test_server_with_a_tampered_forest_form_never_becomes_ready(
+    trained, bentoml_home, tmp_path, filename, backend
+):
     home = tmp_path / "home"
     shutil.copytree(bentoml_home / "models", home / "models")
     version = trained.rf_tag.split(":")[1]
-    onnx = home / "models" / "rf-classifier" / version / "model.onnx"
-    onnx.write_bytes(onnx.read_bytes()[:-1] + b"\0")
+    form = home / "models" / "rf-classifier" / version / filename
+    content = form.read_bytes()
+    form.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))  # one bit flipped
     srv = Server(
         {
             "BENTOML_HOME": str(home),
             "BENTOS_RF_MODEL": trained.rf_tag,
             "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+            "BENTOS_RF_BACKEND": backend,
         }
     )
     try:
         deadline = time.monotonic() + 90
         while "changed after training" not in srv.output() and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert f"model {trained.rf_tag}: model.onnx has sha256" in srv.output()
+        assert f"model {trained.rf_tag}: {filename} has sha256" in srv.output()
         with contextlib.suppress(httpx.TransportError):
             assert httpx.get(srv.url + "/readyz", timeout=2).status_code != 200
     finally:

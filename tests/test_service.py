@@ -51,7 +51,7 @@ def test_models_endpoint_lists_tags_schema_labels_and_metrics(server, trained):
         assert 0 < model["metrics"]["accuracy"] <= 1
     assert by_name["rf"]["metrics"] == trained.rf_metrics
     assert by_name["tflite"]["quantization"] == "dynamic"
-    assert by_name["rf"]["backend"] == "onnx"  # the default: no pickle online
+    assert by_name["rf"]["backend"] == "packed"  # the default: no pickle online
 
 
 def test_probes_answer_on_bentoml_paths(server):

@@ -52,20 +52,22 @@ def test_rf_is_registered_with_metrics_schema_and_hashes(trained):
     assert meta["params"]["n_estimators"] == FAST["n_estimators"]
     assert meta["params"]["n_jobs_serving"] == 1
     assert RandomForestRunner(trained.rf_tag, "sklearn")._impl.n_jobs == 1
-    onnx = meta["onnx"]
-    assert onnx["sha256"] == models.sha256_file(model.path_of(models.RF_ONNX_FILE))
-    assert onnx["parity"]["labels_identical"] and onnx["parity"]["max_abs_diff"] <= 1e-5
+    for filename, form in models.RF_FORMS.items():
+        assert meta[form]["sha256"] == models.sha256_file(model.path_of(filename))
+        parity = meta[form]["parity"]
+        assert parity["labels_identical"] and parity["max_abs_diff"] <= 1e-5, form
 
 
-def test_onnx_forest_predicts_like_scikit_learn(trained):
+@pytest.mark.parametrize("backend", ["packed", "onnx"])
+def test_served_forms_of_the_forest_predict_like_scikit_learn(trained, backend):
     x = load_builtin("iris").features.to_numpy()
-    onnx, sk = (
-        RandomForestRunner(trained.rf_tag, "onnx"),
+    served, sk = (
+        RandomForestRunner(trained.rf_tag, backend),
         RandomForestRunner(trained.rf_tag, "sklearn"),
     )
-    p_onnx, p_sk = onnx.predict_proba(x), sk.predict_proba(x)
-    assert onnx.labels_for(p_onnx) == sk.labels_for(p_sk)
-    np.testing.assert_allclose(p_onnx, p_sk, atol=1e-5)
+    p_served, p_sk = served.predict_proba(x), sk.predict_proba(x)
+    assert served.labels_for(p_served) == sk.labels_for(p_sk)
+    np.testing.assert_allclose(p_served, p_sk, atol=1e-5)
 
 
 def test_tflite_is_registered_with_quantization_sizes_and_parity(trained):
