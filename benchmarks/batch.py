@@ -41,14 +41,14 @@ def make_input(path: Path, rows: int) -> None:
             writer.write_table(pa.Table.from_pandas(block, preserve_index=False))
 
 
-def run_job(inp: Path, out: Path, chunk_rows: int) -> tuple[float, int, dict]:
+def run_job(inp: Path, out: Path, chunk_rows: int, backend: str) -> tuple[float, int, dict]:
     """Wall time, peak RSS (KiB) and summary of one job run in a fresh process."""
     code = (
         "import atexit, runpy, sys\n"
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent,
         # which here holds the 1M-row baseline in memory.
         "atexit.register(lambda: print('MAXRSS', next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')), file=sys.stderr))\n"
-        f"sys.argv = ['batch_predict', '--input', {str(inp)!r}, '--output', {str(out)!r}, '--chunk-rows', '{chunk_rows}']\n"
+        f"sys.argv = ['batch_predict', '--input', {str(inp)!r}, '--output', {str(out)!r}, '--chunk-rows', '{chunk_rows}', '--rf-backend', {backend!r}]\n"
         "runpy.run_module('jobs.batch_predict', run_name='__main__')\n"
     )
     t0 = time.perf_counter()
@@ -62,11 +62,11 @@ def run_job(inp: Path, out: Path, chunk_rows: int) -> tuple[float, int, dict]:
     return wall, rss, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bare_predict(inp: Path) -> float:
+def bare_predict(inp: Path, backend: str) -> float:
     """Seconds for the model alone over the same rows, already in memory (the baseline)."""
     from bentos.runners import RandomForestRunner
 
-    runner = RandomForestRunner("rf-classifier:latest", "sklearn")  # the job's default backend
+    runner = RandomForestRunner("rf-classifier:latest", backend)
     x = pq.read_table(inp).to_pandas().to_numpy(dtype=np.float64)
     t0 = time.perf_counter()
     for start in range(0, len(x), 65536):
@@ -78,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--chunk-rows", type=int, default=65536)
+    parser.add_argument("--rf-backend", default="sklearn", help="the job's --rf-backend")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bentos-batch-bench-"))
@@ -89,9 +90,11 @@ def main() -> None:
         inp = work / f"in-{rows}.parquet"
         if not inp.exists():
             make_input(inp, rows)
-        wall, rss, summary = run_job(inp, work / f"out-{rows}-{time.time_ns()}", args.chunk_rows)
+        wall, rss, summary = run_job(
+            inp, work / f"out-{rows}-{time.time_ns()}", args.chunk_rows, args.rf_backend
+        )
         assert summary["rows_written"] == rows, summary
-        bare = bare_predict(inp) if rows <= 1_000_000 else float("nan")
+        bare = bare_predict(inp, args.rf_backend) if rows <= 1_000_000 else float("nan")
         ratio = (rows / wall) / (rows / bare) if bare == bare else float("nan")
         print(
             f"{rows:>10} {wall:>8.1f} {rows / wall:>11.0f} {bare:>10.1f} "

@@ -121,8 +121,7 @@ class PackedForest:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        walk = _walk_trees if len(x) < _LANES else _walk_rows
-        out = walk(self.nodes, self.roots, self.values, x, self.feature_bits)
+        out = _walk(self.nodes, self.roots, self.values, x, self.feature_bits)
         out /= len(self.roots)
         # float32, as ONNX Runtime and TFLite answer: the API's numbers keep one precision.
         return out.astype(np.float32)
@@ -165,58 +164,36 @@ def _pack_tree(tree: Any, order: np.ndarray, bits: int) -> tuple[np.ndarray, np.
     return out, value / value.sum(axis=1, keepdims=True)
 
 
-@njit(inline="always")
-def _descend(nodes, thresholds, x, row, step, at, lanes, bits):  # pragma: no cover - compiled
-    """Advance every lane k (row `row + k * step`, node at[k]) to its leaf, a level per pass;
-    the lanes' loads are independent, so the CPU overlaps their cache misses."""
+@njit(_WALK, nogil=True)
+def _walk(nodes, roots, values, x, bits):  # pragma: no cover - compiled
+    """Every row through every tree, eight paths advanced together, a level per pass: their
+    loads are independent, so the CPU overlaps their cache misses. From eight rows up the eight
+    are rows through one tree (its nodes stay in cache for all eight); below, one row's paths
+    through eight trees. One function for both: numba compiles each for a second or more."""
+    thresholds = nodes.view(np.float32)
     mask = (1 << bits) - 1
-    moving = True
-    while moving:
-        moving = False
-        for k in range(lanes):
-            i = at[k]
-            meta = nodes[2 * i]
-            if meta >= 0:
-                moving = True
-                go_right = x[row + k * step, meta & mask] > thresholds[2 * i + 1]
-                at[k] = i + (meta >> bits) if go_right else i + 1
-
-
-@njit(inline="always")
-def _add_leaves(nodes, values, row, step, at, lanes, out):  # pragma: no cover - compiled
-    for k in range(lanes):
-        leaf = ~nodes[2 * at[k]]
-        for c in range(values.shape[1]):
-            out[row + k * step, c] += values[leaf, c]
-
-
-@njit(_WALK, nogil=True)
-def _walk_rows(nodes, roots, values, x, bits):  # pragma: no cover - compiled
-    """Eight rows at a time through one tree, so the tree's nodes stay in cache for all eight."""
-    thresholds = nodes.view(np.float32)
-    n = x.shape[0]
-    out = np.zeros((n, values.shape[1]))
-    at = np.empty(_LANES, np.int64)
-    for r0 in range(0, n, _LANES):
-        lanes = min(_LANES, n - r0)
-        for root in roots:
-            at[:lanes] = root
-            _descend(nodes, thresholds, x, r0, 1, at, lanes, bits)
-            _add_leaves(nodes, values, r0, 1, at, lanes, out)
-    return out
-
-
-@njit(_WALK, nogil=True)
-def _walk_trees(nodes, roots, values, x, bits):  # pragma: no cover - compiled
-    """One row through eight trees at a time: a small request still has eight paths to overlap."""
-    thresholds = nodes.view(np.float32)
     n, n_trees = x.shape[0], roots.shape[0]
+    by_tree = n < _LANES
+    row_step, tree_step = (0, 1) if by_tree else (1, 0)
     out = np.zeros((n, values.shape[1]))
     at = np.empty(_LANES, np.int64)
-    for r in range(n):
-        for t0 in range(0, n_trees, _LANES):
-            lanes = min(_LANES, n_trees - t0)
-            at[:lanes] = roots[t0 : t0 + lanes]
-            _descend(nodes, thresholds, x, r, 0, at, lanes, bits)
-            _add_leaves(nodes, values, r, 0, at, lanes, out)
+    for r0 in range(0, n, 1 if by_tree else _LANES):
+        for t0 in range(0, n_trees, _LANES if by_tree else 1):
+            lanes = min(_LANES, n_trees - t0) if by_tree else min(_LANES, n - r0)
+            for k in range(lanes):
+                at[k] = roots[t0 + k * tree_step]
+            moving = True
+            while moving:
+                moving = False
+                for k in range(lanes):
+                    i = at[k]
+                    meta = nodes[2 * i]
+                    if meta >= 0:
+                        moving = True
+                        go_right = x[r0 + k * row_step, meta & mask] > thresholds[2 * i + 1]
+                        at[k] = i + (meta >> bits) if go_right else i + 1
+            for k in range(lanes):
+                leaf = ~nodes[2 * at[k]]
+                for c in range(values.shape[1]):
+                    out[r0 + k * row_step, c] += values[leaf, c]
     return out

@@ -39,9 +39,9 @@ class Runner:
 
 
 class RandomForestRunner(Runner):
-    """The forest packed into 8-byte nodes (`packed`, bentos.forest: 7-9 us a row), through
-    ONNX Runtime (`onnx`: 10-40 us a row) or scikit-learn (`sklearn`: 4.5 ms for one row, the
-    fastest on chunks of tens of thousands of rows); see BENCHMARKS.md."""
+    """The forest packed into 8-byte nodes (`packed`, bentos.forest: 6-9 us a row), through
+    ONNX Runtime (`onnx`: 11-33 us a row) or scikit-learn (`sklearn`: 4.4 ms for one row,
+    9 us a row on chunks of 65,536, the batch job's default); see BENCHMARKS.md."""
 
     BACKENDS = RF_BACKENDS
 

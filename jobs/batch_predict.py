@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-index", type=int, default=int(_env("JOB_COMPLETION_INDEX", "0")))
     p.add_argument("--shard-count", type=int, default=int(_env("BENTOS_SHARD_COUNT", "1")))
     p.add_argument("--chunk-rows", type=int, default=int(_env("BENTOS_BATCH_CHUNK_ROWS", "65536")))
-    # scikit-learn is the fastest on chunks of 65,536 rows (BENCHMARKS.md).
+    # scikit-learn: no faster backend end to end on chunks of 65,536 rows (docs/batch.md).
     p.add_argument(
         "--rf-backend",
         choices=RF_BACKENDS,
