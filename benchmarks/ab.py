@@ -8,7 +8,8 @@ Each variant is NAME=TARGET/PATH[?ENV=VALUE&...]: `bentoml serve TARGET` with th
 loaded on PATH. Round after round, each variant in turn gets the same closed loop (wrk, or the
 Python load generator), so drift in a noisy machine falls on every variant alike; prints each
 run and the medians, with the ratio to the first variant. Bodies come from the served forest's
-training data, as in benchmarks.online.
+training data, as in benchmarks.online: one body sent again and again, or with `--bodies N`, N
+different bodies in turn (rows that differ, as real traffic sends them).
 """
 
 from __future__ import annotations
@@ -40,13 +41,22 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=float, default=3)
+    parser.add_argument(
+        "--bodies", type=int, default=1, help="different bodies sent in turn (needs wrk)"
+    )
     args = parser.parse_args()
     from bentos.models import open_model
     from bentos.settings import Settings
 
     schema = open_model(Settings.from_env().rf_model).schema
-    rows = sample_rows(schema, args.rows).to_dict(orient="records")
-    body = json.dumps({"instances": rows}).encode()
+    rows = sample_rows(schema, args.rows * args.bodies).to_dict(orient="records")
+    bodies = [
+        json.dumps({"instances": rows[i : i + args.rows]}).encode()
+        for i in range(0, len(rows), args.rows)
+    ]
+    if args.bodies > 1 and not shutil.which("wrk"):
+        parser.error("--bodies needs wrk on PATH")
+    body = bodies if args.bodies > 1 else bodies[0]
     run = loadgen.run_wrk if shutil.which("wrk") else loadgen.run
     servers: dict[str, tuple[Process, str]] = {}
     try:

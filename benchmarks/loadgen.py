@@ -171,7 +171,17 @@ def run_grpc(
 _WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local f = io.open(os.getenv("BENTOS_WRK_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
+-- One body per line: one line is sent every time; several are sent in turn.
+local bodies = {}
+for line in io.lines(os.getenv("BENTOS_WRK_BODY")) do bodies[#bodies + 1] = line end
+wrk.body = bodies[1]
+if #bodies > 1 then
+  local i = 0
+  request = function()
+    i = i % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[i])
+  end
+end
 done = function(summary, latency, requests)
   io.write(string.format("BENTOS %d %d %d %d %d %f %f %f %f\\n", summary.requests,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
@@ -183,7 +193,7 @@ end
 
 def run_wrk(
     url: str,
-    body: bytes,
+    body: bytes | list[bytes],
     *,
     concurrency: int,
     duration: float = 10.0,
@@ -191,7 +201,8 @@ def run_wrk(
     warmup: float = 1.0,
 ) -> Result:
     """The same closed loop driven by wrk (C, one thread): far less client CPU than Python, so
-    the server, not the load generator, is what is measured. Needs `wrk` on PATH."""
+    the server, not the load generator, is what is measured. Needs `wrk` on PATH. A list of
+    bodies (single-line JSON each) is sent in turn, as traffic whose rows differ."""
     import os
     import subprocess
     import tempfile
@@ -201,8 +212,11 @@ def run_wrk(
         script, payload = os.path.join(tmp, "post.lua"), os.path.join(tmp, "body.json")
         with open(script, "w") as fh:
             fh.write(_WRK_SCRIPT)
+        bodies = body if isinstance(body, list) else [body]
+        if any(b"\n" in b for b in bodies):
+            raise ValueError("wrk bodies are read one per line: serialize them without newlines")
         with open(payload, "wb") as fh:
-            fh.write(body)
+            fh.write(b"\n".join(bodies) + b"\n")
         env = {**os.environ, "BENTOS_WRK_BODY": payload}
 
         def wrk(seconds: float) -> str:

@@ -3,7 +3,7 @@
     BENTOML_HOME=/path/with/synthetic/models .venv/bin/python -m benchmarks.tuning [--repeat 3]
 
 For each variant: `bentoml serve .` with that configuration, then wrk (or the Python load
-generator) on /predict, one row, at 1 and 16 clients. Prints medians, and the lowest and
+generator) on /predict, one row (`--rows`), at 1 and 16 clients. Prints medians, and the lowest and
 highest req/s of the runs (a variant that is sometimes fast and sometimes slow shows there).
 """
 
@@ -27,6 +27,7 @@ VARIANTS: dict[str, tuple[dict | None, dict[str, str]]] = {
     "1 worker": ({"workers": 1}, {}),
     "Python's default GC thresholds": (None, {"BENTOS_GC_GEN0_THRESHOLD": "700"}),
     "access log on": ({"logging": {"access": {"enabled": True}}}, {}),
+    "ONNX Runtime forest": (None, {"BENTOS_RF_BACKEND": "onnx"}),
     "scikit-learn forest": (None, {"BENTOS_RF_BACKEND": "sklearn"}),
     # SpreadConnections off in effect: a connection would need a billion responses to close.
     "keep-alive connections never closed": (None, {"BENTOS_KEEPALIVE_REQUESTS": "1000000000"}),
@@ -40,12 +41,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rows", type=int, default=1, help="rows per request body")
+    parser.add_argument("--only", nargs="+", help="variant names to run (default: all)")
     args = parser.parse_args()
     from bentos.models import open_model
     from bentos.settings import Settings
 
     schema = open_model(Settings.from_env().rf_model).schema
-    body = json.dumps({"instances": sample_rows(schema, 1).to_dict(orient="records")}).encode()
+    body = json.dumps(
+        {"instances": sample_rows(schema, args.rows).to_dict(orient="records")}
+    ).encode()
     run = loadgen.run_wrk if shutil.which("wrk") else loadgen.run
     tmp = Path(tempfile.mkdtemp(prefix="bentos-tuning-"))
     print(
@@ -53,6 +58,8 @@ def main() -> None:
         f"{'p99 ms':>8} {'errors':>6}"
     )
     for name, (config, env) in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
         env = dict(env)
         if config is not None:
             path = tmp / f"{len(list(tmp.iterdir()))}.yaml"
@@ -61,7 +68,13 @@ def main() -> None:
         with bentoml_serve(".", env=env) as srv:
             for clients in args.clients:
                 rs = [
-                    run(srv.url + "/predict", body, concurrency=clients, duration=args.duration)
+                    run(
+                        srv.url + "/predict",
+                        body,
+                        concurrency=clients,
+                        duration=args.duration,
+                        rows=args.rows,
+                    )
                     for _ in range(args.repeat)
                 ]
                 med = {

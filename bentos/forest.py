@@ -121,6 +121,9 @@ class PackedForest:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            # The compiled walk does not check bounds: a narrower matrix must not reach it.
+            raise ValueError(f"expected rows of {self.n_features} features, got shape {x.shape}")
         out = _walk(self.nodes, self.roots, self.values, x, self.feature_bits)
         out /= len(self.roots)
         # float32, as ONNX Runtime and TFLite answer: the API's numbers keep one precision.

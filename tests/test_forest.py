@@ -75,6 +75,12 @@ def test_float64_and_non_contiguous_rows_are_accepted(fitted):
     np.testing.assert_allclose(packed.predict_proba(view), forest.predict_proba(view), atol=1e-6)
 
 
+def test_rows_of_the_wrong_width_never_reach_the_compiled_walk(fitted):
+    _, x, packed = fitted
+    with pytest.raises(ValueError, match="expected rows of 12 features, got shape"):
+        packed.predict_proba(x[:, :5])
+
+
 def test_pure_leaves_are_stored_once(fitted):
     forest, _, packed = fitted
     leaves = sum(int((e.tree_.children_left == -1).sum()) for e in forest.estimators_)
