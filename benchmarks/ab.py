@@ -41,9 +41,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=float, default=3)
-    parser.add_argument(
-        "--bodies", type=int, default=1, help="different bodies sent in turn (needs wrk)"
-    )
+    parser.add_argument("--bodies", type=int, default=1, help="different bodies sent in turn")
     args = parser.parse_args()
     from bentos.models import open_model
     from bentos.settings import Settings
@@ -54,8 +52,6 @@ def main() -> None:
         json.dumps({"instances": rows[i : i + args.rows]}).encode()
         for i in range(0, len(rows), args.rows)
     ]
-    if args.bodies > 1 and not shutil.which("wrk"):
-        parser.error("--bodies needs wrk on PATH")
     body = bodies if args.bodies > 1 else bodies[0]
     run = loadgen.run_wrk if shutil.which("wrk") else loadgen.run
     servers: dict[str, tuple[Process, str]] = {}

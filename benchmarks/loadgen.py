@@ -7,6 +7,7 @@ until `duration` seconds or `max_requests` requests, whichever comes first. Loop
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -63,13 +64,14 @@ async def _run(url, body, headers, concurrency, duration, max_requests, rows, wa
     statuses: dict[int, int] = {}
     errors = 0
     sent = 0
+    bodies = itertools.cycle(body if isinstance(body, list) else [body])
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one() -> tuple[int, float]:
             t0 = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as resp:
+            async with session.post(url, data=next(bodies), headers=headers) as resp:
                 await resp.read()
                 return resp.status, (time.perf_counter() - t0) * 1000
 
@@ -103,7 +105,7 @@ async def _run(url, body, headers, concurrency, duration, max_requests, rows, wa
 
 def run(
     url: str,
-    body: bytes,
+    body: bytes | list[bytes],
     *,
     concurrency: int,
     duration: float = 10.0,
@@ -112,6 +114,7 @@ def run(
     headers: dict[str, str] | None = None,
     warmup: float = 1.0,
 ) -> Result:
+    """A closed loop of `concurrency` clients; a list of bodies is sent in turn."""
     headers = headers or {"content-type": "application/json"}
     return asyncio.run(_run(url, body, headers, concurrency, duration, max_requests, rows, warmup))
 

@@ -70,7 +70,7 @@ def test_ab_comparison_runs_two_variants_side_by_side(env):
         "ab",
         "noop=benchmarks.variants.noop_service:Noop/noop",
         "one-call-per-request=./predict?BENTOS_MAX_BATCH_SIZE=1",
-        *("--rounds", "1", "--duration", "1", "--clients", "2"),
+        *("--rounds", "1", "--duration", "1", "--clients", "2", "--bodies", "3"),
         env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -86,3 +86,41 @@ def test_forest_benchmark_times_every_backend_on_every_case(env, trained):
     assert len(rows) == 9, proc.stdout  # same x2, varied x4, cold x2, chunk
     for row in rows:
         assert all(float(v) > 0 for v in row[-4:]), row
+
+
+def test_load_generators_send_a_list_of_bodies_in_turn():
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmarks import loadgen
+
+    received: list[bytes] = []
+
+    class Record(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers["content-length"])))
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    bodies = [b'{"instances": [1]}', b'{"instances": [2]}', b'{"instances": [3]}']
+    # wrk drives the benchmarks where it is installed, the Python generator elsewhere (CI).
+    generators = [loadgen.run] + ([loadgen.run_wrk] if shutil.which("wrk") else [])
+    try:
+        for run in generators:
+            received.clear()
+            result = run(url, bodies, concurrency=1, duration=1, warmup=0)
+            assert result.errors == 0 and result.requests >= 3, run.__name__
+            assert set(received) == set(bodies), run.__name__
+    finally:
+        server.shutdown()
