@@ -101,6 +101,23 @@ def test_bento_requirements_provide_every_package_the_image_imports(bento_dir, t
     assert not missing, f"imported by the image but not in the Bento's requirements: {missing}"
 
 
+def test_bento_locks_the_versions_the_suite_tests(bento_dir):
+    # `bentoml build` resolves the image's requirements itself; any version it picks must be
+    # the one requirements.lock installed here, or the image runs code no test ran.
+    def pins(text: str) -> dict[str, str]:
+        return {
+            _normalize(name): version.strip()
+            for name, _, version in (line.partition("==") for line in text.splitlines())
+            if version
+        }
+
+    image = pins((bento_dir / "env" / "python" / "requirements.txt").read_text())
+    tested = pins((ROOT / "requirements.lock").read_text())
+    assert set(image) <= set(tested), sorted(set(image) - set(tested))
+    drift = {name: (tested[name], v) for name, v in image.items() if tested[name] != v}
+    assert not drift, f"(tested, in the image): {drift}"
+
+
 def test_bento_has_a_dockerfile_that_runs_as_non_root(bento_dir):
     dockerfile = (bento_dir / "env" / "docker" / "Dockerfile").read_text()
     assert "USER bentoml" in dockerfile
