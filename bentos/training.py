@@ -98,7 +98,7 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
     from sklearn.model_selection import train_test_split
 
     from bentos import conversion, models
-    from bentos.forest import PackedForest
+    from bentos.forest import PackedForest, PackError
     from bentos.runners import OnnxForest
 
     unknown = sorted(set(config.models) - set(MODELS))
@@ -146,7 +146,10 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
             forest.n_jobs = 1  # serve-time setting: one request, one core
         with step("Converting RandomForest to ONNX and packing it"):
             onnx = conversion.forest_to_onnx(forest, x.shape[1])
-            packed_file = PackedForest.from_sklearn(forest).to_bytes()
+            try:
+                packed_file = PackedForest.from_sklearn(forest).to_bytes()
+            except PackError as exc:
+                raise conversion.ConversionError(f"RandomForest packing: {exc}") from None
             # Each form is checked as it will be served, on the hold-out rows.
             forms_parity = {
                 "onnx": conversion.forest_parity(forest, OnnxForest(onnx), x_test),

@@ -121,6 +121,22 @@ def test_failed_accuracy_gate_registers_nothing(trained):
     assert _tags("rf-classifier") | _tags("tflite-classifier") == before
 
 
+def test_a_forest_that_cannot_be_packed_registers_nothing(trained, monkeypatch):
+    # A forest too large for 8-byte nodes (over 16M features, or a tree of tens of millions of
+    # nodes) cannot be trained here; the packer is made to refuse instead.
+    from bentos.conversion import ConversionError
+    from bentos.forest import PackedForest, PackError
+
+    def refuse(forest):
+        raise PackError("a tree of 99 nodes is too large to pack with 2 feature bits")
+
+    monkeypatch.setattr(PackedForest, "from_sklearn", refuse)
+    before = _tags("rf-classifier")
+    with pytest.raises(ConversionError, match="RandomForest packing: a tree of 99 nodes"):
+        train(TrainConfig(models=("rf",), **FAST))
+    assert _tags("rf-classifier") == before
+
+
 def test_parity_gate_names_each_failed_threshold():
     p = Parity(agreement=0.95, keras_accuracy=0.9, tflite_accuracy=0.85, max_abs_diff=0.01)
     failures = p.failures("float16")
