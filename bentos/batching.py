@@ -1,9 +1,9 @@
 """Adaptive batching in the worker's own event loop, one batcher per model.
 
-Requests for a fast model (ONNX Runtime, TFLite: microseconds a row) that reach the batcher in
-the same turn of the event loop share one call, run in the loop itself: under load a turn
-brings several requests (one per socket that had data), and at one client a request waits for
-nothing but the end of its own turn. Requests for a slow model, or too large to run in the
+Requests for a fast model (the packed forest, ONNX Runtime, TFLite: microseconds a row) that
+reach the batcher in the same turn of the event loop share one call, run in the loop itself:
+under load a turn brings several requests (one per socket that had data), and at one client a
+request waits for nothing but the end of its own turn. Requests for a slow model, or too large to run in the
 loop, queue while the model is busy in a worker thread and are merged into its next call (up to
 `max_batch_size` rows). Nothing waits on a timer. A request that has queued longer than
 `max_latency_ms` is refused (Overloaded, a 503): under overload, failing fast beats a queue
@@ -58,7 +58,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if not self._busy and len(x) <= self.inline_rows:
             # One call for every request of this turn, made once the turn's other ready tasks
-            # (other sockets' requests) have had their chance to join: ONNX Runtime's fixed cost
+            # (other sockets' requests) have had their chance to join: the model's fixed cost
             # per call and a cold cache are paid once per turn, not once per request.
             job = _Job(x, loop.create_future(), 0.0)
             self._turn.append(job)

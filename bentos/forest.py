@@ -4,10 +4,10 @@ Why not ONNX Runtime online: it walks each row through every tree in turn, over 
 far larger than a core's 2 MB L2 cache (its session for the canonical 100-tree forest, 316k
 nodes, holds 170 MB), taking a branch at every node that the CPU cannot predict. Rows that
 differ from one request to the next miss the cache on most nodes. Here a node is 8 bytes
-(2.5 MB for that forest), and the walk advances eight
-independent paths at once without branching on the comparison (eight rows through one tree,
-or one row through eight trees), so the CPU overlaps their memory loads: 1.5-3x less time per
-row than ONNX Runtime, more on rows it has not seen (BENCHMARKS.md). numba compiles the walk
+(2.5 MB for that forest), and the walk advances eight independent paths at once without
+branching on the comparison (eight rows through one tree, or one row through eight trees), so
+the CPU overlaps their memory loads: 1.5-2x less time per row than ONNX Runtime on rows it has
+just seen, about 3x on rows it has not (BENCHMARKS.md). numba compiles the walk
 when this module is imported: about a second, once per process.
 
 Layout: `nodes` holds an int32 pair per node, each tree in preorder (a split's left child

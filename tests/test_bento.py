@@ -47,9 +47,25 @@ def test_bento_packs_the_service_code_and_both_models(bento_dir):
     assert not (bento_dir / "src" / "tests").exists()
 
 
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(text: str) -> dict[str, str]:
+    """A requirements file's `name==version` lines, names normalized (PEP 503)."""
+    return {
+        _normalize(name): version.strip()
+        for name, _, version in (line.partition("==") for line in text.splitlines())
+        if version
+    }
+
+
+def _image_pins(bento_dir: Path) -> dict[str, str]:
+    return _pins((bento_dir / "env" / "python" / "requirements.txt").read_text())
+
+
 def test_bento_locked_requirements_serve_without_tensorflow(bento_dir):
-    locked = (bento_dir / "env" / "python" / "requirements.txt").read_text().lower()
-    pins = {line.split("==")[0] for line in locked.splitlines() if "==" in line}
+    pins = set(_image_pins(bento_dir))
     assert {"bentoml", "ai-edge-litert", "scikit-learn", "numpy"} <= pins
     assert not any("tensorflow" in p or p in {"keras", "tf-keras"} for p in pins), sorted(pins)
 
@@ -76,10 +92,6 @@ print(json.dumps({top: provided[top] for top in sorted(tops) if top in provided}
 _NOT_REQUIRED = {"brotli", "charset-normalizer", "setuptools", "bentos"}
 
 
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def test_bento_requirements_provide_every_package_the_image_imports(bento_dir, trained):
     proc = subprocess.run(
         [sys.executable, "-c", _SERVING_IMPORTS, trained.rf_tag, trained.tflite_tag],
@@ -90,8 +102,7 @@ def test_bento_requirements_provide_every_package_the_image_imports(bento_dir, t
     )
     assert proc.returncode == 0, proc.stderr
     imported = json.loads(proc.stdout.strip().splitlines()[-1])
-    locked = (bento_dir / "env" / "python" / "requirements.txt").read_text()
-    pins = {_normalize(line.split("==")[0]) for line in locked.splitlines() if "==" in line}
+    pins = set(_image_pins(bento_dir))
     missing = {
         top: dists
         for top, dists in imported.items()
@@ -104,15 +115,8 @@ def test_bento_requirements_provide_every_package_the_image_imports(bento_dir, t
 def test_bento_locks_the_versions_the_suite_tests(bento_dir):
     # `bentoml build` resolves the image's requirements itself; any version it picks must be
     # the one requirements.lock installed here, or the image runs code no test ran.
-    def pins(text: str) -> dict[str, str]:
-        return {
-            _normalize(name): version.strip()
-            for name, _, version in (line.partition("==") for line in text.splitlines())
-            if version
-        }
-
-    image = pins((bento_dir / "env" / "python" / "requirements.txt").read_text())
-    tested = pins((ROOT / "requirements.lock").read_text())
+    image = _image_pins(bento_dir)
+    tested = _pins((ROOT / "requirements.lock").read_text())
     assert set(image) <= set(tested), sorted(set(image) - set(tested))
     drift = {name: (tested[name], v) for name, v in image.items() if tested[name] != v}
     assert not drift, f"(tested, in the image): {drift}"
