@@ -3,8 +3,8 @@
     BENTOML_HOME=/path/with/synthetic/models .venv/bin/python -m benchmarks.forest
 
 Needs the synthetic workload's models (`bentos train --dataset synthetic`). Every backend
-loads the same registered forest (`packed`: bentos.forest; `onnx`: ONNX Runtime, one thread;
-`sklearn`: the pickle, n_jobs=1) and answers:
+loads the same registered forest (`packed`: bentos.forest; `sklearn`: the pickle, n_jobs=1)
+and answers:
 
 - `same`: one body sent again and again, as the online benchmark's load generator does: the
   nodes its rows visit stay in cache;
@@ -13,8 +13,8 @@ loads the same registered forest (`packed`: bentos.forest; `onnx`: ONNX Runtime,
   tenants evicted the cache;
 - `chunk`: one call on 65,536 different rows (the batch job's chunk).
 
-Prints microseconds per row (median of repeated timings) and each backend's ratio to
-ONNX Runtime, the previous online default, measured in the same run.
+Prints microseconds per row (median of repeated timings) and the packed forest's ratio to
+scikit-learn, measured in the same run.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
 
-    runners = {b: RandomForestRunner(args.model, b) for b in ("packed", "onnx", "sklearn")}
+    runners = {b: RandomForestRunner(args.model, b) for b in ("packed", "sklearn")}
     schema = runners["packed"].schema
     varied = sample_rows(schema, 4096, seed=1).to_numpy(np.float32)
     chunk = sample_rows(schema, 65536, seed=2).to_numpy(np.float32)
@@ -70,7 +70,7 @@ def main() -> None:
         yield "chunk of 65,536", len(chunk), lambda p: p(chunk), None
 
     print(f"model {runners['packed'].tag}; microseconds per row, median of {args.repeat}")
-    print(f"{'case':<22} {'packed':>9} {'onnx':>9} {'sklearn':>9} {'packed/onnx':>12}")
+    print(f"{'case':<22} {'packed':>9} {'sklearn':>9} {'packed/sklearn':>15}")
     for name, rows, call, before in cases():
         per_row = {}
         for backend, runner in runners.items():
@@ -80,8 +80,8 @@ def main() -> None:
             us = _median_us(lambda r=runner, c=call: c(r.predict_proba), repeat, before)
             per_row[backend] = us / rows
         print(
-            f"{name:<22} {per_row['packed']:>9.1f} {per_row['onnx']:>9.1f} "
-            f"{per_row['sklearn']:>9.1f} {per_row['packed'] / per_row['onnx']:>12.2f}"
+            f"{name:<22} {per_row['packed']:>9.1f} {per_row['sklearn']:>9.1f} "
+            f"{per_row['packed'] / per_row['sklearn']:>15.3f}"
         )
 
 

@@ -27,7 +27,6 @@ VARIANTS: dict[str, tuple[dict | None, dict[str, str]]] = {
     "1 worker": ({"workers": 1}, {}),
     "Python's default GC thresholds": (None, {"BENTOS_GC_GEN0_THRESHOLD": "700"}),
     "access log on": ({"logging": {"access": {"enabled": True}}}, {}),
-    "ONNX Runtime forest": (None, {"BENTOS_RF_BACKEND": "onnx"}),
     "scikit-learn forest": (None, {"BENTOS_RF_BACKEND": "sklearn"}),
     # SpreadConnections off in effect: a connection would need a billion responses to close.
     "keep-alive connections never closed": (None, {"BENTOS_KEEPALIVE_REQUESTS": "1000000000"}),

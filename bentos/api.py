@@ -129,7 +129,7 @@ async def _predict(request: Request, name: str) -> Response:
         return _error(503, f"overloaded, retry later: {exc}")
     body = {
         "predictions": model.runner.labels_for(proba),
-        # The model's own numbers (float32 for ONNX Runtime and TFLite), unrounded: orjson
+        # The model's own numbers (float32 for the packed forest and TFLite), unrounded: orjson
         # writes each in its shortest exact form, itself (about 8x faster than json on 64
         # rows); it needs them contiguous, which a batch's slice of rows is.
         "probabilities": proba if proba.flags.c_contiguous else np.ascontiguousarray(proba),

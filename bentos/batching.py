@@ -1,6 +1,6 @@
 """Adaptive batching in the worker's own event loop, one batcher per model.
 
-Requests for a fast model (the packed forest, ONNX Runtime, TFLite: microseconds a row) that
+Requests for a fast model (the packed forest, TFLite: microseconds a row) that
 reach the batcher in the same turn of the event loop share one call, run in the loop itself:
 under load a turn brings several requests (one per socket that had data), and at one client a
 request waits for nothing but the end of its own turn. Requests for a slow model, or too large to run in the
@@ -43,7 +43,7 @@ class Batcher:
     ):
         self._fn = fn
         # Batches up to this many rows run in the event loop itself: for models that answer in
-        # microseconds (ONNX Runtime, TFLite) the hop to a worker thread cost more than the
+        # microseconds (the packed forest, TFLite) the hop to a worker thread cost more than the
         # model (BENCHMARKS.md). Slower models (scikit-learn's forest) always get a thread.
         self.inline_rows = inline_rows
         self.max_batch_size = max_batch_size

@@ -121,7 +121,7 @@ def _summary(result: Any) -> None:
         f"{result.tflite_size / 1024:.1f} KiB (float32: {result.float32_size / 1024:.1f} KiB)",
     )
     agrees = []
-    for form, info in (("packed", result.rf_packed), ("ONNX", result.rf_onnx)):
+    for form, info in (("packed", result.rf_packed),):
         p = (info or {}).get("parity", {})
         if p.get("labels_identical"):
             agrees.append(f"{form}: same labels, max diff {p['max_abs_diff']:.1e}")

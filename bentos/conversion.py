@@ -156,17 +156,7 @@ def parity(model: Any, content: bytes, x: np.ndarray, y: np.ndarray) -> Parity:
     )
 
 
-# -- the RandomForest's ONNX form -------------------------------------------------------------
-
-
-def forest_to_onnx(forest: Any, n_features: int) -> bytes:
-    """The forest as an ONNX graph (TreeEnsembleClassifier): label and probabilities out."""
-    from skl2onnx import to_onnx
-
-    sample = np.zeros((1, n_features), dtype=np.float32)
-    # zipmap off: probabilities as a [N, n_classes] tensor, not a list of dicts.
-    model = to_onnx(forest, sample, options={id(forest): {"zipmap": False}}, target_opset=17)
-    return model.SerializeToString()
+# -- the RandomForest's packed form: parity with scikit-learn ----------------------------------
 
 
 def forest_parity(forest: Any, served: Any, x: np.ndarray) -> dict[str, float | bool]:

@@ -1,14 +1,12 @@
 """The forest packed into 8-byte nodes, and the compiled walk over it (the online default).
 
-Why not ONNX Runtime online: it walks each row through every tree in turn, over node structures
-far larger than a core's 2 MB L2 cache (its session for the canonical 100-tree forest, 316k
-nodes, holds 170 MB), taking a branch at every node that the CPU cannot predict. Rows that
-differ from one request to the next miss the cache on most nodes. Here a node is 8 bytes
-(2.5 MB for that forest), and the walk advances eight independent paths at once without
-branching on the comparison (eight rows through one tree, or one row through eight trees), so
-the CPU overlaps their memory loads: 1.5-2x less time per row than ONNX Runtime on rows it has
-just seen, about 3x on rows it has not (BENCHMARKS.md). numba compiles the walk
-when this module is imported: about a second, once per process.
+Why a walk of our own (ONNX Runtime was the backend before it; BENCHMARKS.md has both): a
+general tree-ensemble runtime walks each row through every tree in turn, over node structures
+far larger than a core's L2 cache, taking a branch at every node that the CPU cannot predict,
+so rows that differ from one request to the next miss the cache on most nodes. Here a node is
+8 bytes, and the walk advances eight independent paths at once without branching on the
+comparison (eight rows through one tree, or one row through eight trees), so the CPU overlaps
+their memory loads. numba compiles the walk when this module is imported, once per process.
 
 Layout: `nodes` holds an int32 pair per node, each tree in preorder (a split's left child
 follows it) and the trees one after another:
@@ -126,7 +124,7 @@ class PackedForest:
             raise ValueError(f"expected rows of {self.n_features} features, got shape {x.shape}")
         out = _walk(self.nodes, self.roots, self.values, x, self.feature_bits)
         out /= len(self.roots)
-        # float32, as ONNX Runtime and TFLite answer: the API's numbers keep one precision.
+        # float32, as TFLite answers: the API's numbers keep one precision.
         return out.astype(np.float32)
 
 

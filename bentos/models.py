@@ -15,10 +15,9 @@ from bentos.schema import FeatureSchema
 RF_NAME = "rf-classifier"
 TFLITE_NAME = "tflite-classifier"
 RF_FILE = "saved_model.pkl"  # the file name bentoml.sklearn.save_model writes
-RF_ONNX_FILE = "model.onnx"  # the same forest, for ONNX Runtime: no pickle, no per-tree Python
 RF_PACKED_FILE = "forest.npz"  # the same forest in 8-byte nodes, for bentos.forest
 # The forest's other forms, each beside the pickle with its own metadata entry and sha256.
-RF_FORMS = {RF_ONNX_FILE: "onnx", RF_PACKED_FILE: "packed"}
+RF_FORMS = {RF_PACKED_FILE: "packed"}
 TFLITE_FILE = "model.tflite"
 MODEL_FILES = {RF_NAME: RF_FILE, TFLITE_NAME: TFLITE_FILE}
 
@@ -71,7 +70,7 @@ def _home() -> str:
 def open_model(model: bentoml.Model | str, filename: str | None = None) -> StoredModel:
     """Resolve a model and check one of its files against the sha256 recorded at registration.
 
-    Models are pickles (RandomForest), ONNX graphs or flatbuffers that we load into native
+    Models are pickles (RandomForest), packed node arrays or flatbuffers that we load into native
     code; a file changed after registration is refused rather than loaded. `filename`: the
     model's main file by default, or one of the forest's other forms (RF_FORMS).
     """

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bentos.models import RF_ONNX_FILE, RF_PACKED_FILE, StoredModel, open_model
+from bentos.models import RF_PACKED_FILE, StoredModel, open_model
 from bentos.schema import FeatureSchema
 from bentos.settings import RF_BACKENDS
 
@@ -39,9 +39,8 @@ class Runner:
 
 
 class RandomForestRunner(Runner):
-    """The forest packed into 8-byte nodes (`packed`, bentos.forest: 6-9 us a row), through
-    ONNX Runtime (`onnx`: 11-33 us a row) or scikit-learn (`sklearn`: 4.4 ms for one row,
-    9 us a row on chunks of 65,536, the batch job's default); see BENCHMARKS.md."""
+    """The forest packed into 8-byte nodes (`packed`, bentos.forest, the online default) or
+    scikit-learn's own (`sklearn`, the batch job's default); BENCHMARKS.md has the figures."""
 
     BACKENDS = RF_BACKENDS
 
@@ -56,11 +55,6 @@ class RandomForestRunner(Runner):
             super().__init__(stored)
             self._impl: Any = PackedForest.from_bytes(stored.file.read_bytes())
             self.inline_rows = 256  # microseconds a row
-        elif backend == "onnx":
-            stored = open_model(model, RF_ONNX_FILE)
-            super().__init__(stored)
-            self._impl = OnnxForest(stored.file.read_bytes())
-            self.inline_rows = 256
         else:
             import joblib
 
@@ -72,29 +66,6 @@ class RandomForestRunner(Runner):
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return self._impl.predict_proba(x)
-
-
-class OnnxForest:
-    """An ONNX graph from bentos.conversion.forest_to_onnx, on one ONNX Runtime thread.
-
-    One thread: a request's trees are microseconds of work, and the pod's cores serve
-    concurrent requests. `InferenceSession.run` is thread-safe.
-    """
-
-    def __init__(self, content: bytes):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        (proba,) = self._session.run(
-            ["probabilities"], {self._input: x.astype(np.float32, copy=False)}
-        )
-        return proba
 
 
 class TFLiteRunner(Runner):

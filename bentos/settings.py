@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, fields
 
 # How the forest can run (bentos.runners.RandomForestRunner).
-RF_BACKENDS = ("packed", "onnx", "sklearn")
+RF_BACKENDS = ("packed", "sklearn")
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,8 @@ class Settings:
     # Model tags; the Bento pins the versions it was built with.
     rf_model: str = "rf-classifier:latest"
     tflite_model: str = "tflite-classifier:latest"
-    # How the forest runs online: packed (bentos.forest: 6-9 us a row), onnx (ONNX Runtime:
-    # 11-33 us a row) or sklearn (4.4 ms for one row); packed and onnx load no pickle. Chosen
-    # by measurement: BENCHMARKS.md.
+    # How the forest runs online: packed (bentos.forest, which loads no pickle) or sklearn.
+    # Chosen by measurement: BENCHMARKS.md.
     rf_backend: str = "packed"
     # The garbage collector's first threshold in serving processes (Python's default: 700);
     # see bentos.runtime.tune_gc for the measurement behind it.

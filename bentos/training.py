@@ -44,7 +44,6 @@ class TrainResult:
     rf_tag: str | None = None
     tflite_tag: str | None = None
     rf_metrics: dict[str, Any] | None = None
-    rf_onnx: dict[str, Any] | None = None
     rf_packed: dict[str, Any] | None = None
     tflite_metrics: dict[str, Any] | None = None
     parity: dict[str, float] | None = None
@@ -99,7 +98,6 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
 
     from bentos import conversion, models
     from bentos.forest import PackedForest, PackError
-    from bentos.runners import OnnxForest
 
     unknown = sorted(set(config.models) - set(MODELS))
     if unknown or not config.models:
@@ -144,15 +142,13 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
             forest = RandomForestClassifier(**params).fit(x_train, y_train)
             result.rf_metrics = evaluate(y_test, forest.predict(x_test), schema.labels)
             forest.n_jobs = 1  # serve-time setting: one request, one core
-        with step("Converting RandomForest to ONNX and packing it"):
-            onnx = conversion.forest_to_onnx(forest, x.shape[1])
+        with step("Packing the RandomForest"):
             try:
                 packed_file = PackedForest.from_sklearn(forest).to_bytes()
             except PackError as exc:
                 raise conversion.ConversionError(f"RandomForest packing: {exc}") from None
-            # Each form is checked as it will be served, on the hold-out rows.
+            # Checked as it will be served, on the hold-out rows.
             forms_parity = {
-                "onnx": conversion.forest_parity(forest, OnnxForest(onnx), x_test),
                 "packed": conversion.forest_parity(
                     forest, PackedForest.from_bytes(packed_file), x_test
                 ),
@@ -178,16 +174,10 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
                     "sklearn_version": sklearn.__version__,
                     "params": {**params, "n_jobs_serving": 1},
                     "size_bytes": pkl.stat().st_size,
-                    "onnx": {
-                        "parity": forms_parity["onnx"],
-                        "size_bytes": len(onnx),
-                        "opset": 17,
-                    },
                     "packed": {"parity": forms_parity["packed"], "size_bytes": len(packed_file)},
                 }
-                forms = {models.RF_ONNX_FILE: onnx, models.RF_PACKED_FILE: packed_file}
+                forms = {models.RF_PACKED_FILE: packed_file}
                 result.rf_tag = str(models.register_rf(forest, meta, pkl, forms).tag)
-                result.rf_onnx = meta["onnx"]
                 result.rf_packed = meta["packed"]
                 result.rf_size = meta["size_bytes"]
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+import bentos
 from bentos.runners import Runner
 from bentos.schema import InputError, parse_json
 
@@ -48,9 +49,7 @@ def version_of(runner: Runner) -> str:
 
 
 def server_metadata() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    return {"name": SERVER_NAME, "version": version("bentos"), "extensions": EXTENSIONS}
+    return {"name": SERVER_NAME, "version": bentos.__version__, "extensions": EXTENSIONS}
 
 
 def model_metadata(name: str, runner: Runner) -> dict[str, Any]:

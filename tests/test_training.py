@@ -58,11 +58,10 @@ def test_rf_is_registered_with_metrics_schema_and_hashes(trained):
         assert parity["labels_identical"] and parity["max_abs_diff"] <= 1e-5, form
 
 
-@pytest.mark.parametrize("backend", ["packed", "onnx"])
-def test_served_forms_of_the_forest_predict_like_scikit_learn(trained, backend):
+def test_the_packed_forest_predicts_like_scikit_learn(trained):
     x = load_builtin("iris").features.to_numpy()
     served, sk = (
-        RandomForestRunner(trained.rf_tag, backend),
+        RandomForestRunner(trained.rf_tag, "packed"),
         RandomForestRunner(trained.rf_tag, "sklearn"),
     )
     p_served, p_sk = served.predict_proba(x), sk.predict_proba(x)
