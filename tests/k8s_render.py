@@ -95,10 +95,14 @@ def config_map_data(objects: list[dict], name: str) -> dict[str, str]:
     return dict(one(objects, "ConfigMap", name).get("data") or {})
 
 
-def resolve_env(objects: list[dict], ctr: dict) -> dict[str, str]:
+def resolve_env(
+    objects: list[dict], ctr: dict, secrets: dict[str, dict[str, str]] | None = None
+) -> dict[str, str]:
     """The container's environment as Kubernetes builds it: envFrom in order, then env (which
-    wins). ConfigMaps come from the rendered objects; Secrets are never in the repo, so an
-    optional secretRef adds nothing here (a required one is an error)."""
+    wins). ConfigMaps come from the rendered objects. Secrets are never in the repo: `secrets`
+    stands for those created out of band (docs/deploy.md); an optional secretRef to one that is
+    not there adds nothing, a required one is an error."""
+    secrets = secrets or {}
     env: dict[str, str] = {}
     for source in ctr.get("envFrom") or []:
         prefix = source.get("prefix", "")
@@ -109,9 +113,13 @@ def resolve_env(objects: list[dict], ctr: dict) -> dict[str, str]:
             for key, value in config_map_data(objects, ref["name"]).items():
                 env[prefix + key] = value
         elif "secretRef" in source:
-            assert source["secretRef"].get("optional"), (
-                f"secretRef {source['secretRef']['name']} must be optional to run it here"
-            )
+            name = source["secretRef"]["name"]
+            if name in secrets:
+                env.update({prefix + k: v for k, v in secrets[name].items()})
+            else:
+                assert source["secretRef"].get("optional"), (
+                    f"secretRef {name} must be optional to run it without the Secret"
+                )
         else:
             raise AssertionError(f"unknown envFrom source {source}")
     for item in ctr.get("env") or []:
@@ -121,7 +129,11 @@ def resolve_env(objects: list[dict], ctr: dict) -> dict[str, str]:
             ref = item["valueFrom"]["configMapKeyRef"]
             env[item["name"]] = config_map_data(objects, ref["name"])[ref["key"]]
         elif "secretKeyRef" in item.get("valueFrom", {}):
-            assert item["valueFrom"]["secretKeyRef"].get("optional"), item
+            ref = item["valueFrom"]["secretKeyRef"]
+            if ref["key"] in secrets.get(ref["name"], {}):
+                env[item["name"]] = secrets[ref["name"]][ref["key"]]
+            else:
+                assert ref.get("optional"), item
         # fieldRef and resourceFieldRef: the cluster's own values, nothing to emulate here.
     return env
 

@@ -1,0 +1,72 @@
+"""The image tests: the real Bento image, built by a real container engine from freshly trained
+models, and each container run as the prod overlay declares it (tests/image/pod.py).
+
+`make test-image` makes the engine ready first (tests/image/engine.sh). Without an engine every
+test here fails; none is skipped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .harness import Image, ObjectStore, build_image, free_port
+from .pod import DOCKER, docker, remove_all
+
+IMAGE = "bentos-image-test"
+BUCKET = "bentos-image-test"
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    proc = docker("info", check=False)
+    assert proc.returncode == 0, (
+        f"no container engine answers {DOCKER}: run tests/image/engine.sh as root "
+        f"(make test-image does)\n{proc.stderr}"
+    )
+    remove_all()
+    yield
+    remove_all()
+
+
+@pytest.fixture(scope="session")
+def image(engine, trained) -> Image:
+    """The image of the session's freshly trained models (tests/conftest.py: `trained`)."""
+    return build_image(f"{IMAGE}:session")
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory) -> ObjectStore:
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    store = ObjectStore(
+        endpoint,
+        BUCKET,
+        {
+            "AWS_ACCESS_KEY_ID": "image-test",
+            "AWS_SECRET_ACCESS_KEY": "image-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        },
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            store.fs().mkdir(BUCKET)
+            break
+        except Exception:  # not listening yet
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+    yield store
+    proc.terminate()
+    proc.wait(10)
