@@ -22,7 +22,7 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-# Policy tools for tests/test_k8s.py (kubernetes-validate, checkov), in a venv of their own:
+# Policy tools for tests/k8s (kubernetes-validate, checkov), in a venv of their own:
 # checkov pins older packaging, python-dateutil, schema and termcolor than requirements.lock.
 $(TOOLS)/.installed: requirements-tools.lock
 	$(PYTHON) -m venv $(TOOLS)

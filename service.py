@@ -4,7 +4,7 @@ Why the runners live in the entry service's own workers rather than behind `bent
 measured on the 2-core reference machine (see docs/service-design.md), a `bentoml.depends` hop
 with adaptive batching cost most of the throughput and added the batching wait at one client,
 while the models themselves take microseconds to a few milliseconds per call. Each runner keeps
-its own adaptive batching, in-process (bentos.batching): requests that reach a fast model in
+its own adaptive batching, in-process (bentos.serving.batching): requests that reach a fast model in
 the same event-loop turn share one call, and those that arrive while a slow model is busy share
 its next call; nothing waits on a timer.
 
@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import bentoml
 
-from bentos.api import Models, create_app
-from bentos.middleware import JsonErrors, SpreadConnections
 from bentos.runners import RandomForestRunner, TFLiteRunner
-from bentos.runtime import tune_gc
-from bentos.settings import Settings
+from bentos.serving.app import Models, create_app
+from bentos.serving.middleware import JsonErrors, SpreadConnections
+from bentos.serving.runtime import tune_gc
+from bentos.settings import ServingSettings, load
 
-SETTINGS = Settings.from_env()
+SETTINGS = load(ServingSettings)
 app = create_app()
 
 

@@ -44,9 +44,9 @@ def main() -> None:
     parser.add_argument("--bodies", type=int, default=1, help="different bodies sent in turn")
     args = parser.parse_args()
     from bentos.models import open_model
-    from bentos.settings import Settings
+    from bentos.settings import ModelSettings, load
 
-    schema = open_model(Settings.from_env().rf_model).schema
+    schema = open_model(load(ModelSettings).rf_model).schema
     rows = sample_rows(schema, args.rows * args.bodies).to_dict(orient="records")
     bodies = [
         json.dumps({"instances": rows[i : i + args.rows]}).encode()

@@ -29,7 +29,7 @@ ROW_GROUP = 100_000
 
 def make_input(path: Path, rows: int) -> None:
     """`rows` rows like the synthetic workload, written one row group at a time."""
-    from bentos.data import load_builtin
+    from bentos.training.data import load_builtin
 
     base = load_builtin("synthetic").features
     rng = np.random.default_rng(0)

@@ -25,11 +25,10 @@ from pathlib import Path
 
 from benchmarks.servers import ROOT
 
-sys.path.insert(0, str(ROOT / "tests"))  # the image tests' harness: the same flags as the tests
-
-from image.harness import build_image, render_overlay
-from image.pod import Pod, docker
-from k8s_render import one
+# The image tests' harness: the same image build and the same container flags as the tests.
+from tests.image.harness import build_image, render_overlay
+from tests.image.pod import Pod, docker
+from tests.support.k8s import one
 
 SITE = "/app/.venv/lib/python3.11/site-packages"
 

@@ -4,7 +4,7 @@ the framework's no-op ceiling, in one run, on this machine. Loopback only.
     BENTOML_HOME=/path/with/synthetic/models .venv/bin/python -m benchmarks.online [--repeat 3]
 
 Needs the synthetic workload's models (`bentos train --dataset synthetic`). Starts every server
-itself: the service (`bentoml serve .`), the gRPC server (`python -m bentos.grpc`), a no-op
+itself: the service (`bentoml serve .`), the gRPC server (`python -m bentos.serving.grpc`), a no-op
 BentoML service (benchmarks/variants/noop_service.py) and the baseline (benchmarks/baseline:
 Flask + joblib + gunicorn, 2 sync workers) serving the same forest. Prints one table (medians
 over --repeat runs) and writes every run to --json.
@@ -18,13 +18,12 @@ import platform
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import loadgen
-from benchmarks.servers import Process, bentoml_serve, free_port
+from benchmarks.servers import Process, bentoml_serve, free_port, grpc_serve, http_ready
 from benchmarks.workload import sample_rows
 
 TARGETS = ("flask", "noop", "predict", "predict_edge", "v2_rest", "grpc")
@@ -50,25 +49,9 @@ def _bodies(schema, rows: int, seed: int = 0) -> tuple[bytes, bytes, np.ndarray]
     return instances, v2, x
 
 
-def _grpc_ready(port: int, timeout: float = 180) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.time() + timeout
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.time() < deadline:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return
-            except grpc.RpcError:
-                time.sleep(0.05)
-    raise RuntimeError("gRPC server not ready")
-
-
 def start_servers(targets: set[str]) -> dict[str, Process]:
     from bentos.models import RF_FILE, get, open_model
-    from bentos.settings import Settings
+    from bentos.settings import ModelSettings, load
 
     servers: dict[str, Process] = {}
     if targets & {"predict", "predict_edge", "v2_rest"}:
@@ -76,18 +59,9 @@ def start_servers(targets: set[str]) -> dict[str, Process]:
     if "noop" in targets:
         servers["noop"] = bentoml_serve("benchmarks.variants.noop_service:Noop").wait_ready()
     if "grpc" in targets:
-        port = free_port()
-        proc = Process(
-            [sys.executable, "-m", "bentos.grpc", "--host", "127.0.0.1", "--port", str(port)],
-            ready_path="",
-            port=port,
-        )
-        _grpc_ready(port)
-        proc.cold_start_s = time.perf_counter() - proc.started
-        proc.address = f"127.0.0.1:{port}"
-        servers["grpc"] = proc
+        servers["grpc"] = grpc_serve().wait_ready()
     if "flask" in targets:
-        stored = open_model(Settings.from_env().rf_model)  # the forest the service serves
+        stored = open_model(load(ModelSettings).rf_model)  # the forest the service serves
         port = free_port()
         servers["flask"] = Process(
             [
@@ -100,7 +74,7 @@ def start_servers(targets: set[str]) -> dict[str, Process]:
                 f"127.0.0.1:{port}",
                 "benchmarks.baseline.flask_app:app",
             ],
-            ready_path="/health",
+            ready=http_ready(f"http://127.0.0.1:{port}/health"),
             port=port,
             env={
                 "BASELINE_MODEL": str(Path(get(stored.tag).path_of(RF_FILE))),
@@ -199,9 +173,9 @@ def main() -> None:
         parser.error(f"unknown targets {sorted(unknown)}; allowed: {', '.join(TARGETS)}")
 
     from bentos.models import open_model
-    from bentos.settings import Settings
+    from bentos.settings import ModelSettings, load
 
-    schema = open_model(Settings.from_env().rf_model).schema
+    schema = open_model(load(ModelSettings).rf_model).schema
     bodies = {rows: _bodies(schema, rows) for rows in args.rows}
     results: dict[tuple[str, int, int], list[loadgen.Result]] = {}
     cold_start: dict[str, float] = {}

@@ -1,4 +1,9 @@
-"""Start and stop the servers a benchmark compares, on loopback."""
+"""Start and stop servers on loopback: the one launcher of the benchmarks and the tests.
+
+`bentoml_serve` runs `bentoml serve` of this checkout (or of any target), `grpc_serve` the gRPC
+server; each is a `Process`, ready once its readiness check passes, with its output kept in a
+log file for a failure message.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -21,19 +28,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Process:
-    """A server process; `ready_path` answers 200 once it can serve."""
+def http_ready(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
 
-    def __init__(self, args: list[str], *, ready_path: str, port: int, env: dict | None = None):
+    return check
+
+
+def grpc_ready(address: str) -> Callable[[], bool]:
+    """The standard health service answers SERVING (what Kubernetes gRPC probes ask)."""
+
+    def check() -> bool:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+            except grpc.RpcError:
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    return check
+
+
+class Process:
+    """A server process, in a session of its own (so that stop() reaches its workers too)."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        ready: Callable[[], bool],
+        port: int,
+        env: dict[str, str] | None = None,
+        inherit: bool = True,
+        cwd: Path = ROOT,
+    ):
+        """`env` adds to this process's environment, or with inherit=False replaces it."""
+        self.args = list(args)
+        self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.ready_path = ready_path
-        self.log = open(os.devnull, "wb")  # noqa: SIM115 - closed in stop()
+        self.address = f"127.0.0.1:{port}"
+        self._ready = ready
+        fd, log = tempfile.mkstemp(prefix="bentos-server-", suffix=".log")
+        os.close(fd)
+        self.log = Path(log)
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=self.log,
+            self.args,
+            cwd=cwd,
+            env={**os.environ, **(env or {})} if inherit else dict(env or {}),
+            stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -43,15 +93,15 @@ class Process:
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.proc.args} exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
-                    self.cold_start_s = time.perf_counter() - self.started
-                    return self
-            except httpx.TransportError:
-                pass
+                raise RuntimeError(f"{self.args} exited ({self.proc.returncode}):\n{self.output()}")
+            if self._ready():
+                self.cold_start_s = time.perf_counter() - self.started
+                return self
             time.sleep(0.05)
-        raise RuntimeError(f"{self.proc.args} not ready in {timeout}s")
+        raise RuntimeError(f"{self.args} not ready in {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -61,7 +111,7 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.log.close()
+        self.log.unlink(missing_ok=True)
 
     def __enter__(self) -> Process:
         return self.wait_ready()
@@ -70,21 +120,27 @@ class Process:
         self.stop()
 
 
-def bentoml_serve(target: str = ".", env: dict | None = None) -> Process:
-    port = free_port()
-    return Process(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            target,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        ready_path="/readyz",
-        port=port,
-        env=env,
-    )
+def bentoml_serve(
+    target: str = ".",
+    env: dict[str, str] | None = None,
+    *,
+    port: int | None = None,
+    pass_port: bool = True,
+    inherit: bool = True,
+    cwd: Path = ROOT,
+) -> Process:
+    """`bentoml serve target` on loopback: on `port` (a free one by default), or, with
+    pass_port=False, on the port its configuration gives, which `port` must then name."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1"]
+    if pass_port:
+        args += ["--port", str(port)]
+    ready = http_ready(f"http://127.0.0.1:{port}/readyz")
+    return Process(args, ready=ready, port=port, env=env, inherit=inherit, cwd=cwd)
+
+
+def grpc_serve(env: dict[str, str] | None = None, *, port: int | None = None) -> Process:
+    """The gRPC server (bentos.serving.grpc) on loopback, ready once its health says SERVING."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "bentos.serving.grpc", "--host", "127.0.0.1", "--port", str(port)]
+    return Process(args, ready=grpc_ready(f"127.0.0.1:{port}"), port=port, env=env)

@@ -8,7 +8,7 @@ from bentos.schema import FeatureSchema
 
 
 def sample_rows(schema: FeatureSchema, rows: int, seed: int = 0) -> pd.DataFrame:
-    from bentos.data import load_builtin
+    from bentos.training.data import load_builtin
 
     name = "synthetic" if schema.names[0] == "f0" else "iris"
     base = load_builtin(name).features[schema.names]

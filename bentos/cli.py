@@ -1,7 +1,8 @@
 """The `bentos` command: train and register the models, export the edge model.
 
-Exit codes: 0 success; 2 bad arguments or bad data (nothing registered); 3 a quality gate or
-the TFLite conversion failed (nothing registered); 4 a model is missing or fails its check.
+Exit codes (bentos.errors.ExitCode, the same for every command): 0 success; 2 bad arguments or
+bad data (nothing registered); 3 a quality gate or the TFLite conversion failed (nothing
+registered); 4 a model is missing or fails its check.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
 
-EXIT_USAGE = 2
-EXIT_GATE = 3
-EXIT_MODEL = 4
+from bentos.errors import BentosError, ExitCode
 
 
 def _parser() -> argparse.ArgumentParser:
-    from bentos.conversion import QUANTIZE_MODES
-    from bentos.data import DATASETS
+    from bentos.training.data import DATASETS
+    from bentos.training.tflite import QUANTIZE_MODES
 
     parser = argparse.ArgumentParser(prog="bentos", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,17 +60,15 @@ def _console() -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from bentos.conversion import ConversionError
-    from bentos.data import DataError
-    from bentos.training import GateError, TrainConfig, train
+    from bentos.training.pipeline import TrainConfig, train
 
     console = _console()
     if args.data and not args.target:
         console.print("error: --data needs --target, the name of the label column")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if not 0.0 <= args.min_accuracy <= 1.0:
         console.print(f"error: --min-accuracy must be between 0 and 1, got {args.min_accuracy}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
     @contextmanager
     def step(title: str):
@@ -91,14 +88,14 @@ def _train(args: argparse.Namespace) -> int:
     )
     try:
         result = train(config, step)
-    except DataError as exc:
-        console.print(f"[red]data error:[/red] {exc}; nothing was registered")
-        return EXIT_USAGE
-    except (GateError, ConversionError) as exc:
-        console.print(f"[red]gate failed:[/red] {exc}")
-        return EXIT_GATE
+    except BentosError as exc:
+        if exc.exit_code == ExitCode.GATE:
+            console.print(f"[red]gate failed:[/red] {exc}")
+        else:
+            console.print(f"[red]data error:[/red] {exc}; nothing was registered")
+        return exc.exit_code
     _summary(result)
-    return 0
+    return ExitCode.OK
 
 
 def _summary(result: Any) -> None:
@@ -136,15 +133,14 @@ def _summary(result: Any) -> None:
 
 def _export_edge(args: argparse.Namespace) -> int:
     from bentos.edge import export_edge
-    from bentos.models import ModelError
 
     try:
         manifest = export_edge(args.out, args.model)
-    except ModelError as exc:
+    except BentosError as exc:
         _console().print(f"[red]error:[/red] {exc}")
-        return EXIT_MODEL
+        return exc.exit_code
     print(f"exported {manifest['model']} to {args.out} (model.tflite, model.json)")
-    return 0
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from bentos.models import TFLITE_NAME, open_model
-from bentos.runners import TFLiteRunner
+from bentos.runners import TFLite
 
 FORMAT_VERSION = 1
 
 
 def export_edge(out: str | Path, model: str = f"{TFLITE_NAME}:latest") -> dict[str, Any]:
     """Write `model.tflite` and `model.json` into `out`; return the manifest written."""
-    stored = open_model(model)
-    runner = TFLiteRunner(stored.tag)
+    stored = open_model(model)  # verifies the file's sha256, once
+    content = stored.file.read_bytes()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(stored.file, out / "model.tflite")
+    (out / "model.tflite").write_bytes(content)
     meta = stored.metadata
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -32,7 +31,7 @@ def export_edge(out: str | Path, model: str = f"{TFLITE_NAME}:latest") -> dict[s
         "features": [vars(f) for f in stored.schema.features],
         "class_labels": list(stored.schema.labels),
         "quantization": meta["quantization"],
-        "tensors": runner.tensor_details(),
+        "tensors": TFLite(content).tensor_details(),
         "metrics": {
             "accuracy": meta["metrics"]["accuracy"],
             "f1_macro": meta["metrics"]["f1_macro"],

@@ -10,6 +10,7 @@ from typing import Any
 
 import bentoml
 
+from bentos.errors import ModelError
 from bentos.schema import FeatureSchema
 
 RF_NAME = "rf-classifier"
@@ -20,10 +21,6 @@ RF_PACKED_FILE = "forest.npz"  # the same forest in 8-byte nodes, for bentos.for
 RF_FORMS = {RF_PACKED_FILE: "packed"}
 TFLITE_FILE = "model.tflite"
 MODEL_FILES = {RF_NAME: RF_FILE, TFLITE_NAME: TFLITE_FILE}
-
-
-class ModelError(RuntimeError):
-    """A model that is missing from the store or whose file is not the one registered."""
 
 
 @dataclass(frozen=True)

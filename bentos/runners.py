@@ -21,7 +21,7 @@ class Runner:
     tag: str
     schema: FeatureSchema
     metadata: dict[str, Any]
-    # Rows a call may take in the event loop rather than a thread (bentos.batching): only for
+    # Rows a call may take in the event loop rather than a thread (bentos.serving.batching): only for
     # models that answer in microseconds.
     inline_rows: int = 0
 
@@ -68,27 +68,17 @@ class RandomForestRunner(Runner):
         return self._impl.predict_proba(x)
 
 
-class TFLiteRunner(Runner):
-    """TFLite through ai_edge_litert: no TensorFlow at serving time.
+class TFLite:
+    """A TFLite flatbuffer run by ai_edge_litert: no TensorFlow at serving time. Registered or
+    not (training checks a converted model before it registers it).
 
     An Interpreter is not thread-safe, so each thread gets its own (created on first use).
     """
 
-    def __init__(self, model: Any = "tflite-classifier:latest"):
-        stored = open_model(model)
-        super().__init__(stored)
-        self._content = stored.file.read_bytes()
-        self._local = threading.local()
-        self._interpreter()  # fail at load time, not on the first request
-        self.inline_rows = 256  # a small MLP: microseconds a call
-
-    @classmethod
-    def from_bytes(cls, content: bytes) -> TFLiteRunner:
-        """A runner over an unregistered model (the parity check before registration)."""
-        self = cls.__new__(cls)
+    def __init__(self, content: bytes):
         self._content = content
         self._local = threading.local()
-        return self
+        self._interpreter()  # fail now, not on the first request
 
     def _interpreter(self) -> _Interp:
         interp = getattr(self._local, "interp", None)
@@ -105,6 +95,19 @@ class TFLiteRunner(Runner):
             "inputs": [_describe(d) for d in interp.get_input_details()],
             "outputs": [_describe(d) for d in interp.get_output_details()],
         }
+
+
+class TFLiteRunner(Runner):
+    """The registered TFLite model."""
+
+    def __init__(self, model: Any = "tflite-classifier:latest"):
+        stored = open_model(model)
+        super().__init__(stored)
+        self.model = TFLite(stored.file.read_bytes())
+        self.inline_rows = 256  # a small MLP: microseconds a call
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.model.predict_proba(x)
 
 
 class _Interp:

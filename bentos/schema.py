@@ -19,6 +19,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from bentos.errors import InputError
+
 Label = str | int
 _NUMBERS = frozenset({float, int})
 
@@ -31,21 +33,6 @@ def parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return json.loads(body)
-
-
-class InputError(ValueError):
-    """Input that does not fit the schema; `problems` are (row, field, message) triples."""
-
-    def __init__(self, message: str, problems: Sequence[tuple[int | None, str | None, str]] = ()):
-        super().__init__(message)
-        self.message = message
-        self.problems = list(problems)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "error": self.message,
-            "errors": [{"row": r, "field": f, "message": m} for r, f, m in self.problems[:20]],
-        }
 
 
 @dataclass(frozen=True)

@@ -1,60 +1,143 @@
-"""Serving settings, read once at start-up from the environment (a ConfigMap in Kubernetes)."""
+"""Every setting of every process, one typed class per process, read once from the environment
+at start-up (in Kubernetes, from the ConfigMaps the manifests generate).
+
+Config flows one way: ConfigMap -> environment -> these classes -> command-line defaults. Only
+this module and the model store (bentos.models: BENTO_PATH) read the environment. A value that
+does not fit is refused once, here, by `load`, with a SettingsError naming the variable.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bentos.errors import SettingsError
 
 # How the forest can run (bentos.runners.RandomForestRunner).
 RF_BACKENDS = ("packed", "sklearn")
+RFBackend = Literal["packed", "sklearn"]
+Positive = Annotated[int, Field(gt=0)]
+
+_FROZEN: dict[str, Any] = {"frozen": True, "extra": "ignore"}
 
 
-@dataclass(frozen=True)
-class Settings:
-    # Rows one request may carry; more is a 400 (the batch job is for large tables).
-    max_rows: int = 1000
-    # Bytes one request body may have; more is a 413, refused before the body is read whole.
-    max_body_bytes: int = 1 << 20
-    # Adaptive batching, per model and worker: rows merged into one model call, and how long a
-    # request may queue behind a busy model before it is refused with 503 (see bentos.batching).
-    max_batch_size: int = 256
-    max_latency_ms: int = 2000
+class ModelSettings(BaseSettings):
+    """Which registered models a process serves or scores with."""
+
+    model_config = SettingsConfigDict(env_prefix="BENTOS_", **_FROZEN)
+
     # Model tags; the Bento pins the versions it was built with.
     rf_model: str = "rf-classifier:latest"
     tflite_model: str = "tflite-classifier:latest"
-    # How the forest runs online: packed (bentos.forest, which loads no pickle) or sklearn.
-    # Chosen by measurement: BENCHMARKS.md.
-    rf_backend: str = "packed"
-    # The garbage collector's first threshold in serving processes (Python's default: 700);
-    # see bentos.runtime.tune_gc for the measurement behind it.
-    gc_gen0_threshold: int = 50_000
-    # Every this-many responses, a worker closes the connection it answered on, so keep-alive
-    # clients spread over the workers and new pods (bentos.middleware.SpreadConnections).
-    keepalive_requests: int = 100
 
-    @classmethod
-    def from_env(cls, environ: os._Environ[str] | dict[str, str] = os.environ) -> Settings:
-        """`BENTOS_MAX_ROWS=500` sets `max_rows`, and so on for every field."""
-        values = {}
-        for f in fields(cls):
-            raw = environ.get(f"BENTOS_{f.name.upper()}")
-            if raw is None:
-                continue
-            if f.type == "int":
-                try:
-                    values[f.name] = int(raw)
-                except ValueError:
-                    raise ValueError(
-                        f"BENTOS_{f.name.upper()} must be an integer, got {raw!r}"
-                    ) from None
-                if values[f.name] <= 0:
-                    raise ValueError(f"BENTOS_{f.name.upper()} must be positive, got {raw!r}")
-            else:
-                values[f.name] = raw
-        settings = cls(**values)
-        if settings.rf_backend not in RF_BACKENDS:
-            raise ValueError(
-                f"BENTOS_RF_BACKEND must be one of {', '.join(RF_BACKENDS)}, "
-                f"got {settings.rf_backend!r}"
+
+class ServingSettings(ModelSettings):
+    """The online service: `bentoml serve` (service.py), and the models of the gRPC server."""
+
+    # Rows one request may carry; more is a 400 (the batch job is for large tables).
+    max_rows: Positive = 1000
+    # Bytes one request body may have; more is a 413, refused before the body is read whole.
+    max_body_bytes: Positive = 1 << 20
+    # Adaptive batching, per model and worker: rows merged into one model call, and how long a
+    # request may queue behind a busy model before it is refused with 503 (bentos.serving.batching).
+    max_batch_size: Positive = 256
+    max_latency_ms: Positive = 2000
+    # How the forest runs online; chosen by measurement (BENCHMARKS.md, "Choices").
+    rf_backend: RFBackend = "packed"
+    # The garbage collector's first threshold in serving processes (bentos.serving.runtime).
+    gc_gen0_threshold: Positive = 50_000
+    # Every this-many responses a worker closes the connection it answered on, so keep-alive
+    # clients spread over the workers and new pods (bentos.serving.middleware).
+    keepalive_requests: Positive = 100
+
+
+class GrpcSettings(BaseSettings):
+    """The gRPC server (`python -m bentos.serving.grpc`): where it listens, and how long calls in
+    flight may finish after SIGTERM; its models and limits are the service's (`serving`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BENTOS_GRPC_", **_FROZEN)
+
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 3001
+    grace_seconds: Annotated[float, Field(gt=0)] = 25.0
+    serving: ServingSettings = Field(default_factory=ServingSettings, exclude=True)
+
+
+class BatchSettings(BaseSettings):
+    """The batch job (`python -m jobs.batch_predict`), one shard per run."""
+
+    model_config = SettingsConfigDict(env_prefix="BENTOS_BATCH_", **_FROZEN)
+
+    input: str | None = None  # CSV/Parquet file, folder or glob; any fsspec URL
+    output: str | None = None  # the output folder; any fsspec URL
+    model: Literal["rf", "edge"] = "rf"
+    chunk_rows: Positive = 65536
+    # scikit-learn: no faster backend end to end on chunks this size (docs/batch.md).
+    rf_backend: RFBackend = "sklearn"
+    max_reject_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # Kubernetes sets the index in an Indexed Job; the manifest sets the count to `completions`.
+    shard_index: int = Field(0, ge=0, validation_alias="JOB_COMPLETION_INDEX")
+    shard_count: int = Field(1, gt=0, validation_alias="BENTOS_SHARD_COUNT")
+    rf_model: str = Field(ModelSettings().rf_model, validation_alias="BENTOS_RF_MODEL")
+    tflite_model: str = Field(ModelSettings().tflite_model, validation_alias="BENTOS_TFLITE_MODEL")
+
+
+class RetrainSettings(BaseSettings):
+    """The retrain job (`python -m jobs.retrain`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BENTOS_RETRAIN_", **_FROZEN)
+
+    data: str | None = None  # the labelled table, CSV or Parquet; any fsspec URL
+    target: str | None = None  # its label column
+    export: str | None = None  # where new model versions go as .bentomodel archives
+    models: str = "rf,tflite"  # which models to retrain: rf, tflite or rf,tflite
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.7
+
+
+S = TypeVar("S", bound=BaseSettings)
+PROCESSES: tuple[type[BaseSettings], ...] = (
+    ServingSettings,
+    GrpcSettings,
+    BatchSettings,
+    RetrainSettings,
+)
+
+
+def load(cls: type[S]) -> S:
+    """The settings of one process, from the environment, checked once: a SettingsError names
+    every variable whose value does not fit, with what was allowed and what came."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        owner = next((c for c in (*PROCESSES, ModelSettings) if c.__name__ == exc.title), cls)
+        names = variables(owner)
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            problems.append(
+                f"{names.get(field, field)}: {err['msg'].lower()}, got {err['input']!r}"
             )
-        return settings
+        raise SettingsError("; ".join(problems)) from None
+
+
+def variables(cls: type[BaseSettings]) -> dict[str, str]:
+    """Field name -> the environment variable it is read from (nested settings excluded)."""
+    prefix = cls.model_config.get("env_prefix", "")
+    out = {}
+    for name, field in cls.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseSettings):
+            continue
+        alias = field.validation_alias
+        out[name] = alias if isinstance(alias, str) else prefix + name.upper()
+    return out
+
+
+def every_variable() -> dict[str, Any]:
+    """Every variable any process reads, with its default."""
+    out: dict[str, Any] = {}
+    for cls in PROCESSES:
+        for name, variable in variables(cls).items():
+            out.setdefault(variable, cls.model_fields[name].default)
+    return out

@@ -1,37 +1,33 @@
 """Batch prediction, one shard per run: `python -m jobs.batch_predict --input URL --output URL`.
 
-Every flag has an environment default, so a Kubernetes Indexed Job needs no arguments:
-BENTOS_BATCH_INPUT, BENTOS_BATCH_OUTPUT, BENTOS_BATCH_MODEL, BENTOS_BATCH_CHUNK_ROWS,
-BENTOS_BATCH_MAX_REJECT_FRACTION; the shard index defaults to JOB_COMPLETION_INDEX (set by
-Kubernetes) and the shard count to BENTOS_SHARD_COUNT (set by the manifest to `completions`).
+Every flag defaults to its setting (bentos.settings.BatchSettings), so a Kubernetes Indexed Job
+needs no arguments: BENTOS_BATCH_INPUT, BENTOS_BATCH_OUTPUT, BENTOS_BATCH_MODEL,
+BENTOS_BATCH_CHUNK_ROWS, BENTOS_BATCH_RF_BACKEND, BENTOS_BATCH_MAX_REJECT_FRACTION; the shard
+index defaults to JOB_COMPLETION_INDEX (set by Kubernetes) and the shard count to
+BENTOS_SHARD_COUNT (set by the manifest to `completions`).
 
-Exit codes:
+Exit codes (bentos.errors.ExitCode, the same for every command):
   0  the shard is complete (or was already complete)
-  1  an input could not be read, the output could not be written, or the model failed to load
-  2  bad arguments, or input that cannot be used at all (missing column, no input files)
+  1  an input could not be read or the output could not be written
+  2  bad arguments or settings, or input that cannot be used at all (missing column, no files)
   3  more rows were rejected than --max-reject-fraction allows (reasons in OUTPUT/rejected/)
+  4  the model is missing or fails its integrity check
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from bentos.settings import RF_BACKENDS
-
-EXIT_IO, EXIT_USAGE, EXIT_REJECTED = 1, 2, 3
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
+from bentos.errors import BentosError, ExitCode, SettingsError, exit_code
+from bentos.settings import RF_BACKENDS, BatchSettings, load
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(settings: BatchSettings) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m jobs.batch_predict",
         description=__doc__.splitlines()[0],
@@ -39,28 +35,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--input",
-        default=_env("BENTOS_BATCH_INPUT"),
-        help="CSV/Parquet file, folder or glob; any fsspec URL",
+        "--input", default=settings.input, help="CSV/Parquet file, folder or glob; any fsspec URL"
     )
-    p.add_argument(
-        "--output", default=_env("BENTOS_BATCH_OUTPUT"), help="output folder; any fsspec URL"
-    )
-    p.add_argument("--model", choices=("rf", "edge"), default=_env("BENTOS_BATCH_MODEL", "rf"))
-    p.add_argument("--shard-index", type=int, default=int(_env("JOB_COMPLETION_INDEX", "0")))
-    p.add_argument("--shard-count", type=int, default=int(_env("BENTOS_SHARD_COUNT", "1")))
-    p.add_argument("--chunk-rows", type=int, default=int(_env("BENTOS_BATCH_CHUNK_ROWS", "65536")))
-    # scikit-learn: no faster backend end to end on chunks of 65,536 rows (docs/batch.md).
-    p.add_argument(
-        "--rf-backend",
-        choices=RF_BACKENDS,
-        default=_env("BENTOS_BATCH_RF_BACKEND", "sklearn"),
-    )
-    p.add_argument(
-        "--max-reject-fraction",
-        type=float,
-        default=float(_env("BENTOS_BATCH_MAX_REJECT_FRACTION", "0.01")),
-    )
+    p.add_argument("--output", default=settings.output, help="output folder; any fsspec URL")
+    p.add_argument("--model", choices=("rf", "edge"), default=settings.model)
+    p.add_argument("--shard-index", type=int, default=settings.shard_index)
+    p.add_argument("--shard-count", type=int, default=settings.shard_count)
+    p.add_argument("--chunk-rows", type=int, default=settings.chunk_rows)
+    p.add_argument("--rf-backend", choices=RF_BACKENDS, default=settings.rf_backend)
+    p.add_argument("--max-reject-fraction", type=float, default=settings.max_reject_fraction)
     return p
 
 
@@ -100,7 +83,12 @@ class _Reporter:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    try:
+        settings = load(BatchSettings)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    parser = _parser(settings)
     args = parser.parse_args(argv)
     if not args.input or not args.output:
         parser.print_usage(sys.stderr)
@@ -108,60 +96,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             "error: --input and --output are required (or BENTOS_BATCH_INPUT/OUTPUT)",
             file=sys.stderr,
         )
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.shard_count < 1 or not 0 <= args.shard_index < args.shard_count:
         print(
             f"error: shard index {args.shard_index} must be in 0..{args.shard_count - 1}",
             file=sys.stderr,
         )
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.chunk_rows < 1 or not 0 <= args.max_reject_fraction <= 1:
         print(
             "error: --chunk-rows must be positive and --max-reject-fraction in [0, 1]",
             file=sys.stderr,
         )
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
-    from bentos.batch import BatchConfig, TooManyRejected, run_shard
-    from bentos.batch_io import InputReadError
-    from bentos.models import ModelError
+    from bentos.batch.shard import BatchConfig, run_shard
+    from bentos.errors import TooManyRejected
     from bentos.runners import RandomForestRunner, TFLiteRunner
-    from bentos.schema import InputError
-    from bentos.settings import Settings
 
     report = _Reporter(args.shard_index, args.shard_count)
-    settings = Settings.from_env()
-    try:
-        runner = (
-            RandomForestRunner(settings.rf_model, args.rf_backend)
-            if args.model == "rf"
-            else TFLiteRunner(settings.tflite_model)
-        )
-    except ModelError as exc:
-        report.emit({"event": "error", "error": str(exc)})
-        return EXIT_IO
     cfg = BatchConfig(
         input=args.input,
         output=args.output,
-        model=args.model,
         shard_index=args.shard_index,
         shard_count=args.shard_count,
         chunk_rows=args.chunk_rows,
         max_reject_fraction=args.max_reject_fraction,
     )
     try:
+        runner = (
+            RandomForestRunner(settings.rf_model, args.rf_backend)
+            if args.model == "rf"
+            else TFLiteRunner(settings.tflite_model)
+        )
         manifest = run_shard(cfg, runner, report)
-    except InputError as exc:
-        report.emit({"event": "error", "error": exc.message})
-        return EXIT_USAGE
     except TooManyRejected as exc:
         report.emit({"event": "summary", **_summary(exc.manifest), "error": str(exc)})
-        return EXIT_REJECTED
-    except (InputReadError, OSError) as exc:
-        report.emit({"event": "error", "error": str(exc)})
-        return EXIT_IO
+        return exc.exit_code
+    except (BentosError, OSError) as exc:
+        report.emit({"event": "error", "error": getattr(exc, "message", None) or str(exc)})
+        return exit_code(exc)
     report.emit({"event": "summary", **_summary(manifest)})
-    return 0
+    return ExitCode.OK
 
 
 def _summary(m: dict[str, Any]) -> dict[str, Any]:

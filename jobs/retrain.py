@@ -7,38 +7,32 @@ Kubernetes pod leaves it (the pod's model store is gone when the pod is).
 
 The Bento image serves TFLite but carries no TensorFlow, so inside it use `--models rf`.
 
-Every flag has an environment default: BENTOS_RETRAIN_DATA, BENTOS_RETRAIN_TARGET,
-BENTOS_RETRAIN_EXPORT, BENTOS_RETRAIN_MODELS, BENTOS_RETRAIN_MIN_ACCURACY.
+Every flag defaults to its setting (bentos.settings.RetrainSettings): BENTOS_RETRAIN_DATA,
+BENTOS_RETRAIN_TARGET, BENTOS_RETRAIN_EXPORT, BENTOS_RETRAIN_MODELS,
+BENTOS_RETRAIN_MIN_ACCURACY.
 
-Exit codes: 0 registered (and exported); 1 the export failed; 2 bad arguments or data;
-3 a gate failed (nothing registered).
+Exit codes (bentos.errors.ExitCode, the same for every command): 0 registered (and exported);
+1 the export failed; 2 bad arguments, settings or data; 3 a gate failed (nothing registered).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 
-EXIT_IO, EXIT_USAGE, EXIT_GATE = 1, 2, 3
+from bentos.errors import BentosError, ExitCode, SettingsError
+from bentos.settings import RetrainSettings, load
 
 
-def _parser() -> argparse.ArgumentParser:
-    env = os.environ.get
+def _parser(settings: RetrainSettings) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.retrain", description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=env("BENTOS_RETRAIN_DATA"), help="CSV/Parquet, any fsspec URL")
-    p.add_argument("--target", default=env("BENTOS_RETRAIN_TARGET"), help="the label column")
-    p.add_argument("--export-to", default=env("BENTOS_RETRAIN_EXPORT"), metavar="URL")
-    p.add_argument(
-        "--models",
-        default=env("BENTOS_RETRAIN_MODELS", "rf,tflite"),
-        help="rf, tflite or rf,tflite",
-    )
-    p.add_argument(
-        "--min-accuracy", type=float, default=float(env("BENTOS_RETRAIN_MIN_ACCURACY", "0.7"))
-    )
+    p.add_argument("--data", default=settings.data, help="CSV/Parquet, any fsspec URL")
+    p.add_argument("--target", default=settings.target, help="the label column")
+    p.add_argument("--export-to", default=settings.export, metavar="URL")
+    p.add_argument("--models", default=settings.models, help="rf, tflite or rf,tflite")
+    p.add_argument("--min-accuracy", type=float, default=settings.min_accuracy)
     p.add_argument("--quantize", default="dynamic", choices=("dynamic", "float16", "int8"))
     p.add_argument("--seed", type=int, default=42)
     return p
@@ -49,16 +43,18 @@ def _log(**event: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser(load(RetrainSettings)).parse_args(argv)
+    except SettingsError as exc:
+        _log(event="error", error=str(exc))
+        return exc.exit_code
     if not args.data or not args.target:
         _log(
             event="error", error="--data and --target are required (or BENTOS_RETRAIN_DATA/TARGET)"
         )
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
-    from bentos.conversion import ConversionError
-    from bentos.data import DataError
-    from bentos.training import GateError, TrainConfig, train
+    from bentos.training.pipeline import TrainConfig, train
 
     config = TrainConfig(
         data=args.data,
@@ -70,12 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         result = train(config)
-    except DataError as exc:
-        _log(event="error", error=f"{exc}; nothing was registered")
-        return EXIT_USAGE
-    except (GateError, ConversionError) as exc:
-        _log(event="gate_failed", error=str(exc))
-        return EXIT_GATE
+    except BentosError as exc:
+        if exc.exit_code == ExitCode.GATE:
+            _log(event="gate_failed", error=str(exc))
+        else:
+            _log(event="error", error=f"{exc}; nothing was registered")
+        return exc.exit_code
     tags = [t for t in (result.rf_tag, result.tflite_tag) if t]
     metrics = {"rf": result.rf_metrics, "tflite": result.tflite_metrics}
     _log(
@@ -97,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _log(event="exported", model=tag, to=dest)
         except (OSError, ValueError, bentoml.exceptions.BentoMLException) as exc:
             _log(event="error", error=f"export to {args.export_to} failed: {exc}")
-            return EXIT_IO
-    return 0
+            return ExitCode.IO
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

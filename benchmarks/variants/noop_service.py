@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bentos.api import read_body
-from bentos.middleware import JsonErrors, SpreadConnections
-from bentos.runtime import tune_gc
-from bentos.settings import Settings
+from bentos.serving.app import read_body
+from bentos.serving.middleware import JsonErrors, SpreadConnections
+from bentos.serving.runtime import tune_gc
+from bentos.settings import ServingSettings, load
 
-SETTINGS = Settings.from_env()
+SETTINGS = load(ServingSettings)
 
 BODY = b'{"predictions":[0],"probabilities":[[1.0,0.0,0.0]],"model":"noop"}'
 

@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from .harness import Image, ObjectStore, build_image, free_port
+from benchmarks.servers import free_port
+
+from .harness import Image, ObjectStore, build_image
 from .pod import DOCKER, docker, remove_all
 
 IMAGE = "bentos-image-test"

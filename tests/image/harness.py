@@ -5,14 +5,14 @@ tests/image/pod.py runs the rendered containers."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from k8s_render import K8S, ROOT, render
+
+from tests.support.k8s import K8S, ROOT, render
 
 from .pod import DOCKER, docker
 
@@ -91,12 +91,6 @@ def render_overlay(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     return render(folder)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k8s_render import config_map_data, container_port, pod_template, resolve_env
+from tests.support.k8s import config_map_data, container_port, pod_template, resolve_env
 
 # Debian's docker.io client (20.10): the newer client that may be on PATH refuses BuildKit builds
 # without the buildx plugin (tests/image/engine.sh).

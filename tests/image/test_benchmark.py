@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from k8s_render import ROOT
+from tests.support.k8s import ROOT
 
 
 def test_image_benchmark_reports_size_layers_packages_and_cold_start(image, bentoml_home):

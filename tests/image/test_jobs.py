@@ -17,10 +17,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from k8s_render import ROOT, container_port, job_contract, one
 
-from bentos.data import load_builtin
 from bentos.runners import RandomForestRunner
+from bentos.training.data import load_builtin
+from tests.support.k8s import ROOT, container_port, job_contract, one
 
 from .harness import build_image, render_overlay
 from .pod import Pod

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
-from k8s_render import container, container_port, one
 
 import bentos
-from bentos.data import load_builtin
 from bentos.runners import RandomForestRunner, TFLiteRunner
+from bentos.training.data import load_builtin
+from tests.support.k8s import container, container_port, one
 
 from .harness import render_overlay
 from .pod import Pod

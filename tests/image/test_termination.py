@@ -10,7 +10,8 @@ import time
 from collections import Counter
 
 import httpx
-from k8s_render import container_port, one
+
+from tests.support.k8s import container_port, one
 
 from .harness import render_overlay
 from .pod import Pod

@@ -1,0 +1,179 @@
+"""Batch input: find the files, split them into shards, and stream one shard in bounded chunks.
+
+The partition is a pure function of the sorted file list: a Parquet row group, or a run of
+`chunk_rows` CSV rows, is a unit, and unit k of file i belongs to shard (i + k) % shard_count.
+So shards are disjoint, together cover every row, and need no coordination or pre-count.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob as _glob
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from bentos.errors import InputError, InputReadError
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str  # as the filesystem names it
+    url: str  # as the user would (with protocol), for output row ids
+    format: str
+    size: int
+    fingerprint: dict[str, Any]
+
+
+@dataclass
+class Chunk:
+    source: str  # the file's URL
+    rows: np.ndarray  # row number within the file (0-based, header excluded), per row of frame
+    frame: pd.DataFrame  # the feature columns, possibly as text
+    bad_lines: list[tuple[int, str]] = field(default_factory=list)  # unparseable CSV rows
+
+
+def list_inputs(url: str) -> tuple[Any, list[InputFile]]:
+    """A file, a directory (its CSV/Parquet files, recursively) or a glob; sorted."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    if _glob.has_magic(path):
+        paths = fs.glob(path)
+    elif fs.isdir(path):
+        paths = [p for p in fs.find(path) if _format(p)]
+    elif fs.exists(path):
+        paths = [path]
+    else:
+        raise InputError(f"input {url!r}: no such file or directory")
+    paths = sorted(p for p in paths if not _hidden(p))
+    unknown = [p for p in paths if not _format(p)]
+    if unknown:
+        raise InputError(
+            f"input {unknown[0]!r}: not .csv or .parquet; allowed: {', '.join(FORMATS)}"
+        )
+    if not paths:
+        raise InputError(f"input {url!r}: no .csv or .parquet files found")
+    files = []
+    for p in paths:
+        info = fs.info(p)
+        stamp = {k: _plain(info[k]) for k in ("mtime", "ETag", "etag", "md5") if k in info}
+        files.append(
+            InputFile(p, fs.unstrip_protocol(p), _format(p), int(info.get("size") or 0), stamp)
+        )
+    return fs, files
+
+
+def _format(path: str) -> str | None:
+    return next((fmt for ext, fmt in FORMATS.items() if path.lower().endswith(ext)), None)
+
+
+def _hidden(path: str) -> bool:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith(("_", "."))
+
+
+def _plain(v: Any) -> Any:
+    return v if isinstance(v, int | float | str) else str(v)
+
+
+def shard_of(file_index: int, unit: int, shard_count: int) -> int:
+    return (file_index + unit) % shard_count
+
+
+def iter_shard(
+    fs: Any, files: list[InputFile], names: list[str], shard: int, shard_count: int, chunk_rows: int
+) -> Iterator[Chunk]:
+    for i, f in enumerate(files):
+        try:
+            reader = _parquet if f.format == "parquet" else _csv
+            yield from reader(fs, f, i, names, shard, shard_count, chunk_rows)
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError, EOFError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputReadError(f"{f.url}: cannot be read as {f.format}: {exc}") from exc
+
+
+def _missing(url: str, present: list[str], names: list[str]) -> None:
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise InputError(
+            f"{url}: missing column(s) {', '.join(map(repr, missing))}; the model needs: {', '.join(names)}"
+        )
+
+
+def _parquet(fs, f: InputFile, i: int, names, shard: int, count: int, chunk_rows: int):
+    with fs.open(f.path, "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        _missing(f.url, pf.schema_arrow.names, names)
+        offset = 0
+        for rg in range(pf.num_row_groups):
+            n = pf.metadata.row_group(rg).num_rows
+            if shard_of(i, rg, count) == shard:
+                start = offset
+                for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[rg], columns=names):
+                    rows = np.arange(start, start + batch.num_rows, dtype=np.int64)
+                    start += batch.num_rows
+                    yield Chunk(f.url, rows, batch.to_pandas())
+            offset += n
+
+
+def _csv(fs, f: InputFile, i: int, names, shard: int, count: int, chunk_rows: int):
+    bad: list[tuple[int, str]] = []
+
+    def invalid(row: Any) -> str:
+        # pyarrow numbers lines from 1 and counts the header: data row = line - 2.
+        number = -1 if row.number is None else row.number - 2
+        why = f"malformed CSV line ({row.actual_columns} fields, expected {row.expected_columns})"
+        bad.append((number, why))
+        return "skip"
+
+    with fs.open(f.path, "rb") as fh:
+        header = fh.readline().decode("utf-8", "replace")
+        _missing(f.url, next(csv.reader([header]), []), names)
+        fh.seek(0)
+        reader = pacsv.open_csv(
+            fh,
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
+            # Features read as text and parsed by the schema: one bad cell rejects its row,
+            # where type inference would fail the whole block.
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), include_columns=names
+            ),
+        )
+        next_row = 0  # the first data row number not yet seen
+        for batch in reader:
+            lines, bad[:] = sorted(bad), []
+            rows = _row_numbers(next_row, batch.num_rows, {r for r, _ in lines})
+            next_row = max([next_row - 1, *rows[-1:].tolist(), *(r for r, _ in lines)]) + 1
+            frame = batch.to_pandas()
+            units = rows // chunk_rows
+            for unit in sorted(set(units.tolist()) | {r // chunk_rows for r, _ in lines}):
+                if shard_of(i, unit, count) != shard:
+                    continue
+                mask = units == unit
+                mine = [(r, why) for r, why in lines if r // chunk_rows == unit]
+                yield Chunk(f.url, rows[mask], frame[mask].reset_index(drop=True), mine)
+
+
+def _row_numbers(start: int, n: int, skipped: set[int]) -> np.ndarray:
+    """Row numbers of `n` parsed rows from `start`, stepping over the skipped (bad) ones."""
+    if not skipped:
+        return np.arange(start, start + n, dtype=np.int64)
+    out = np.empty(n, dtype=np.int64)
+    row = start
+    for k in range(n):
+        while row in skipped:
+            row += 1
+        out[k] = row
+        row += 1
+    return out

@@ -1,0 +1,240 @@
+"""Batch prediction of one shard: stream, validate, predict, and publish the results atomically.
+
+Output layout, per shard S of N (names carry both, so runs with other shard counts cannot mix):
+
+    OUTPUT/part-SSSSS-of-NNNNN.parquet           predictions, one row per valid input row
+    OUTPUT/rejected/part-SSSSS-of-NNNNN.parquet  rows that failed validation, with the reason
+    OUTPUT/_SUCCESS-SSSSS-of-NNNNN.json          the manifest; written last, marks the shard done
+
+Files are written under OUTPUT/_tmp/ and renamed into place only when complete. A rerun skips
+a shard whose manifest matches the same inputs and model, and redoes any other from scratch,
+overwriting its parts: after a crash at any point, each valid row is in exactly one part.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bentos.batch.files import InputFile, iter_shard, list_inputs
+from bentos.errors import InputError, TooManyRejected
+from bentos.runners import Runner
+
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    input: str
+    output: str
+    shard_index: int = 0
+    shard_count: int = 1
+    chunk_rows: int = 65536
+    max_reject_fraction: float = 0.01
+
+
+Log = Callable[[dict[str, Any]], None]
+
+
+def _names(cfg: BatchConfig) -> dict[str, str]:
+    tail = f"{cfg.shard_index:05d}-of-{cfg.shard_count:05d}"
+    return {
+        "part": f"part-{tail}.parquet",
+        "rejected": f"rejected/part-{tail}.parquet",
+        "success": f"_SUCCESS-{tail}.json",
+        "failed": f"_FAILED-{tail}.json",
+        "tmp_prefix": f"_tmp/{tail}-",
+    }
+
+
+def _check_shard_count(fs: Any, root: str, cfg: BatchConfig) -> None:
+    for path in fs.glob(f"{root}/_SUCCESS-*-of-*.json"):
+        count = int(path.rsplit("-of-", 1)[1].split(".")[0])
+        if count != cfg.shard_count:
+            raise InputError(
+                f"output {cfg.output!r} already holds a run with {count} shards, this one has "
+                f"{cfg.shard_count}; use a new output folder (or remove the old run)"
+            )
+
+
+def _inputs_record(files: list[InputFile]) -> list[dict[str, Any]]:
+    return [{"url": f.url, "size": f.size, **f.fingerprint} for f in files]
+
+
+def _read_json(fs: Any, path: str) -> dict[str, Any] | None:
+    try:
+        with fs.open(path, "rb") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _publish_json(fs: Any, root: str, name: str, tmp_prefix: str, data: dict[str, Any]) -> None:
+    tmp = f"{root}/{tmp_prefix}{uuid.uuid4().hex}.json"
+    with fs.open(tmp, "wb") as fh:
+        fh.write((json.dumps(data, indent=2) + "\n").encode())
+    fs.mv(tmp, f"{root}/{name}")
+
+
+def run_shard(cfg: BatchConfig, runner: Runner, log: Log) -> dict[str, Any]:
+    """Predict one shard; return its manifest. Raises InputError, TooManyRejected, I/O errors."""
+    import fsspec
+
+    if not 0 <= cfg.shard_index < cfg.shard_count:
+        raise InputError(f"shard index {cfg.shard_index} is outside 0..{cfg.shard_count - 1}")
+    in_fs, files = list_inputs(cfg.input)
+    fs, root = fsspec.core.url_to_fs(cfg.output)
+    root = root.rstrip("/")
+    names = _names(cfg)
+    _check_shard_count(fs, root, cfg)
+    identity = {
+        "model": runner.tag,
+        "inputs": _inputs_record(files),
+        "shard_index": cfg.shard_index,
+        "shard_count": cfg.shard_count,
+        "chunk_rows": cfg.chunk_rows,
+    }
+    done = _read_json(fs, f"{root}/{names['success']}")
+    if done and all(done.get(k) == v for k, v in identity.items()):
+        log({"event": "skipped", "reason": "shard already complete", **_counts(done)})
+        return {**done, "status": "skipped"}
+
+    for leftover in fs.glob(f"{root}/{names['tmp_prefix']}*"):
+        fs.rm(leftover)  # a crashed attempt's partial files: never visible, now gone
+    fs.makedirs(f"{root}/_tmp", exist_ok=True)
+    fs.makedirs(f"{root}/rejected", exist_ok=True)
+    token = uuid.uuid4().hex
+    tmp_part = f"{root}/{names['tmp_prefix']}{token}.parquet"
+    tmp_rej = f"{root}/{names['tmp_prefix']}{token}.rejected.parquet"
+
+    started, t0 = datetime.now(UTC), time.perf_counter()
+    counts = {"rows_read": 0, "rows_written": 0, "rows_rejected": 0}
+    schema = runner.schema
+    out_schema = _output_schema(schema.labels)
+    with (
+        fs.open(tmp_part, "wb") as part_fh,
+        fs.open(tmp_rej, "wb") as rej_fh,
+        pq.ParquetWriter(part_fh, out_schema) as part,
+        pq.ParquetWriter(rej_fh, REJECTED_SCHEMA) as rejected,
+    ):
+        last_log = 0.0
+        for chunk in iter_shard(
+            in_fs, files, schema.names, cfg.shard_index, cfg.shard_count, cfg.chunk_rows
+        ):
+            x, reasons = schema.validate_frame(chunk.frame)
+            ok = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
+            if ok.any():
+                proba = runner.predict_proba(x[ok])
+                part.write_table(
+                    _predictions(chunk.source, chunk.rows[ok], proba, runner, out_schema)
+                )
+            bad_rows = [
+                (int(r), why)
+                for r, why in zip(chunk.rows[~ok], (w for w in reasons if w), strict=True)
+            ]
+            bad_rows += chunk.bad_lines
+            if bad_rows:
+                rejected.write_table(_rejections(chunk.source, bad_rows))
+            counts["rows_read"] += len(reasons) + len(chunk.bad_lines)
+            counts["rows_written"] += int(ok.sum())
+            counts["rows_rejected"] += len(bad_rows)
+            now = time.perf_counter()
+            if now - last_log >= 2.0:
+                last_log = now
+                log(
+                    {
+                        "event": "progress",
+                        **counts,
+                        "rows_per_s": round(counts["rows_read"] / max(now - t0, 1e-9)),
+                    }
+                )
+
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        **identity,
+        **counts,
+        "status": "complete",
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "duration_s": round(time.perf_counter() - t0, 3),
+        "outputs": {"predictions": names["part"], "rejected": names["rejected"]},
+    }
+    fs.mv(tmp_rej, f"{root}/{names['rejected']}")
+    fraction = counts["rows_rejected"] / counts["rows_read"] if counts["rows_read"] else 0.0
+    if fraction > cfg.max_reject_fraction:
+        fs.rm(tmp_part)
+        manifest.update(status="failed", reject_fraction=round(fraction, 6))
+        _publish_json(fs, root, names["failed"], names["tmp_prefix"], manifest)
+        raise TooManyRejected(
+            f"{counts['rows_rejected']} of {counts['rows_read']} rows rejected ({fraction:.2%}), "
+            f"more than --max-reject-fraction {cfg.max_reject_fraction}; reasons in {cfg.output}/{names['rejected']}",
+            manifest,
+        )
+    fs.mv(tmp_part, f"{root}/{names['part']}")
+    _publish_json(fs, root, names["success"], names["tmp_prefix"], manifest)
+    if fs.exists(f"{root}/{names['failed']}"):
+        fs.rm(f"{root}/{names['failed']}")
+    return manifest
+
+
+def _counts(m: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: m.get(k)
+        for k in ("shard_index", "shard_count", "rows_read", "rows_written", "rows_rejected")
+    }
+
+
+REJECTED_SCHEMA = pa.schema(
+    [("source_file", pa.string()), ("source_row", pa.int64()), ("reason", pa.string())]
+)
+
+
+def _output_schema(labels: tuple[Any, ...]) -> pa.Schema:
+    label_type = pa.int64() if all(isinstance(v, int) for v in labels) else pa.string()
+    return pa.schema(
+        [
+            ("source_file", pa.string()),
+            ("source_row", pa.int64()),
+            ("prediction", label_type),
+            ("probabilities", pa.list_(pa.float32(), len(labels))),
+            ("model", pa.string()),
+        ],
+        metadata={"class_labels": json.dumps(list(labels))},
+    )
+
+
+def _predictions(
+    source: str, rows: np.ndarray, proba: np.ndarray, runner: Runner, schema: pa.Schema
+) -> pa.Table:
+    n, k = proba.shape
+    flat = pa.array(np.ascontiguousarray(proba, dtype=np.float32).ravel())
+    return pa.table(
+        {
+            "source_file": pa.array([source] * n, pa.string()),
+            "source_row": pa.array(rows, pa.int64()),
+            "prediction": pa.array(runner.labels_for(proba), schema.field("prediction").type),
+            "probabilities": pa.FixedSizeListArray.from_arrays(flat, k),
+            "model": pa.array([runner.tag] * n, pa.string()),
+        },
+        schema=schema,
+    )
+
+
+def _rejections(source: str, bad: list[tuple[int, str]]) -> pa.Table:
+    return pa.table(
+        {
+            "source_file": [source] * len(bad),
+            "source_row": [r for r, _ in bad],
+            "reason": [why for _, why in bad],
+        },
+        schema=REJECTED_SCHEMA,
+    )

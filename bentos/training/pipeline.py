@@ -1,0 +1,246 @@
+"""The training pipeline: data, split, both models, gates, then registration of both or neither."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bentos.errors import ConversionError, DataError, GateError
+from bentos.schema import FeatureSchema
+from bentos.training import data as data_mod
+
+MODELS = ("rf", "tflite")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "iris"
+    data: str | None = None
+    target: str | None = None
+    quantize: str = "dynamic"
+    min_accuracy: float = 0.7
+    seed: int = 42
+    n_estimators: int = 100
+    test_size: float = 0.2
+    epochs: int | None = None  # None: chosen from the table's size
+    models: tuple[str, ...] = MODELS
+
+
+@dataclass
+class TrainResult:
+    """What was registered; the fields of a model not trained (see TrainConfig.models) are None."""
+
+    rf_tag: str | None = None
+    tflite_tag: str | None = None
+    rf_metrics: dict[str, Any] | None = None
+    rf_packed: dict[str, Any] | None = None
+    tflite_metrics: dict[str, Any] | None = None
+    parity: dict[str, float] | None = None
+    tflite_size: int = 0
+    float32_size: int = 0
+    rf_size: int = 0
+
+
+Step = Callable[[str], Any]  # a context manager factory that shows a slow step to people
+
+
+@contextmanager
+def _quiet(_: str) -> Iterator[None]:
+    yield
+
+
+def load(config: TrainConfig) -> data_mod.Dataset:
+    if config.data:
+        if not config.target:
+            raise DataError("--data needs --target, the name of the label column")
+        return data_mod.load_table(config.data, config.target)
+    return data_mod.load_builtin(config.dataset)
+
+
+def evaluate(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[Any, ...]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+    report = classification_report(
+        y_true,
+        y_pred,
+        labels=list(range(len(labels))),
+        target_names=[str(v) for v in labels],
+        output_dict=True,
+        zero_division=0,
+    )
+    per_class = {str(name): {k: float(v) for k, v in report[str(name)].items()} for name in labels}
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_macro": float(f1_score(y_true, y_pred, average="macro")),
+        "per_class": per_class,
+        "n_test": len(y_true),
+    }
+
+
+def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
+    """Run the whole pipeline. DataError, GateError or ConversionError leave the store as it was.
+
+    The arguments and the data are checked before anything heavy is imported: a wrong path or
+    column is reported in about a second, not after TensorFlow has loaded."""
+    from sklearn.model_selection import train_test_split
+
+    unknown = sorted(set(config.models) - set(MODELS))
+    if unknown or not config.models:
+        raise DataError(f"models {unknown or '(none)'}: allowed are {', '.join(MODELS)}")
+    with step("Loading data"):
+        ds = load(config)
+    labels, y = np.unique(ds.target.to_numpy(), return_inverse=True)
+    schema = FeatureSchema.from_training(ds.features, labels, str(ds.target.name))
+    x = ds.features.to_numpy(dtype=np.float64)
+    try:
+        split = train_test_split(
+            x, y, test_size=config.test_size, stratify=y, random_state=config.seed
+        )
+    except ValueError as exc:  # e.g. a class with one row cannot be stratified
+        raise DataError(
+            f"{ds.source}: target column {schema.target!r} cannot be split for a hold-out set: {exc}"
+        ) from None
+    if "tflite" in config.models:
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError as exc:  # the Bento image serves TFLite but cannot train it
+            raise DataError(
+                f"training the TFLite model needs TensorFlow ({exc}); install the 'train' extra, "
+                "or train the RandomForest only (models: rf)"
+            ) from None
+
+    result = TrainResult()
+    gate_failures: list[str] = []
+    register: list[Callable[[dict[str, Any]], None]] = []  # run only once every gate passed
+    trainers = {"rf": _forest, "tflite": _tflite}
+    for name in (m for m in MODELS if m in config.models):
+        failures, action = trainers[name](config, schema, split, result, step)
+        gate_failures += failures
+        register.append(action)
+    if gate_failures:
+        raise GateError("; ".join(gate_failures) + "; nothing was registered")
+    common = {
+        "schema": schema.to_dict(),
+        "training_data": {"source": ds.source, "sha256": ds.sha256, "rows": len(x)},
+        "split": {"test_size": config.test_size, "seed": config.seed, "stratified": True},
+        "python": platform.python_version(),
+    }
+    with step("Registering models"):
+        for action in register:
+            action(common)
+    return result
+
+
+Split = list[np.ndarray]  # x_train, x_test, y_train, y_test
+Trained = tuple[list[str], Callable[[dict[str, Any]], None]]  # gate failures, registration
+
+
+def _forest(
+    config: TrainConfig, schema: FeatureSchema, split: Split, result: TrainResult, step: Step
+) -> Trained:
+    import joblib
+    import sklearn
+    from sklearn.ensemble import RandomForestClassifier
+
+    from bentos import models
+    from bentos.forest import PackedForest, PackError
+    from bentos.training.packing import forest_parity, pack
+
+    x_train, x_test, y_train, y_test = split
+    with step(f"Training RandomForest ({config.n_estimators} trees)"):
+        params = {"n_estimators": config.n_estimators, "random_state": config.seed, "n_jobs": -1}
+        forest = RandomForestClassifier(**params).fit(x_train, y_train)
+        result.rf_metrics = evaluate(y_test, forest.predict(x_test), schema.labels)
+        forest.n_jobs = 1  # serve-time setting: one request, one core
+    with step("Packing the RandomForest"):
+        try:
+            packed_file = pack(forest).to_bytes()
+        except PackError as exc:
+            raise ConversionError(f"RandomForest packing: {exc}") from None
+        # Checked as it will be served, on the hold-out rows.
+        parity = forest_parity(forest, PackedForest.from_bytes(packed_file), x_test)
+    failures = _accuracy_gate("RandomForest", result.rf_metrics, config.min_accuracy)
+    if not parity["labels_identical"] or parity["max_abs_diff"] > 1e-5:
+        failures.append(
+            f"RandomForest packed parity: labels identical {parity['labels_identical']}, "
+            f"max probability difference {parity['max_abs_diff']:.2e} (at most 1e-5)"
+        )
+
+    def register(common: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            # Persisted with joblib (as the classic tutorial does); the store's copy is checked
+            # against this file's hash, which every later load verifies.
+            pkl = Path(tmp) / models.RF_FILE
+            joblib.dump(forest, pkl)
+            meta = {
+                **common,
+                "metrics": result.rf_metrics,
+                "sklearn_version": sklearn.__version__,
+                "params": {**params, "n_jobs_serving": 1},
+                "size_bytes": pkl.stat().st_size,
+                "packed": {"parity": parity, "size_bytes": len(packed_file)},
+            }
+            forms = {models.RF_PACKED_FILE: packed_file}
+            result.rf_tag = str(models.register_rf(forest, meta, pkl, forms).tag)
+            result.rf_packed = meta["packed"]
+            result.rf_size = meta["size_bytes"]
+
+    return failures, register
+
+
+def _tflite(
+    config: TrainConfig, schema: FeatureSchema, split: Split, result: TrainResult, step: Step
+) -> Trained:
+    from bentos import models
+    from bentos.runners import TFLite
+    from bentos.training import tflite
+
+    x_train, x_test, y_train, y_test = split
+    epochs = config.epochs or tflite.default_epochs(len(x_train))
+    with step(f"Training Keras MLP ({epochs} epochs)"):
+        keras_model = tflite.train_keras(
+            x_train, y_train, len(schema.labels), seed=config.seed, epochs=epochs
+        )
+    with step(f"Converting to TFLite ({config.quantize})"):
+        content = tflite.convert(keras_model, config.quantize, x_train)
+        result.tflite_size = len(content)
+        result.float32_size = tflite.float32_size(keras_model)
+        par = tflite.parity(keras_model, content, x_test, y_test)
+        result.parity = par.to_dict()
+        lite = TFLite(content)
+        result.tflite_metrics = evaluate(
+            y_test, lite.predict_proba(x_test).argmax(1), schema.labels
+        )
+    failures = _accuracy_gate("TFLite", result.tflite_metrics, config.min_accuracy)
+    failures += [f"TFLite parity: {f}" for f in par.failures(config.quantize)]
+
+    def register(common: dict[str, Any]) -> None:
+        import tensorflow as tf
+
+        meta = {
+            **common,
+            "metrics": result.tflite_metrics,
+            "quantization": config.quantize,
+            "size_bytes": len(content),
+            "float32_size_bytes": result.float32_size,
+            "parity": result.parity,
+            "tensorflow_version": tf.__version__,
+            "params": {"epochs": epochs, "hidden": [32, 16], "learning_rate": 0.01},
+            "tensors": lite.tensor_details(),
+        }
+        result.tflite_tag = str(models.register_tflite(content, meta).tag)
+
+    return failures, register
+
+
+def _accuracy_gate(name: str, metrics: dict[str, Any], minimum: float) -> list[str]:
+    if metrics["accuracy"] < minimum:
+        return [f"{name} accuracy {metrics['accuracy']:.4f} < --min-accuracy {minimum}"]
+    return []

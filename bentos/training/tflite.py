@@ -1,0 +1,153 @@
+"""The Keras model and its TFLite conversion, with the parity check against Keras.
+
+TensorFlow is imported here only: it is a training-time dependency, never a serving one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from typing import Any
+
+# TensorFlow's C++ start-up chatter (CUDA probes, graph notes) is noise for people training.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+from bentos.errors import ConversionError
+from bentos.runners import TFLite
+
+QUANTIZE_MODES = ("dynamic", "float16", "int8")
+
+
+@dataclass(frozen=True)
+class Parity:
+    agreement: float  # share of hold-out rows where TFLite and Keras pick the same class
+    keras_accuracy: float
+    tflite_accuracy: float
+    max_abs_diff: float  # largest probability difference over the hold-out split
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.keras_accuracy - self.tflite_accuracy
+
+    def failures(self, mode: str) -> list[str]:
+        out = []
+        if self.agreement < 0.99:
+            out.append(f"argmax agreement {self.agreement:.4f} < 0.99")
+        if self.accuracy_drop > 0.01:
+            out.append(f"accuracy drop {self.accuracy_drop:.4f} > 0.01")
+        if mode == "float16" and self.max_abs_diff > 1e-3:
+            out.append(f"max abs probability difference {self.max_abs_diff:.2e} > 1e-3")
+        return out
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "argmax_agreement": self.agreement,
+            "keras_accuracy": self.keras_accuracy,
+            "tflite_accuracy": self.tflite_accuracy,
+            "accuracy_drop": self.accuracy_drop,
+            "max_abs_diff": self.max_abs_diff,
+        }
+
+
+def train_keras(x: np.ndarray, y: np.ndarray, n_classes: int, *, seed: int, epochs: int) -> Any:
+    """A small MLP whose first layer normalizes, so raw feature values go in (online and edge)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    x = x.astype(np.float32)
+    # Centre on the mean rounded to float16 first: float16 quantization stores every constant
+    # in float16, and a mean like 5.84 would then be off by up to 0.002, a visible shift for a
+    # feature whose spread is 0.8. The rounded centre is exact in float16, and what remains for
+    # the Normalization layer to remove is a small residual mean.
+    centre = x.mean(axis=0).astype(np.float16).astype(np.float32)
+    shift = keras.layers.Rescaling(1.0, offset=-centre, name="centre")
+    norm = keras.layers.Normalization(name="normalize")
+    norm.adapt(x - centre)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(x.shape[1],), name="features"),
+            shift,
+            norm,
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(n_classes, activation="softmax", name="probabilities"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    batch = 16 if len(x) < 1000 else 128
+    model.fit(x, y, epochs=epochs, batch_size=batch, shuffle=True, verbose=0)
+    return model
+
+
+def default_epochs(n_rows: int) -> int:
+    # About 1,000 optimizer steps whatever the table's size: enough for a small MLP, and few
+    # enough that the weights stay small (large weights amplify float16/int8 rounding).
+    return int(min(100, max(10, 100_000 // max(n_rows, 1))))
+
+
+def convert(model: Any, mode: str, representative: np.ndarray) -> bytes:
+    """Keras to TFLite with builtin ops only, so a device needs no TF Select (Flex) delegate."""
+    import tensorflow as tf
+
+    if mode not in QUANTIZE_MODES:
+        raise ConversionError(
+            f"unknown quantization {mode!r}: allowed are {', '.join(QUANTIZE_MODES)}"
+        )
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "int8":
+        rows = representative[:500].astype(np.float32)
+
+        def samples():
+            for row in rows:
+                yield [row[None, :]]
+
+        converter.representative_dataset = samples
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        return _silently(converter.convert)
+    except Exception as exc:  # the converter raises several unrelated types
+        raise ConversionError(f"TFLite conversion ({mode}) with builtin ops failed: {exc}") from exc
+
+
+def float32_size(model: Any) -> int:
+    """Size of the same model converted without quantization, for the size ratio."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return len(_silently(converter.convert))
+
+
+def _silently(convert: Any) -> bytes:
+    # The converter prints the exported SavedModel's signature to stdout on every call.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return bytes(convert())
+
+
+def parity(model: Any, content: bytes, x: np.ndarray, y: np.ndarray) -> Parity:
+    """Compare the converted model, run as it will be served (ai_edge_litert), with Keras."""
+    keras_p = np.asarray(model.predict(x.astype(np.float32), verbose=0, batch_size=1024))
+    lite_p = TFLite(content).predict_proba(x)
+    k, t = keras_p.argmax(1), lite_p.argmax(1)
+    return Parity(
+        agreement=float((k == t).mean()),
+        keras_accuracy=float((k == y).mean()),
+        tflite_accuracy=float((t == y).mean()),
+        max_abs_diff=float(np.abs(keras_p - lite_p).max()),
+    )

@@ -1,0 +1,417 @@
+"""Batch prediction as Kubernetes runs it: `python -m jobs.batch_predict`, real files, real models."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks.servers import ROOT
+from bentos.training.data import load_builtin
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+@pytest.fixture(scope="session")
+def job_env(trained, bentoml_home) -> dict[str, str]:
+    # Pinned tags: other tests register newer versions.
+    return {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "BENTOS_RF_MODEL": trained.rf_tag,
+        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+    }
+
+
+def run_job(env, *args, check: int | None = 0, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.batch_predict", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check is not None:
+        assert proc.returncode == check, proc.stdout + proc.stderr
+    return proc
+
+
+def iris(n: int = 150, seed: int = 0) -> pd.DataFrame:
+    """n rows of iris-like data (tiled and jittered), with an id column the job must ignore."""
+    base = load_builtin("iris").features
+    rng = np.random.default_rng(seed)
+    frame = base.iloc[np.arange(n) % len(base)].reset_index(drop=True)
+    frame = frame + rng.normal(0, 0.05, frame.shape).round(3)
+    return frame.assign(customer_id=np.arange(n))
+
+
+def online_predictions(server, route: str, data: pd.DataFrame) -> dict:
+    """The service's answers for `data`, in requests within its row limit."""
+    merged: dict = {"predictions": [], "probabilities": []}
+    for start in range(0, len(data), 40):
+        rows = data[FEATURES].iloc[start : start + 40].to_dict(orient="records")
+        body = httpx.post(server.url + route, json={"instances": rows}).json()
+        merged["predictions"] += body["predictions"]
+        merged["probabilities"] += body["probabilities"]
+        merged["model"] = body["model"]
+    return merged
+
+
+def read_parts(out: Path) -> pd.DataFrame:
+    parts = sorted(out.glob("part-*.parquet"))
+    if not parts:
+        return pd.DataFrame(columns=["source_file", "source_row", "prediction"])
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    return frame.sort_values(["source_file", "source_row"]).reset_index(drop=True)
+
+
+def manifests(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("_SUCCESS-*.json"))]
+
+
+def test_csv_predictions_equal_the_online_service(job_env, server, tmp_path):
+    data = iris(120)
+    data.to_csv(tmp_path / "in.csv", index=False)
+    proc = run_job(job_env, "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["event"] == "summary" and summary["rows_written"] == 120
+
+    out = read_parts(tmp_path / "out")
+    assert out["source_row"].tolist() == list(range(120))
+    assert set(out["source_file"]) == {f"file://{tmp_path / 'in.csv'}"}
+    online = online_predictions(server, "/predict", data)
+    assert out["prediction"].tolist() == online["predictions"]
+    np.testing.assert_allclose(np.stack(out["probabilities"]), online["probabilities"], atol=1e-5)
+    assert set(out["model"]) == {online["model"]}
+
+
+def test_edge_model_in_batch_equals_predict_edge(job_env, server, tmp_path):
+    data = iris(40)
+    data.to_parquet(tmp_path / "in.parquet")
+    run_job(
+        job_env, "--input", tmp_path / "in.parquet", "--output", tmp_path / "out", "--model", "edge"
+    )
+    out = read_parts(tmp_path / "out")
+    online = online_predictions(server, "/predict_edge", data)
+    assert out["prediction"].tolist() == online["predictions"]
+    assert set(out["model"]) == {online["model"]}
+
+
+@pytest.fixture
+def mixed_input(tmp_path) -> Path:
+    """A folder of several files: CSVs and Parquet files with many row groups."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    iris(300, 1).to_csv(folder / "a.csv", index=False)
+    pq.write_table(
+        __import__("pyarrow").Table.from_pandas(iris(500, 2)),
+        folder / "b.parquet",
+        row_group_size=64,
+    )
+    iris(77, 3).to_csv(folder / "sub" / "c.csv", index=False)
+    pq.write_table(__import__("pyarrow").Table.from_pandas(iris(10, 4)), folder / "d.pq")
+    (folder / "_ignored.csv").write_text("not,data\n")
+    return folder
+
+
+def test_folder_of_csv_and_parquet_is_scored_whole(job_env, mixed_input, tmp_path):
+    run_job(job_env, "--input", mixed_input, "--output", tmp_path / "out", "--chunk-rows", 50)
+    out = read_parts(tmp_path / "out")
+    assert len(out) == 300 + 500 + 77 + 10
+    assert out.groupby("source_file").size().to_dict() == {
+        f"file://{mixed_input / 'a.csv'}": 300,
+        f"file://{mixed_input / 'b.parquet'}": 500,
+        f"file://{mixed_input / 'd.pq'}": 10,
+        f"file://{mixed_input / 'sub' / 'c.csv'}": 77,
+    }
+    (m,) = manifests(tmp_path / "out")
+    assert (m["rows_read"], m["rows_written"], m["rows_rejected"]) == (887, 887, 0)
+    assert [i["url"].rsplit("/", 1)[1] for i in m["inputs"]] == [
+        "a.csv",
+        "b.parquet",
+        "d.pq",
+        "c.csv",
+    ]
+    assert all(i["size"] > 0 and "mtime" in i for i in m["inputs"])
+    assert m["duration_s"] >= 0 and m["model"].startswith("rf-classifier:")
+
+
+def test_glob_input_selects_matching_files(job_env, mixed_input, tmp_path):
+    run_job(job_env, "--input", f"{mixed_input}/*.csv", "--output", tmp_path / "out")
+    assert len(read_parts(tmp_path / "out")) == 300
+
+
+def test_shards_are_disjoint_and_their_union_is_the_unsharded_run(job_env, mixed_input, tmp_path):
+    run_job(job_env, "--input", mixed_input, "--output", tmp_path / "whole", "--chunk-rows", 40)
+    whole = read_parts(tmp_path / "whole")
+    env = dict(job_env)
+    for index in range(3):
+        # As in an Indexed Job: the index and the count come from the environment.
+        env.update(JOB_COMPLETION_INDEX=str(index), BENTOS_SHARD_COUNT="3")
+        run_job(env, "--input", mixed_input, "--output", tmp_path / "sharded", "--chunk-rows", 40)
+    sizes = [len(pd.read_parquet(p)) for p in sorted((tmp_path / "sharded").glob("part-*"))]
+    assert len(sizes) == 3 and all(s > 0 for s in sizes)
+    union = read_parts(tmp_path / "sharded")
+    assert not union.duplicated(["source_file", "source_row"]).any()
+    pd.testing.assert_frame_equal(
+        union[["source_file", "source_row", "prediction"]],
+        whole[["source_file", "source_row", "prediction"]],
+    )
+
+
+def test_rerun_skips_complete_shards(job_env, mixed_input, tmp_path):
+    run_job(job_env, "--input", mixed_input, "--output", tmp_path / "out")
+    before = (tmp_path / "out" / "part-00000-of-00001.parquet").stat().st_mtime_ns
+    proc = run_job(job_env, "--input", mixed_input, "--output", tmp_path / "out")
+    assert '"event": "skipped"' in proc.stdout
+    assert (tmp_path / "out" / "part-00000-of-00001.parquet").stat().st_mtime_ns == before
+
+
+def test_output_of_another_shard_count_is_refused(job_env, mixed_input, tmp_path):
+    run_job(job_env, "--input", mixed_input, "--output", tmp_path / "out")
+    proc = run_job(
+        job_env, "--input", mixed_input, "--output", tmp_path / "out", "--shard-count", 2, check=2
+    )
+    assert "already holds a run with 1 shards" in proc.stdout
+
+
+def _big_input(folder: Path, files: int = 4, rows: int = 40_000) -> int:
+    folder.mkdir()
+    for k in range(files):
+        pq.write_table(
+            __import__("pyarrow").Table.from_pandas(iris(rows, k)),
+            folder / f"p{k}.parquet",
+            row_group_size=5_000,
+        )
+    return files * rows
+
+
+def kill_midway(args: list, env: dict, out: Path, delay: float) -> None:
+    """Start the job, wait until it is writing, let it run `delay` s more, then SIGKILL it."""
+    proc = subprocess.Popen(
+        list(map(str, args)),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("_tmp/*.parquet")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "the job ended before it wrote anything"
+        time.sleep(0.01)
+    time.sleep(delay)
+    assert proc.poll() is None, "the job finished before the kill: make the input larger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_midway_then_rerun_scores_every_row_exactly_once(job_env, tmp_path):
+    total = _big_input(tmp_path / "in")
+    out = tmp_path / "out"
+    args = [
+        sys.executable,
+        "-m",
+        "jobs.batch_predict",
+        "--input",
+        tmp_path / "in",
+        "--output",
+        out,
+        "--chunk-rows",
+        200,
+        "--shard-count",
+        2,
+    ]
+    rng = random.Random(7)
+    for index in range(2):
+        kill_midway([*args, "--shard-index", index], job_env, out, rng.uniform(0.0, 1.5))
+    # Whatever the kill left is never a visible partial part: only whole parts or none.
+    for part in out.glob("part-*.parquet"):
+        pq.read_metadata(part)
+    assert not manifests(out)
+    for index in range(2):
+        run_job(job_env, *args[3:], "--shard-index", index)
+    union = read_parts(out)
+    assert len(union) == total
+    assert not union.duplicated(["source_file", "source_row"]).any()
+    assert list((out / "_tmp").iterdir()) == []
+
+
+def test_bad_rows_go_to_rejected_with_reasons(job_env, tmp_path):
+    data = iris(200).astype(object)
+    data.loc[5, "sepal_width"] = "wide"
+    data.loc[17, "petal_length"] = None
+    data.to_csv(tmp_path / "in.csv", index=False)
+    with open(tmp_path / "in.csv", "a") as fh:
+        fh.write("1.0,2.0\n")  # a malformed line: row 200
+    run_job(
+        job_env,
+        "--input",
+        tmp_path / "in.csv",
+        "--output",
+        tmp_path / "out",
+        "--max-reject-fraction",
+        0.05,
+    )
+    rejected = pd.read_parquet(tmp_path / "out" / "rejected").sort_values("source_row")
+    assert rejected["source_row"].tolist() == [5, 17, 200]
+    reasons = rejected["reason"].tolist()
+    assert reasons[0] == "sepal_width: expected a number, got text 'wide'"
+    assert reasons[1].startswith("petal_length: missing value")
+    assert reasons[2] == "malformed CSV line (2 fields, expected 5)"
+    out = read_parts(tmp_path / "out")
+    assert len(out) == 198 and not out["source_row"].isin([5, 17, 200]).any()
+    (m,) = manifests(tmp_path / "out")
+    assert (m["rows_read"], m["rows_written"], m["rows_rejected"]) == (201, 198, 3)
+
+
+def test_too_many_rejected_rows_exit_3_and_publish_no_part(job_env, tmp_path):
+    data = iris(100).astype(object)
+    data.loc[:9, "sepal_length"] = "?"
+    data.to_csv(tmp_path / "in.csv", index=False)
+    proc = run_job(
+        job_env,
+        "--input",
+        tmp_path / "in.csv",
+        "--output",
+        tmp_path / "out",
+        "--max-reject-fraction",
+        0.05,
+        check=3,
+    )
+    assert "10 of 100 rows rejected" in proc.stdout
+    assert not list((tmp_path / "out").glob("part-*")) and not manifests(tmp_path / "out")
+    assert len(pd.read_parquet(tmp_path / "out" / "rejected")) == 10
+    failed = json.loads(next((tmp_path / "out").glob("_FAILED-*.json")).read_text())
+    assert failed["status"] == "failed" and failed["reject_fraction"] == 0.1
+
+
+def test_missing_feature_column_exits_2_naming_it(job_env, tmp_path):
+    iris(10).drop(columns=["petal_width"]).to_csv(tmp_path / "in.csv", index=False)
+    proc = run_job(job_env, "--input", tmp_path / "in.csv", "--output", tmp_path / "out", check=2)
+    assert "missing column(s) 'petal_width'" in proc.stdout
+
+
+def test_truncated_parquet_fails_the_shard_naming_the_file(job_env, tmp_path):
+    iris(100).to_parquet(tmp_path / "in.parquet")
+    raw = (tmp_path / "in.parquet").read_bytes()
+    (tmp_path / "in.parquet").write_bytes(raw[: len(raw) // 2])
+    proc = run_job(
+        job_env, "--input", tmp_path / "in.parquet", "--output", tmp_path / "out", check=1
+    )
+    assert "in.parquet: cannot be read as parquet" in proc.stdout
+    assert not manifests(tmp_path / "out")
+
+
+def test_no_input_and_bad_shard_are_usage_errors(job_env, tmp_path):
+    proc = run_job(job_env, "--input", tmp_path / "nope", "--output", tmp_path / "out", check=2)
+    assert "no such file or directory" in proc.stdout
+    proc = run_job(
+        job_env,
+        "--input",
+        tmp_path,
+        "--output",
+        tmp_path / "o",
+        "--shard-index",
+        3,
+        "--shard-count",
+        2,
+        check=2,
+    )
+    assert "shard index 3" in proc.stderr
+
+
+def test_models_come_from_the_bento_when_bento_path_is_set(job_env, trained, tmp_path):
+    """The Bento image layout (models under $BENTO_PATH/models, as containerize copies them);
+    the container itself cannot be built here, so the layout is made the way containerize does."""
+    from _bentoml_sdk.models import BentoModel
+
+    bento = tmp_path / "bento"
+    for tag in (trained.rf_tag, trained.tflite_tag):
+        BentoModel(tag).resolve(bento / "models")
+    iris(30).to_csv(tmp_path / "in.csv", index=False)
+    env = {**job_env, "BENTO_PATH": str(bento), "BENTOML_HOME": str(tmp_path / "empty-home")}
+    env.pop("BENTOS_RF_MODEL")  # :latest, resolved in the Bento's own store
+    run_job(env, "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
+    assert set(read_parts(tmp_path / "out")["model"]) == {trained.rf_tag}
+    shutil.rmtree(bento / "models" / "rf-classifier")
+    proc = run_job(env, "--input", tmp_path / "in.csv", "--output", tmp_path / "out2", check=4)
+    assert "is not in the Bento's models" in proc.stdout
+
+
+def test_the_packed_forest_in_batch_equals_the_default_scikit_learn(job_env, tmp_path):
+    backend = "packed"
+    iris(90).to_csv(tmp_path / "in.csv", index=False)
+    run_job(job_env, "--input", tmp_path / "in.csv", "--output", tmp_path / "sk")
+    run_job(
+        job_env,
+        "--input",
+        tmp_path / "in.csv",
+        "--output",
+        tmp_path / backend,
+        "--rf-backend",
+        backend,
+    )
+    sk, other = read_parts(tmp_path / "sk"), read_parts(tmp_path / backend)
+    assert sk["prediction"].tolist() == other["prediction"].tolist()
+    np.testing.assert_allclose(
+        np.stack(sk["probabilities"]), np.stack(other["probabilities"]), atol=1e-5
+    )
+
+
+def _writing_seconds(args: list, env: dict, out: Path) -> float:
+    """How long the job runs once it has started writing, uninterrupted."""
+    proc = subprocess.Popen(list(map(str, args)), cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    while not list(out.glob("_tmp/*.parquet")):
+        assert proc.poll() is None, "the job ended before it wrote anything"
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    assert proc.wait(300) == 0
+    return time.monotonic() - t0
+
+
+def test_five_kills_at_random_points_then_reruns_lose_and_duplicate_nothing(job_env, tmp_path):
+    total = _big_input(tmp_path / "in")
+    rng = random.Random(11)
+
+    def job(out: Path) -> list:
+        module = [sys.executable, "-m", "jobs.batch_predict"]
+        return [*module, "--input", tmp_path / "in", "--output", out, "--chunk-rows", 200]
+
+    # The kills land within the time the job writes on this machine, whatever its speed.
+    writing = _writing_seconds(job(tmp_path / "reference"), job_env, tmp_path / "reference")
+    for attempt in range(5):
+        out = tmp_path / f"out{attempt}"
+        args = job(out)
+        kill_midway(args, job_env, out, rng.uniform(0.0, 0.7 * writing))
+        assert not manifests(out)  # killed before it could finish
+        run_job(job_env, *args[3:])
+        union = read_parts(out)
+        assert len(union) == total, attempt
+        assert not union.duplicated(["source_file", "source_row"]).any(), attempt
+
+
+def test_a_changed_model_file_is_refused_by_the_batch_job(job_env, trained, bentoml_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(bentoml_home / "models", home / "models")
+    version = trained.rf_tag.split(":")[1]
+    pickle = home / "models" / "rf-classifier" / version / "saved_model.pkl"
+    pickle.write_bytes(pickle.read_bytes() + b"\0")
+    iris(10).to_csv(tmp_path / "in.csv", index=False)
+    env = {**job_env, "BENTOML_HOME": str(home)}
+    proc = run_job(env, "--input", tmp_path / "in.csv", "--output", tmp_path / "out", check=4)
+    assert f"model {trained.rf_tag}: saved_model.pkl has sha256" in proc.stdout
+    assert "refusing to load it" in proc.stdout
+    assert not list((tmp_path / "out").glob("part-*"))

@@ -1,0 +1,127 @@
+"""The benchmarks stay runnable: a few seconds of the online benchmark, for real, against the
+session's models. Its figures are not asserted (timing is not a test), only that it ran."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.servers import ROOT
+
+
+@pytest.fixture
+def env(trained, bentoml_home) -> dict[str, str]:
+    """The session's models, pinned (other tests register newer versions)."""
+    return {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "BENTOS_RF_MODEL": trained.rf_tag,
+        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+    }
+
+
+def _benchmark(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python -m benchmarks.MODULE ARGS...` from the checkout, with the session's models."""
+    return subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_online_benchmark_runs_every_http_target_briefly(env, tmp_path):
+    out = tmp_path / "online.json"
+    proc = _benchmark(
+        "online",
+        *("--targets", "flask,noop,predict,v2_rest,grpc", "--clients", "2", "--rows", "3"),
+        *("--duration", "1", "--json", str(out)),
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    cells = {row["target"]: row for row in report["table"]}
+    assert set(cells) == {"flask", "noop", "predict", "v2_rest", "grpc"}
+    for target, row in cells.items():
+        assert row["req/s"] > 0 and row["errors"] == 0, (target, row)
+        assert abs(row["rows/s"] - row["req/s"] * 3) < 1  # both rounded to 0.1
+    assert cells["flask"]["x flask"] == 1.0
+    assert report["serving_bytes"] > 0 and report["tensorflow_bytes"] > report["serving_bytes"]
+    assert "cold start" in proc.stdout
+    # The report turns the same file into BENCHMARKS.md's table; the bar cells (1 and 64 rows,
+    # 1 and 16 clients) were not part of this short run, and it says so rather than failing.
+    shown = _benchmark("report", str(out), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "| predict | 3 | 2 |" in shown.stdout
+    assert "| errors in every cell | 0.00 | == 0 | yes |" in shown.stdout
+    assert (
+        "| /predict >= 80% of the no-op ceiling (1 row, 16 clients) | not measured |"
+        in shown.stdout
+    )
+
+
+def test_ab_comparison_runs_two_variants_side_by_side(env):
+    proc = _benchmark(
+        "ab",
+        "noop=benchmarks.variants.noop_service:Noop/noop",
+        "one-call-per-request=./predict?BENTOS_MAX_BATCH_SIZE=1",
+        *("--rounds", "1", "--duration", "1", "--clients", "2", "--bodies", "3"),
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "round 1 one-call-per-request" in proc.stdout
+    assert "errors 0" in proc.stdout and "errors 1" not in proc.stdout
+    assert "one-call-per-request     median" in proc.stdout
+
+
+def test_forest_benchmark_times_every_backend_on_every_case(env, trained):
+    proc = _benchmark("forest", "--model", trained.rf_tag, "--repeat", "3", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    assert len(rows) == 9, proc.stdout  # same x2, varied x4, cold x2, chunk
+    for row in rows:
+        assert all(float(v) > 0 for v in row[-3:]), row  # packed, sklearn, their ratio
+
+
+def test_load_generators_send_a_list_of_bodies_in_turn():
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmarks import loadgen
+
+    received: list[bytes] = []
+
+    class Record(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers["content-length"])))
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    bodies = [b'{"instances": [1]}', b'{"instances": [2]}', b'{"instances": [3]}']
+    # wrk drives the benchmarks where it is installed, the Python generator elsewhere (CI).
+    generators = [loadgen.run] + ([loadgen.run_wrk] if shutil.which("wrk") else [])
+    try:
+        for run in generators:
+            received.clear()
+            result = run(url, bodies, concurrency=1, duration=1, warmup=0)
+            assert result.errors == 0 and result.requests >= 3, run.__name__
+            assert set(received) == set(bodies), run.__name__
+    finally:
+        server.shutdown()

@@ -1,0 +1,325 @@
+"""The Bento: built for real from this checkout; the container build itself is not run here
+(no container engine on this machine), only its generated Dockerfile is checked."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from benchmarks.servers import ROOT
+
+
+@pytest.fixture(scope="session")
+def bento_dir(trained, bentoml_home) -> Path:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", ".", "--output", "tag"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    tag = proc.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    name, version = tag.split(":")
+    path = bentoml_home / "bentos" / name / version
+    assert path.is_dir(), proc.stdout
+    return path
+
+
+def test_bento_packs_the_service_code_and_both_models(bento_dir):
+    info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
+    assert info["service"] == "service:TabularClassifier"
+    assert {m["tag"].split(":")[0] for m in info["models"]} == {
+        "rf-classifier",
+        "tflite-classifier",
+    }
+    for path in ("service.py", "bentos/schema.py", "bentos/runners.py", "jobs/__init__.py"):
+        assert (bento_dir / "src" / path).is_file(), path
+    assert not (bento_dir / "src" / "tests").exists()
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(text: str) -> dict[str, str]:
+    """A requirements file's `name==version` lines, names normalized (PEP 503)."""
+    return {
+        _normalize(name): version.strip()
+        for name, _, version in (line.partition("==") for line in text.splitlines())
+        if version
+    }
+
+
+def _image_pins(bento_dir: Path) -> dict[str, str]:
+    """What the image installs: the lock `bentoml build` resolved (install.sh prefers it)."""
+    return _pins((bento_dir / "env" / "python" / "requirements.lock.txt").read_text())
+
+
+def test_bento_locked_requirements_serve_without_tensorflow(bento_dir):
+    pins = set(_image_pins(bento_dir))
+    assert {"bentoml", "ai-edge-litert", "scikit-learn", "numpy"} <= pins
+    assert not any("tensorflow" in p or p in {"keras", "tf-keras"} for p in pins), sorted(pins)
+
+
+def _entry_points() -> list[str]:
+    """The module each container of the prod overlay runs (`python -m X`), or "service" for the
+    image's default command, `bentoml serve` of service.py."""
+    from tests.support.k8s import pod_templates, render
+
+    found = set()
+    for _, template in pod_templates(render("prod")):
+        for ctr in template["spec"]["containers"] + template["spec"].get("initContainers", []):
+            argv = [*(ctr.get("command") or []), *(ctr.get("args") or [])]
+            found.add(argv[argv.index("-m") + 1] if "-m" in argv else "service")
+    return sorted(found)
+
+
+# Runs what each entry point runs, in process, the way the image runs it: the models read from
+# the Bento's own store (BENTO_PATH), a writable BENTOML_HOME of its own for what the retrain job
+# registers. Prints, per imported top-level module, the distributions providing it.
+_RUN_ENTRY_POINTS = """
+import importlib.metadata as md, json, sys, tempfile
+from pathlib import Path
+import numpy as np
+from bentos.training.data import load_builtin
+
+work = Path(tempfile.mkdtemp())
+iris = load_builtin("iris")
+iris.features.assign(species=iris.target).to_csv(work / "iris.csv", index=False)
+
+
+def service():
+    import service  # noqa: F401
+    from bentos.runners import RandomForestRunner, TFLiteRunner
+
+    for backend in RandomForestRunner.BACKENDS:
+        RandomForestRunner("rf-classifier:latest", backend).predict_proba(np.zeros((1, 4)))
+    TFLiteRunner("tflite-classifier:latest").predict_proba(np.zeros((1, 4)))
+
+
+def grpc():
+    import bentos.serving.grpc
+    from bentos.settings import GrpcSettings, load
+
+    bentos.serving.grpc.load_models(load(GrpcSettings).serving)
+
+
+def batch_predict():
+    from jobs import batch_predict
+
+    args = ["--input", str(work / "iris.csv"), "--output", str(work / "out")]
+    assert batch_predict.main(args) == 0
+
+
+def retrain():
+    from jobs import retrain
+
+    args = ["--data", str(work / "iris.csv"), "--target", "species", "--models", "rf"]
+    args += ["--export-to", str(work / "models")]
+    assert retrain.main(args) == 0
+
+
+RUN = {"service": service, "bentos.serving.grpc": grpc, "jobs.batch_predict": batch_predict,
+       "jobs.retrain": retrain}
+unknown = sorted(set(sys.argv[1:]) - set(RUN))
+assert not unknown, f"the manifests run {unknown}: say here how to run it"
+for entry in sys.argv[1:]:
+    RUN[entry]()
+provided = md.packages_distributions()
+tops = {name.split(".")[0] for name in list(sys.modules)}
+print(json.dumps({top: provided[top] for top in sorted(tops) if top in provided}))
+"""
+
+
+# Imported here only because the test environment has them, and used only when present:
+# brotli (urllib3, aiohttp), charset-normalizer (numpy.f2py), cffi and pycparser (numba's
+# optional cffi support), setuptools (its .pth start-up hook, in every virtualenv); bentos is
+# this checkout, the Bento's own source.
+_NOT_REQUIRED = {"brotli", "charset-normalizer", "cffi", "pycparser", "setuptools", "bentos"}
+
+
+def test_bento_requirements_provide_every_package_each_manifest_entry_point_imports(
+    bento_dir, tmp_path
+):
+    entry_points = _entry_points()
+    assert {"service", "bentos.serving.grpc", "jobs.batch_predict", "jobs.retrain"} <= set(
+        entry_points
+    )
+    # The Bento as `bentoml containerize` lays it out in the image: its models under models/,
+    # its code under src/ (the manifests' workingDir).
+    from _bentoml_sdk.models import BentoModel
+
+    bento = tmp_path / "bento"
+    shutil.copytree(bento_dir, bento)
+    for model in yaml.safe_load((bento / "bento.yaml").read_text())["models"]:
+        BentoModel(model["tag"]).resolve(bento / "models")
+    env = {
+        **os.environ,
+        "BENTO_PATH": str(bento),
+        "BENTOML_HOME": str(tmp_path / "home"),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_ENTRY_POINTS, *entry_points],
+        cwd=bento / "src",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    imported = json.loads(proc.stdout.strip().splitlines()[-1])
+    pins = set(_image_pins(bento_dir))
+    missing = {
+        top: dists
+        for top, dists in imported.items()
+        if not {_normalize(d) for d in dists} & (pins | _NOT_REQUIRED)
+    }
+    assert {"numba", "sklearn", "pyarrow"} <= set(imported)  # the check sees what the jobs load
+    assert not missing, f"imported by the image but not in the Bento's requirements: {missing}"
+
+
+def test_bento_locks_the_versions_the_suite_tests(bento_dir):
+    # `bentoml build` resolves the image's requirements itself; any version it picks must be
+    # the one requirements.lock installed here, or the image runs code no test ran.
+    image = _image_pins(bento_dir)
+    tested = _pins((ROOT / "requirements.lock").read_text())
+    assert set(image) <= set(tested), sorted(set(image) - set(tested))
+    drift = {name: (tested[name], v) for name, v in image.items() if tested[name] != v}
+    assert not drift, f"(tested, in the image): {drift}"
+
+
+def test_bento_dockerfile_runs_as_non_root_with_no_build_tools_in_the_final_stage(bento_dir):
+    dockerfile = (bento_dir / "env" / "docker" / "Dockerfile").read_text()
+    final = dockerfile.rsplit("\nFROM ", 1)[1]  # the stage the image is made of
+    assert "COPY --from=bento-deps /app/.venv /app/.venv" in final
+    assert "USER bentoml" in final
+    assert "EXPOSE 3000" in final
+    for tool in ("build-essential", "gnupg2", "git", "apt-get install", "binutils"):
+        assert tool not in final, tool
+    assert "install.sh" in dockerfile  # the locked requirements, in the build stage
+
+
+def test_server_with_a_tampered_model_never_becomes_ready(serve, bentoml_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(bentoml_home / "models", home / "models")
+    tampered = next((home / "models" / "tflite-classifier").glob("*/model.tflite"))
+    tampered.write_bytes(tampered.read_bytes() + b"\0")
+    srv = serve({"BENTOML_HOME": str(home)})
+    try:
+        deadline = time.monotonic() + 90
+        while "changed after training" not in srv.output() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "tflite-classifier" in srv.output()
+        assert "changed after training, refusing to load it" in srv.output()
+        with contextlib.suppress(httpx.TransportError):  # not even listening: not ready either
+            assert httpx.get(srv.url + "/readyz", timeout=2).status_code != 200
+    finally:
+        srv.stop()
+
+
+def test_server_with_a_tampered_packed_forest_never_becomes_ready(
+    serve, trained, bentoml_home, tmp_path
+):
+    filename, backend = "forest.npz", "packed"
+    home = tmp_path / "home"
+    shutil.copytree(bentoml_home / "models", home / "models")
+    version = trained.rf_tag.split(":")[1]
+    form = home / "models" / "rf-classifier" / version / filename
+    content = form.read_bytes()
+    form.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))  # one bit flipped
+    srv = serve(
+        {
+            "BENTOML_HOME": str(home),
+            "BENTOS_RF_MODEL": trained.rf_tag,
+            "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+            "BENTOS_RF_BACKEND": backend,
+        }
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while "changed after training" not in srv.output() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert f"model {trained.rf_tag}: {filename} has sha256" in srv.output()
+        with contextlib.suppress(httpx.TransportError):
+            assert httpx.get(srv.url + "/readyz", timeout=2).status_code != 200
+    finally:
+        srv.stop()
+
+
+def _secrets_scan(path: Path, *skip: str) -> dict:
+    from tests.support.k8s import tool
+
+    args = [
+        tool("checkov"),
+        "-d",
+        str(path),
+        "--framework",
+        "secrets",
+        "--skip-download",
+        "--output",
+        "json",
+        "--quiet",
+        "--compact",
+    ]
+    for pattern in skip:
+        args += ["--skip-path", pattern]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr  # 1: failed checks, reported below
+    report = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    reports = report if isinstance(report, list) else [report]
+    return {
+        "failed": [c for r in reports for c in (r.get("results") or {}).get("failed_checks", [])],
+        "passed": sum((r.get("summary") or {}).get("passed", 0) for r in reports),
+    }
+
+
+def test_no_credentials_in_the_repository(tmp_path):
+    # The working tree as git would commit it: tracked and new files, not .venv or caches.
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    tree = tmp_path / "tree"
+    for name in files.stdout.split():
+        if not (ROOT / name).is_file():  # deleted in the working tree, not yet in the index
+            continue
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, tree / name)
+    result = _secrets_scan(tree)
+    assert result["failed"] == [], [(c["file_path"], c["check_id"]) for c in result["failed"]]
+
+
+def test_no_credentials_in_the_bento(bento_dir):
+    result = _secrets_scan(bento_dir)
+    assert result["failed"] == [], [(c["file_path"], c["check_id"]) for c in result["failed"]]
+
+
+def test_the_secrets_scan_does_find_a_planted_key(tmp_path):
+    """So a clean result above means something: the same scan flags a real-looking key."""
+    import random
+    import string
+
+    # Made up here, so that this file itself holds nothing key-shaped for the repository scan.
+    rng = random.Random(5)
+    key_id = "AKIA" + "".join(rng.choices(string.ascii_uppercase + string.digits, k=16))
+    secret = "".join(rng.choices(string.ascii_letters + string.digits + "+/", k=40))
+    (tmp_path / "config.yaml").write_text(
+        f"aws_access_key_id: {key_id}\naws_secret_access_key: {secret}\n"
+    )
+    assert _secrets_scan(tmp_path)["failed"]

@@ -1,0 +1,182 @@
+"""The `bentos` command as users run it: exit codes, messages, and what reaches the store."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import pandas as pd
+import pytest
+
+from bentos.cli import main
+from bentos.runners import TFLiteRunner
+from bentos.training.data import load_builtin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tags() -> set[str]:
+    return {str(m.tag) for m in bentoml.models.list()}
+
+
+def _iris_csv(path: Path, **changes) -> Path:
+    ds = load_builtin("iris")
+    frame = ds.features.assign(species=ds.target)
+    for column, value in changes.items():
+        frame[column] = frame[column].astype(object)
+        frame.loc[3, column] = value
+    frame.to_csv(path, index=False)
+    return path
+
+
+BAD_DATA = {
+    "non-numeric feature": (
+        lambda p: _iris_csv(p, sepal_width="wide"),
+        "species",
+        "feature column 'sepal_width' is not numeric",
+    ),
+    "missing target": (lambda p: _iris_csv(p), "label", "target column 'label' not found"),
+    "empty file": (lambda p: (p.write_text(""), p)[1], "species", "the file is empty"),
+    "header only": (lambda p: (p.write_text("a,b,species\n"), p)[1], "species", "no data rows"),
+    "NaN value": (
+        lambda p: _iris_csv(p, petal_length=float("nan")),
+        "species",
+        "feature column 'petal_length' has 1 NaN or infinite values",
+    ),
+    "inf value": (
+        lambda p: _iris_csv(p, petal_width=float("inf")),
+        "species",
+        "feature column 'petal_width' has 1 NaN or infinite values",
+    ),
+    "single class": (
+        lambda p: (pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": ["a"] * 3}).to_csv(p, index=False), p)[
+            1
+        ],
+        "y",
+        "target column 'y' has a single class",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_training_data_exits_2_naming_the_column_and_registers_nothing(
+    trained, tmp_path, capsys, case
+):
+    make, target, message = BAD_DATA[case]
+    path = make(tmp_path / "train.csv")
+    before = _tags()
+    code = main(["train", "--data", str(path), "--target", target])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert message in err
+    assert "nothing was registered" in err
+    assert _tags() == before
+
+
+def test_python_m_bentos_trains_on_a_parquet_file_and_prints_a_summary(trained, tmp_path):
+    ds = load_builtin("iris")
+    path = tmp_path / "iris.parquet"
+    ds.features.assign(species=ds.target).to_parquet(path)
+    before = _tags()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bentos",
+            "train",
+            "--data",
+            str(path),
+            "--target",
+            "species",
+            "--n-estimators",
+            "20",
+            "--epochs",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "160"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Registered models" in proc.stdout and "hold-out accuracy" in proc.stdout
+    added = _tags() - before
+    assert {t.split(":")[0] for t in added} == {"rf-classifier", "tflite-classifier"}
+    rf = bentoml.models.get(next(t for t in added if t.startswith("rf-")))
+    assert rf.info.metadata["training_data"]["source"] == str(path)
+
+
+def test_failed_gate_exits_3(trained, capsys):
+    before = _tags()
+    assert main(["train", "--min-accuracy", "0.999", "--n-estimators", "5", "--epochs", "5"]) == 3
+    assert "nothing was registered" in capsys.readouterr().err
+    assert _tags() == before
+
+
+def test_data_without_target_is_a_usage_error(capsys):
+    assert main(["train", "--data", "x.csv"]) == 2
+    assert "--target" in capsys.readouterr().err
+
+
+def test_exported_edge_folder_predicts_like_the_registered_model(trained, tmp_path):
+    out = tmp_path / "edge"
+    assert main(["export-edge", "--out", str(out), "--model", trained.tflite_tag]) == 0
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["model"] == trained.tflite_tag
+    assert manifest["feature_order"] == [
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
+    ]
+    assert manifest["class_labels"] == ["setosa", "versicolor", "virginica"]
+    assert manifest["quantization"] == "dynamic"
+    assert manifest["tensors"]["inputs"][0]["dtype"] == "float32"
+
+    ds = load_builtin("iris")
+    rows = tmp_path / "rows.csv"
+    ds.features.iloc[:, ::-1].to_csv(rows, index=False)  # column order must not matter
+    # The example runs with numpy + ai_edge_litert only: block tensorflow and this package.
+    blocker = tmp_path / "blocker"
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    blocker.mkdir()
+    for name in ("tensorflow", "bentos", "pandas"):
+        (blocker / f"{name}.py").write_text(f"raise ImportError('{name} is not on the device')\n")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "edge_predict.py"), str(out), str(rows)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = list(csv.DictReader(proc.stdout.splitlines()))
+    runner = TFLiteRunner(trained.tflite_tag)
+    want = runner.labels_for(runner.predict_proba(ds.features.to_numpy()))
+    assert [r["label"] for r in got] == want
+    probs = np.array([[float(r[f"p_{c}"]) for c in manifest["class_labels"]] for r in got])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-3)
+
+
+def test_edge_example_refuses_a_tampered_model(trained, tmp_path):
+    out = tmp_path / "edge"
+    assert main(["export-edge", "--out", str(out)]) == 0
+    with open(out / "model.tflite", "ab") as fh:
+        fh.write(b"\0")
+    rows = tmp_path / "rows.csv"
+    load_builtin("iris").features.head(2).to_csv(rows, index=False)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "edge_predict.py"), str(out), str(rows)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "sha256 does not match" in proc.stderr

@@ -1,0 +1,230 @@
+"""The kustomize tree renders (`kubectl kustomize`), every rendered object validates strictly
+against the Kubernetes 1.34 and 1.37 schemas, and the layout holds: the base names its image only,
+each overlay sets it and patches only what differs from the base, every object carries the
+recommended labels and its overlay's namespace, and generated ConfigMaps roll the pods.
+
+No skips: a missing kubectl or tool is a failure (`make tools` installs the tools' venv).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from tests.support.k8s import (
+    APP,
+    K8S,
+    OVERLAYS,
+    deployment,
+    find,
+    kubectl,
+    kustomization,
+    one,
+    pod_template,
+    pod_templates,
+    render,
+    resolve_env,
+    validate_strictly,
+)
+
+VALIDATE_VERSIONS = ("1.34.0", "1.37.0")
+CLUSTER_SCOPED = {"Namespace"}
+GENERATED = {
+    "tabular-classifier-settings",
+    "tabular-classifier-bentoml-config",
+    "batch-predict-config",
+    "retrain-config",
+}
+
+
+def test_kubectl_bundles_kustomize_5_1_or_newer():
+    """Components apply after the kustomization's own generators from kustomize 5.1 on
+    (kubectl 1.31 and newer): an overlay's BENTOS_SHARD_COUNT reaches completions only then."""
+    proc = subprocess.run(
+        [kubectl(), "version", "--client", "-o", "json"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    version = json.loads(proc.stdout)["kustomizeVersion"]
+    major, minor = (int(n) for n in re.match(r"v(\d+)\.(\d+)", version).groups())
+    assert (major, minor) >= (5, 1), version
+
+
+def test_the_base_renders_every_workload_with_the_plain_image_name():
+    objects = render(K8S / "base")
+    kinds = {o["kind"] for o in objects}
+    assert {"Deployment", "Service", "CronJob", "ConfigMap", "NetworkPolicy"} <= kinds
+    # `images:` belongs to the overlays: the base keeps the name the overlays map.
+    assert "images" not in kustomization(K8S / "base")
+    images = {c["image"] for _, tpl in pod_templates(objects) for c in tpl["spec"]["containers"]}
+    assert images == {APP}
+
+
+def test_every_overlay_renders_what_it_deploys_and_no_secret(objects):
+    kinds = sorted(o["kind"] for o in objects)
+    expected = {
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "CronJob",
+    }
+    assert expected <= set(kinds), kinds
+    assert kinds.count("CronJob") == 2
+    assert not find(objects, "Secret"), "no Secret may be rendered: credentials stay out of git"
+
+
+@pytest.mark.parametrize("version", VALIDATE_VERSIONS)
+def test_every_rendered_object_validates_strictly(rendered, version, tmp_path):
+    files = []
+    for overlay in OVERLAYS:
+        path = tmp_path / f"{overlay}.yaml"
+        path.write_text(yaml.safe_dump_all(rendered[overlay]))
+        files.append(path)
+    status, out = validate_strictly(files, version)
+    assert status == 0, out
+    # Every object checked against a schema, none skipped as unknown.
+    assert out.count(" passed for resource ") == sum(len(rendered[o]) for o in OVERLAYS), out
+
+
+def test_strict_validation_rejects_a_misspelt_field(rendered, tmp_path):
+    """The validator is not vacuous: a misspelt field fails it."""
+    dep = copy.deepcopy(deployment(rendered["prod"]))
+    dep["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(dep))
+    status, out = validate_strictly([path], VALIDATE_VERSIONS[0])
+    assert status != 0, out
+
+
+def test_the_overlay_sets_the_one_image_of_every_pod(objects, overlay):
+    images = {c["image"] for _, tpl in pod_templates(objects) for c in tpl["spec"]["containers"]}
+    (entry,) = [i for i in kustomization(overlay)["images"] if i["name"] == APP]
+    # `kustomize edit set image` writes newTag, or digest for NAME@sha256:...
+    expected = entry["newName"] + (f":{entry['newTag']}" if entry.get("newTag") else "")
+    expected += f"@{entry['digest']}" if entry.get("digest") else ""
+    assert images == {expected}
+    assert len(pod_templates(objects)) == 3  # the Deployment and both CronJobs
+
+
+def test_recommended_labels_on_every_object(objects):
+    for obj in objects:
+        if obj["kind"] in CLUSTER_SCOPED:
+            continue
+        labels = obj["metadata"].get("labels") or {}
+        assert labels.get("app.kubernetes.io/name") == APP, obj["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/part-of") == "bentos", obj["metadata"]["name"]
+    for _, tpl in pod_templates(objects):
+        assert tpl["metadata"]["labels"]["app.kubernetes.io/name"] == APP
+        assert "app.kubernetes.io/component" in tpl["metadata"]["labels"]
+
+
+def test_everything_lives_in_the_overlay_namespace_under_restricted_pod_security(objects, overlay):
+    namespace = kustomization(overlay)["namespace"]
+    ns = one(objects, "Namespace")
+    assert ns["metadata"]["name"] == namespace
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for obj in objects:
+        if obj["kind"] not in CLUSTER_SCOPED:
+            assert obj["metadata"].get("namespace") == namespace, obj["metadata"]["name"]
+
+
+def _unchanged(patch, base, at: str = "") -> list[str]:
+    """The paths at which `patch` (a strategic-merge patch) sets what `base` already has."""
+    if isinstance(patch, dict) and isinstance(base, dict):
+        return [
+            p for k, v in patch.items() if k in base for p in _unchanged(v, base[k], f"{at}.{k}")
+        ]
+    named = isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in patch)
+    if named and isinstance(base, list):
+        by_name = {i.get("name"): i for i in base if isinstance(i, dict)}
+        return [
+            p
+            for item in patch
+            if item["name"] in by_name
+            for p in _unchanged(
+                {k: v for k, v in item.items() if k != "name"},
+                by_name[item["name"]],
+                f"{at}[{item['name']}]",
+            )
+        ]
+    return [at] if patch == base else []
+
+
+def _literals(generator: dict) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in generator.get("literals") or [])
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+def test_overlays_write_only_what_differs_from_the_base(overlay_name):
+    """Every value an overlay patches, merges into a generated ConfigMap or counts in
+    `replicas:` differs from the base's: an overlay reads as its list of differences."""
+    base = render(K8S / "base")
+    ours = kustomization(overlay_name)
+    folder = K8S / "overlays" / overlay_name
+    unchanged = []
+    for entry in ours.get("patches") or []:
+        assert "path" in entry, "inline patches belong in a component"
+        for doc in yaml.safe_load_all((folder / entry["path"]).read_text()):
+            target = one(base, doc["kind"], doc["metadata"]["name"])
+            body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+            unchanged += [f"{entry['path']}:{p}" for p in _unchanged(body, target)]
+    base_generators = {g["name"]: g for g in kustomization(K8S / "base")["configMapGenerator"]}
+    for generator in ours.get("configMapGenerator") or []:
+        assert generator["behavior"] == "merge", generator["name"]  # only the keys that differ
+        theirs = _literals(base_generators[generator["name"]])
+        for key, value in _literals(generator).items():
+            if theirs.get(key) == value:
+                unchanged.append(f"{generator['name']}:{key}")
+    for replicas in ours.get("replicas") or []:
+        if one(base, "Deployment", replicas["name"])["spec"]["replicas"] == replicas["count"]:
+            unchanged.append(f"replicas:{replicas['name']}")
+    assert unchanged == [], unchanged
+
+
+def test_generated_configmaps_are_hashed_and_every_reference_resolves(objects):
+    names = {cm["metadata"]["name"] for cm in find(objects, "ConfigMap")}
+    for base in GENERATED:
+        hashed = [n for n in names if re.fullmatch(rf"{re.escape(base)}-[a-z0-9]{{10}}", n)]
+        assert len(hashed) == 1, (base, names)
+    referenced = set()
+    for _, tpl in pod_templates(objects):
+        for ctr in tpl["spec"]["containers"]:
+            referenced |= {
+                s["configMapRef"]["name"] for s in ctr.get("envFrom", []) if "configMapRef" in s
+            }
+        referenced |= {v["configMap"]["name"] for v in tpl["spec"]["volumes"] if "configMap" in v}
+    assert referenced == names, (referenced, names)
+
+
+def test_a_config_change_rolls_the_pods(overlay, tmp_path):
+    """A changed setting renames its generated ConfigMap, which changes the pod template."""
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / "overlays" / overlay, tmp_path)],
+                "configMapGenerator": [
+                    {
+                        "name": "tabular-classifier-settings",
+                        "behavior": "merge",
+                        "literals": ["BENTOS_MAX_ROWS=7"],
+                    }
+                ],
+            }
+        )
+    )
+    changed = render(tmp_path)
+    before = pod_template(deployment(render(overlay)))
+    after = pod_template(deployment(changed))
+    assert before != after
+    assert resolve_env(changed, after["spec"]["containers"][0])["BENTOS_MAX_ROWS"] == "7"

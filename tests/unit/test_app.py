@@ -1,0 +1,115 @@
+"""The HTTP app (bentos.serving.app) in process, through httpx's ASGI transport: no server, the
+session's real models, every route's answer and refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+from bentos.runners import RandomForestRunner, TFLiteRunner
+from bentos.serving.app import Models, create_app
+from bentos.settings import ServingSettings
+from tests.support.strategies import FEATURES, ROW
+
+
+@pytest.fixture(scope="module")
+def app(trained):
+    app = create_app()
+    settings = ServingSettings(max_rows=10, max_body_bytes=4000)
+    app.state.models = Models(
+        {
+            "rf": ("/predict", RandomForestRunner(trained.rf_tag, "packed")),
+            "tflite": ("/predict_edge", TFLiteRunner(trained.tflite_tag)),
+        },
+        settings,
+    )
+    return app
+
+
+def call(app, method: str, path: str, **kw) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return await client.request(method, path, **kw)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize(("route", "model"), [("/predict", "rf"), ("/predict_edge", "tflite")])
+def test_predict_answers_what_the_model_computes(app, route, model):
+    rows = [ROW, {**ROW, "petal_length": 5.0, "petal_width": 2.0}]
+    resp = call(app, "POST", route, json={"instances": rows})
+    assert resp.status_code == 200, resp.text
+    runner = app.state.models.by_name[model].runner
+    want = runner.predict_proba(np.array([[r[f] for f in FEATURES] for r in rows]))
+    body = resp.json()
+    assert body["model"] == runner.tag
+    assert body["predictions"] == runner.labels_for(want)
+    np.testing.assert_array_equal(np.asarray(body["probabilities"], np.float32), want)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"instances": [{**ROW, "sepal_width": "3.5"}]}, "instances[0].sepal_width"),
+        ({"instances": [ROW] * 11}, "at most 10 are allowed"),
+        ({"rows": [ROW]}, '{"instances": [{feature: value, ...}, ...]}'),
+        ([ROW], '{"instances": [{feature: value, ...}, ...]}'),
+    ],
+)
+def test_bad_bodies_are_400s_that_say_what_is_wrong(app, body, says):
+    resp = call(app, "POST", "/predict", json=body)
+    assert resp.status_code == 400
+    assert says in resp.json()["error"]
+
+
+def test_malformed_json_is_a_400(app):
+    resp = call(
+        app,
+        "POST",
+        "/predict",
+        content=b'{"instances": [',
+        headers={"content-type": "application/json"},
+    )
+    assert resp.status_code == 400 and "malformed JSON" in resp.json()["error"]
+
+
+def test_a_body_over_the_limit_is_a_413_even_without_a_declared_length(app):
+    body = json.dumps({"instances": [ROW] * 100}).encode()
+    assert call(app, "POST", "/predict", content=body).status_code == 413
+
+    async def chunks():
+        yield body
+
+    assert call(app, "POST", "/predict", content=chunks()).status_code == 413
+
+
+def test_models_lists_both_models_with_their_schema(app, trained):
+    models = {m["name"]: m for m in call(app, "GET", "/models").json()["models"]}
+    assert models["rf"]["tag"] == trained.rf_tag and models["rf"]["backend"] == "packed"
+    assert models["tflite"]["tag"] == trained.tflite_tag
+    assert [f["name"] for f in models["rf"]["schema"]["features"]] == FEATURES
+
+
+def test_v2_metadata_and_infer(app, trained):
+    version = trained.rf_tag.split(":")[1]
+    meta = call(app, "GET", f"/v2/models/rf/versions/{version}").json()
+    assert meta["versions"] == [version] and meta["inputs"][0]["shape"] == [-1, 4]
+    request = {
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
+        ]
+    }
+    out = call(app, "POST", "/v2/models/rf/infer", json=request).json()
+    assert {o["name"] for o in out["outputs"]} == {"label", "probabilities"}
+    assert call(app, "GET", "/v2/models/nope").status_code == 404
+    assert call(app, "GET", "/v2/models/rf/versions/0").status_code == 404
+
+
+def test_openapi_document_describes_both_prediction_routes(app):
+    paths = call(app, "GET", "/openapi.json").json()["paths"]
+    assert {"/predict", "/predict_edge"} <= set(paths)

@@ -1,0 +1,106 @@
+"""bentos.forest and bentos.training.packing: the packed forest walks every row down
+scikit-learn's own path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+from sklearn.ensemble import RandomForestClassifier
+
+from bentos.forest import PackedForest, PackError
+from bentos.training.packing import pack
+
+
+def _forest(**params) -> tuple[RandomForestClassifier, np.ndarray]:
+    x, y = make_classification(
+        n_samples=600,
+        n_features=params.pop("n_features", 12),
+        n_informative=6,
+        n_classes=params.pop("n_classes", 3),
+        random_state=0,
+    )
+    forest = RandomForestClassifier(n_estimators=params.pop("n_estimators", 13), random_state=0)
+    return forest.set_params(**params).fit(x, y), x
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[RandomForestClassifier, np.ndarray, PackedForest]:
+    forest, x = _forest()
+    return forest, x, PackedForest.from_bytes(pack(forest).to_bytes())
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 8, 9, 64, 600])
+def test_probabilities_equal_scikit_learn_for_every_request_size(fitted, rows):
+    # Under 8 rows one row goes through 8 trees at once; from 8, 8 rows through one tree.
+    forest, x, packed = fitted
+    got = packed.predict_proba(x[:rows])
+    assert got.dtype == np.float32 and got.shape == (rows, 3)
+    np.testing.assert_allclose(got, forest.predict_proba(x[:rows]), rtol=0, atol=1e-6)
+
+
+def test_rows_on_a_threshold_take_scikit_learn_s_side(fitted):
+    # Thresholds are float64 midpoints; rows at the float32 values around them must split as
+    # scikit-learn splits them (it compares float32 rows with float64 thresholds).
+    forest, _, packed = fitted
+    tree = forest.estimators_[0].tree_
+    splits = np.flatnonzero(tree.children_left != -1)
+    t = tree.threshold[splits].astype(np.float32)
+    rows = np.zeros((3 * len(splits), forest.n_features_in_), dtype=np.float32)
+    for k, (f, v) in enumerate(zip(tree.feature[splits], t, strict=True)):
+        for j, value in enumerate((np.nextafter(v, -np.inf), v, np.nextafter(v, np.inf))):
+            rows[3 * k + j, f] = value
+    np.testing.assert_allclose(packed.predict_proba(rows), forest.predict_proba(rows), atol=1e-6)
+
+
+def test_trees_not_built_depth_first_are_reordered():
+    # max_leaf_nodes makes scikit-learn grow trees best-first: a left child need not follow
+    # its parent, and packing must renumber the nodes.
+    forest, x = _forest(max_leaf_nodes=40)
+    tree = forest.estimators_[0].tree_
+    splits = np.flatnonzero(tree.children_left != -1)
+    assert (tree.children_left[splits] != splits + 1).any()
+    packed = pack(forest)
+    np.testing.assert_allclose(packed.predict_proba(x), forest.predict_proba(x), atol=1e-6)
+
+
+def test_two_classes_and_forty_features():
+    forest, x = _forest(n_classes=2, n_features=40)
+    packed = pack(forest)
+    assert packed.feature_bits == 6
+    np.testing.assert_allclose(packed.predict_proba(x), forest.predict_proba(x), atol=1e-6)
+
+
+def test_float64_and_non_contiguous_rows_are_accepted(fitted):
+    forest, x, packed = fitted
+    view = np.asfortranarray(x[::3])
+    np.testing.assert_allclose(packed.predict_proba(view), forest.predict_proba(view), atol=1e-6)
+
+
+def test_rows_of_the_wrong_width_never_reach_the_compiled_walk(fitted):
+    _, x, packed = fitted
+    with pytest.raises(ValueError, match="expected rows of 12 features, got shape"):
+        packed.predict_proba(x[:, :5])
+
+
+def test_pure_leaves_are_stored_once(fitted):
+    forest, _, packed = fitted
+    leaves = sum(int((e.tree_.children_left == -1).sum()) for e in forest.estimators_)
+    assert len(packed.values) < leaves / 10  # fully grown trees: nearly every leaf is pure
+
+
+def test_a_file_with_an_index_out_of_range_is_refused(fitted):
+    _, _, packed = fitted
+    nodes = packed.nodes.copy()
+    split = np.flatnonzero(nodes[0::2] >= 0)[0]
+    nodes[2 * split] = (len(nodes) << packed.feature_bits) | 0  # a right child past the end
+    broken = PackedForest(nodes, packed.roots, packed.values, packed.feature_bits, 12)
+    with pytest.raises(PackError, match="inconsistent"):
+        PackedForest.from_bytes(broken.to_bytes())
+
+
+def test_a_forest_with_several_outputs_cannot_be_packed():
+    x, y = make_classification(n_samples=100, n_features=4, random_state=0)
+    forest = RandomForestClassifier(n_estimators=2, random_state=0).fit(x, np.c_[y, 1 - y])
+    with pytest.raises(PackError, match="2 outputs"):
+        pack(forest)

@@ -1,0 +1,49 @@
+"""bentos.serving.middleware in process, on a minimal ASGI app (the served behaviour is checked over
+HTTP in test_service.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bentos.serving.middleware import SpreadConnections
+
+
+async def _app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _respond(mw: SpreadConnections, scope_type: str = "http") -> list[dict]:
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(mw({"type": scope_type}, None, send))
+    return sent
+
+
+def test_every_nth_response_asks_the_client_to_close():
+    mw = SpreadConnections(_app, every=3)
+    closing = []
+    for n in range(1, 10):
+        start, body = _respond(mw)
+        assert (b"x-a", b"1") in start["headers"] and body["body"] == b"ok"
+        if (b"connection", b"close") in start["headers"]:
+            closing.append(n)
+    assert closing == [3, 6, 9]
+
+
+def test_other_scopes_pass_through_uncounted():
+    mw = SpreadConnections(_app, every=1)
+    start, _ = _respond(mw, "websocket")
+    assert (b"connection", b"close") not in start["headers"]
+    start, _ = _respond(mw)
+    assert (b"connection", b"close") in start["headers"]
+
+
+def test_every_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        SpreadConnections(_app, every=0)
