@@ -1,16 +1,16 @@
 """The online service: both models, behind one BentoML service, over HTTP on port 3000.
 
 Why the runners live in the entry service's own workers rather than behind `bentoml.depends`:
-measured on the 2-core reference machine (see docs/service-design.md), a `bentoml.depends` hop
-with adaptive batching cost most of the throughput and added the batching wait at one client,
-while the models themselves take microseconds to a few milliseconds per call. Each runner keeps
+a `bentoml.depends` hop with adaptive batching cost most of the throughput and added the
+batching wait at one client, while the models themselves take microseconds to a few
+milliseconds per call (docs/service-design.md). Each runner keeps
 its own adaptive batching, in-process (bentos.serving.batching): requests that reach a fast model in
 the same event-loop turn share one call, and those that arrive while a slow model is busy share
 its next call; nothing waits on a timer.
 
 Why the JSON routes are a Starlette app mounted with `@bentoml.asgi_app` rather than
 `@bentoml.api` methods: the error bodies must name the row and field of bad input, and the
-mounted route answered about twice the requests/s of an `@bentoml.api` route here.
+mounted route answered far more requests/s than an `@bentoml.api` route (BENCHMARKS.md).
 `/livez`, `/readyz` and `/metrics` are BentoML's own.
 """
 
@@ -36,7 +36,7 @@ app = create_app()
     # 128 in flight (64 per worker) get a 429 at once rather than a place in an unbounded
     # queue; the benchmark's 64 clients stay below it (BENCHMARKS.md).
     traffic={"timeout": 30, "max_concurrency": 128},
-    # A log line per request cost a quarter of the throughput at 16 clients (BENCHMARKS.md);
+    # A log line per request cost a large share of the throughput (BENCHMARKS.md, "Choices");
     # /metrics still counts every request. BENTOML_CONFIG can turn it back on.
     logging={"access": {"enabled": False}},
     http={"port": 3000},

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-_LANES = 8  # paths advanced together: 4 was 10% slower on 64 rows, 16 and 32 no faster
+_LANES = 8  # paths advanced together; fewer were slower, more no faster (BENCHMARKS.md)
 _WALK = "float64[:, ::1](int32[::1], int64[::1], float64[:, ::1], float32[:, ::1], int64)"
 
 

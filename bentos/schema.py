@@ -26,8 +26,8 @@ _NUMBERS = frozenset({float, int})
 
 
 def parse_json(body: bytes) -> Any:
-    """JSON to Python objects: orjson (8x faster on a 64-row body), with the standard library
-    as the fallback for what orjson refuses (NaN and Infinity literals), so that those reach
+    """JSON to Python objects: orjson (BENCHMARKS.md, "Choices": orjson), with the standard
+    library as the fallback for what orjson refuses (NaN and Infinity literals), so that those reach
     validation and get a message naming the row and field rather than a parse error."""
     try:
         return orjson.loads(body)
@@ -142,7 +142,8 @@ class FeatureSchema:
     def _fast_matrix(self, instances: list) -> np.ndarray | None:
         """The common case without a Python loop per value: every row an object with exactly
         the schema's features, every value a JSON number, every number finite. None when
-        anything is off; the careful path then says what (3 times faster on 64 rows)."""
+        anything is off; the careful path then says what (BENCHMARKS.md, "Choices": one-pass
+        validation)."""
         n, take = len(self.features), self._take
         try:
             rows = [take(row) for row in instances if len(row) == n]

@@ -1,4 +1,5 @@
-"""Batch input: find the files, split them into shards, and stream one shard in bounded chunks.
+"""Batch files: find the inputs, split them into shards, stream one shard in bounded chunks;
+and the tables the job writes (predictions, rejected rows).
 
 The partition is a pure function of the sorted file list: a Parquet row group, or a run of
 `chunk_rows` CSV rows, is a unit, and unit k of file i belongs to shard (i + k) % shard_count.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import glob as _glob
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bentos.errors import InputError, InputReadError
+from bentos.runners import Runner
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -177,3 +180,53 @@ def _row_numbers(start: int, n: int, skipped: set[int]) -> np.ndarray:
         out[k] = row
         row += 1
     return out
+
+
+# -- output tables ----------------------------------------------------------------------------
+
+
+REJECTED_SCHEMA = pa.schema(
+    [("source_file", pa.string()), ("source_row", pa.int64()), ("reason", pa.string())]
+)
+
+
+def output_schema(labels: tuple[Any, ...]) -> pa.Schema:
+    label_type = pa.int64() if all(isinstance(v, int) for v in labels) else pa.string()
+    return pa.schema(
+        [
+            ("source_file", pa.string()),
+            ("source_row", pa.int64()),
+            ("prediction", label_type),
+            ("probabilities", pa.list_(pa.float32(), len(labels))),
+            ("model", pa.string()),
+        ],
+        metadata={"class_labels": json.dumps(list(labels))},
+    )
+
+
+def predictions(
+    source: str, rows: np.ndarray, proba: np.ndarray, runner: Runner, schema: pa.Schema
+) -> pa.Table:
+    n, k = proba.shape
+    flat = pa.array(np.ascontiguousarray(proba, dtype=np.float32).ravel())
+    return pa.table(
+        {
+            "source_file": pa.array([source] * n, pa.string()),
+            "source_row": pa.array(rows, pa.int64()),
+            "prediction": pa.array(runner.labels_for(proba), schema.field("prediction").type),
+            "probabilities": pa.FixedSizeListArray.from_arrays(flat, k),
+            "model": pa.array([runner.tag] * n, pa.string()),
+        },
+        schema=schema,
+    )
+
+
+def rejections(source: str, bad: list[tuple[int, str]]) -> pa.Table:
+    return pa.table(
+        {
+            "source_file": [source] * len(bad),
+            "source_row": [r for r, _ in bad],
+            "reason": [why for _, why in bad],
+        },
+        schema=REJECTED_SCHEMA,
+    )

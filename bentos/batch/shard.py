@@ -22,10 +22,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bentos.batch.files import InputFile, iter_shard, list_inputs
+from bentos.batch.files import (
+    REJECTED_SCHEMA,
+    InputFile,
+    iter_shard,
+    list_inputs,
+    output_schema,
+    predictions,
+    rejections,
+)
 from bentos.errors import InputError, TooManyRejected
 from bentos.runners import Runner
 
@@ -119,7 +126,7 @@ def run_shard(cfg: BatchConfig, runner: Runner, log: Log) -> dict[str, Any]:
     started, t0 = datetime.now(UTC), time.perf_counter()
     counts = {"rows_read": 0, "rows_written": 0, "rows_rejected": 0}
     schema = runner.schema
-    out_schema = _output_schema(schema.labels)
+    out_schema = output_schema(schema.labels)
     with (
         fs.open(tmp_part, "wb") as part_fh,
         fs.open(tmp_rej, "wb") as rej_fh,
@@ -135,7 +142,7 @@ def run_shard(cfg: BatchConfig, runner: Runner, log: Log) -> dict[str, Any]:
             if ok.any():
                 proba = runner.predict_proba(x[ok])
                 part.write_table(
-                    _predictions(chunk.source, chunk.rows[ok], proba, runner, out_schema)
+                    predictions(chunk.source, chunk.rows[ok], proba, runner, out_schema)
                 )
             bad_rows = [
                 (int(r), why)
@@ -143,7 +150,7 @@ def run_shard(cfg: BatchConfig, runner: Runner, log: Log) -> dict[str, Any]:
             ]
             bad_rows += chunk.bad_lines
             if bad_rows:
-                rejected.write_table(_rejections(chunk.source, bad_rows))
+                rejected.write_table(rejections(chunk.source, bad_rows))
             counts["rows_read"] += len(reasons) + len(chunk.bad_lines)
             counts["rows_written"] += int(ok.sum())
             counts["rows_rejected"] += len(bad_rows)
@@ -191,50 +198,3 @@ def _counts(m: dict[str, Any]) -> dict[str, Any]:
         k: m.get(k)
         for k in ("shard_index", "shard_count", "rows_read", "rows_written", "rows_rejected")
     }
-
-
-REJECTED_SCHEMA = pa.schema(
-    [("source_file", pa.string()), ("source_row", pa.int64()), ("reason", pa.string())]
-)
-
-
-def _output_schema(labels: tuple[Any, ...]) -> pa.Schema:
-    label_type = pa.int64() if all(isinstance(v, int) for v in labels) else pa.string()
-    return pa.schema(
-        [
-            ("source_file", pa.string()),
-            ("source_row", pa.int64()),
-            ("prediction", label_type),
-            ("probabilities", pa.list_(pa.float32(), len(labels))),
-            ("model", pa.string()),
-        ],
-        metadata={"class_labels": json.dumps(list(labels))},
-    )
-
-
-def _predictions(
-    source: str, rows: np.ndarray, proba: np.ndarray, runner: Runner, schema: pa.Schema
-) -> pa.Table:
-    n, k = proba.shape
-    flat = pa.array(np.ascontiguousarray(proba, dtype=np.float32).ravel())
-    return pa.table(
-        {
-            "source_file": pa.array([source] * n, pa.string()),
-            "source_row": pa.array(rows, pa.int64()),
-            "prediction": pa.array(runner.labels_for(proba), schema.field("prediction").type),
-            "probabilities": pa.FixedSizeListArray.from_arrays(flat, k),
-            "model": pa.array([runner.tag] * n, pa.string()),
-        },
-        schema=schema,
-    )
-
-
-def _rejections(source: str, bad: list[tuple[int, str]]) -> pa.Table:
-    return pa.table(
-        {
-            "source_file": [source] * len(bad),
-            "source_row": [r for r, _ in bad],
-            "reason": [why for _, why in bad],
-        },
-        schema=REJECTED_SCHEMA,
-    )

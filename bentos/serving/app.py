@@ -72,8 +72,8 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The body, refusing bodies over `max_bytes` before holding them whole.
 
-    Straight from the ASGI receive channel: Starlette's stream() generator around it cost about
-    10 us a request here, a tenth of a one-row prediction's own work."""
+    Straight from the ASGI receive channel: Starlette's stream() generator around it cost a
+    measurable share of a one-row prediction (BENCHMARKS.md, "Choices")."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise RequestTooLarge(f"request body is {declared} bytes; the limit is {max_bytes}")
@@ -131,8 +131,8 @@ async def _predict(request: Request, name: str) -> Response:
     body = {
         "predictions": model.runner.labels_for(proba),
         # The model's own numbers (float32 for the packed forest and TFLite), unrounded: orjson
-        # writes each in its shortest exact form, itself (about 8x faster than json on 64
-        # rows); it needs them contiguous, which a batch's slice of rows is.
+        # writes each in its shortest exact form, itself (BENCHMARKS.md, "Choices": orjson);
+        # it needs them contiguous, which a batch's slice of rows is.
         "probabilities": proba if proba.flags.c_contiguous else np.ascontiguousarray(proba),
         "model": model.runner.tag,
     }

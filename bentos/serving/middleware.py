@@ -56,7 +56,7 @@ class SpreadConnections:
     Why: the workers share one listening socket, and the worker that wakes first accepts every
     connection waiting, so 16 clients that connect at once often all land on one worker while
     the other sits idle: half the pod's throughput, for as long as the connections live
-    (3 runs in 5 here; BENCHMARKS.md). A reconnecting client goes to whichever worker is free
+    (BENCHMARKS.md, keep-alive connections). A reconnecting client goes to whichever worker is free
     to accept, which moves connections off the busy one. The same holds between pods: a
     connection that never closes never reaches a pod the autoscaler added. nginx does the
     same with `keepalive_requests`.

@@ -7,13 +7,11 @@ test here fails; none is skipped.
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 
 import pytest
 
-from benchmarks.servers import free_port
+from benchmarks.servers import Process, free_port, http_ready
 
 from .harness import Image, ObjectStore, build_image
 from .pod import DOCKER, docker, remove_all
@@ -41,14 +39,9 @@ def image(engine, trained) -> Image:
 
 
 @pytest.fixture(scope="session")
-def s3(tmp_path_factory) -> ObjectStore:
+def s3() -> ObjectStore:
+    """moto's server mode on loopback, started by the one launcher, with the tests' bucket."""
     port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
     endpoint = f"http://127.0.0.1:{port}"
     store = ObjectStore(
         endpoint,
@@ -60,15 +53,11 @@ def s3(tmp_path_factory) -> ObjectStore:
             "AWS_ENDPOINT_URL": endpoint,
         },
     )
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            store.fs().mkdir(BUCKET)
-            break
-        except Exception:  # not listening yet
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
+    server = Process(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        ready=http_ready(f"{endpoint}/moto-api/"),
+        port=port,
+    ).wait_ready(60)
+    store.fs().mkdir(BUCKET)
     yield store
-    proc.terminate()
-    proc.wait(10)
+    server.stop()

@@ -180,3 +180,23 @@ def test_edge_example_refuses_a_tampered_model(trained, tmp_path):
     )
     assert proc.returncode != 0
     assert "sha256 does not match" in proc.stderr
+
+
+def test_train_reads_its_data_before_it_imports_tensorflow(tmp_path):
+    # With TensorFlow made unimportable, a missing file must still be reported as missing: the
+    # data is looked at first, so a wrong path costs a second, not TensorFlow's import.
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "tensorflow.py").write_text("raise ImportError('tensorflow was imported')\n")
+    args = ["train", "--data", str(tmp_path / "no.csv"), "--target", "y"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bentos", *args],
+        env={**os.environ, "PYTHONPATH": str(blocker)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = " ".join((proc.stdout + proc.stderr).split())  # rich wraps lines to the terminal
+    assert proc.returncode == 2, out
+    assert "no.csv: no such file" in out
+    assert "tensorflow" not in out.lower()
