@@ -1,47 +1,56 @@
 """The online service: both models, behind one BentoML service, over HTTP on port 3000.
 
+The operations are BentoML's own `@bentoml.api` methods, typed by pydantic models generated
+from each model's feature schema (bentos.serving.native), so that BentoML's clients,
+`bentoml.depends` and the Swagger UI at / know them. Over HTTP, their routes and the Open
+Inference Protocol's are answered by bentos.serving.app through the middleware below, ahead of
+BentoML's router: the same answers, at the mounted app's speed (docs/service-design.md).
+
 Why the runners live in the entry service's own workers rather than behind `bentoml.depends`:
 a `bentoml.depends` hop with adaptive batching cost most of the throughput and added the
 batching wait at one client, while the models themselves take microseconds to a few
-milliseconds per call (docs/service-design.md). Each runner keeps
-its own adaptive batching, in-process (bentos.serving.batching): requests that reach a fast model in
-the same event-loop turn share one call, and those that arrive while a slow model is busy share
-its next call; nothing waits on a timer.
-
-Why the JSON routes are a Starlette app mounted with `@bentoml.asgi_app` rather than
-`@bentoml.api` methods: the error bodies must name the row and field of bad input, and the
-mounted route answered far more requests/s than an `@bentoml.api` route (BENCHMARKS.md).
-`/livez`, `/readyz` and `/metrics` are BentoML's own.
+milliseconds per call (docs/service-design.md). Each runner keeps its own adaptive batching,
+in-process (bentos.serving.batching); nothing waits on a timer.
 """
-
-from __future__ import annotations
 
 import bentoml
 
+from bentos.models import schema_of
 from bentos.runners import RandomForestRunner, TFLiteRunner
-from bentos.serving.app import Models, create_app
-from bentos.serving.middleware import JsonErrors, SpreadConnections
+from bentos.serving import native
+from bentos.serving.app import attach, create_app
+from bentos.serving.core import Core
+from bentos.serving.metrics import bentoml_metrics
+from bentos.serving.middleware import Admission, JsonErrors, Observe, Routes, SpreadConnections
 from bentos.serving.runtime import tune_gc
 from bentos.settings import ServingSettings, load
 
 SETTINGS = load(ServingSettings)
 app = create_app()
+# The API's types, from the schemas the models were trained with (read from the model store or
+# the Bento's own models, without loading a model).
+RF = native.api_types(schema_of(SETTINGS.rf_model), "Forest")
+EDGE = native.api_types(schema_of(SETTINGS.tflite_model), "Edge")
+RfRow, RfPrediction, EdgeRow, EdgePrediction = RF.row, RF.prediction, EDGE.row, EDGE.prediction
 
 
 @bentoml.service(
     name="tabular-classifier",
     # One worker per core; the Kubernetes ConfigMap (BENTOML_CONFIG) overrides these.
     workers=2,
-    # timeout: a request still running after 30 s gets a 504. max_concurrency: requests past
-    # 128 in flight (64 per worker) get a 429 at once rather than a place in an unbounded
-    # queue; the benchmark's 64 clients stay below it (BENCHMARKS.md).
-    traffic={"timeout": 30, "max_concurrency": 128},
-    # A log line per request cost a large share of the throughput (BENCHMARKS.md, "Choices");
-    # /metrics still counts every request. BENTOML_CONFIG can turn it back on.
+    # A request still running after 30 s gets a 504. How many may be in flight is this
+    # project's own limit (BENTOS_MAX_CONCURRENCY, bentos.serving.middleware.Admission):
+    # BentoML's counts a request from its headers, so slow senders could hold every slot.
+    traffic={"timeout": 30},
+    # BentoML labels its request metrics by raw path (a path scan grows them without bound);
+    # this project's metrics carry route templates (bentos.serving.metrics) and /metrics
+    # serves them.
+    metrics={"enabled": False},
+    # A log line per request cost a large share of the throughput (BENCHMARKS.md, "Choices").
+    # BENTOML_CONFIG can turn it back on.
     logging={"access": {"enabled": False}},
     http={"port": 3000},
 )
-@bentoml.asgi_app(app, path="/")
 class TabularClassifier:
     # Class attributes, so `bentoml build` packs these models into the Bento.
     rf_model = bentoml.models.BentoModel(SETTINGS.rf_model)
@@ -49,18 +58,40 @@ class TabularClassifier:
 
     def __init__(self) -> None:
         # Loading verifies each file's sha256; a failure here stops the worker loudly.
-        app.state.models = Models(
+        app.state.metrics = bentoml_metrics()
+        self.core = Core(
             {
                 "rf": ("/predict", RandomForestRunner(self.rf_model, SETTINGS.rf_backend)),
                 "tflite": ("/predict_edge", TFLiteRunner(self.tflite_model)),
             },
             SETTINGS,
+            app.state.metrics,
         )
+        attach(app, self.core)
         tune_gc(SETTINGS.gc_gen0_threshold)
 
     def __is_ready__(self) -> bool:
-        return getattr(app.state, "models", None) is not None
+        return getattr(app.state, "core", None) is not None
+
+    @bentoml.api(route="/predict")
+    async def predict(self, instances: list[RfRow]) -> RfPrediction:
+        """The RandomForest: a label and the class probabilities per row."""
+        return await native.predict(self.core, "rf", instances, RF)
+
+    @bentoml.api(route="/predict_edge")
+    async def predict_edge(self, instances: list[EdgeRow]) -> EdgePrediction:
+        """The TFLite model (run by ai-edge-litert, as on a device): the same answer's shape."""
+        return await native.predict(self.core, "tflite", instances, EDGE)
 
 
+# Outermost first (docs/service-design.md, "The request path").
 TabularClassifier.add_asgi_middleware(JsonErrors)
 TabularClassifier.add_asgi_middleware(SpreadConnections, every=SETTINGS.keepalive_requests)
+TabularClassifier.add_asgi_middleware(Observe, state=app.state)
+TabularClassifier.add_asgi_middleware(
+    Admission,
+    body_timeout=SETTINGS.body_timeout_seconds,
+    max_concurrency=SETTINGS.max_concurrency,
+    max_body_bytes=SETTINGS.max_body_bytes,
+)
+TabularClassifier.add_asgi_middleware(Routes, ours=app)

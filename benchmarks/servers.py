@@ -142,5 +142,9 @@ def bentoml_serve(
 def grpc_serve(env: dict[str, str] | None = None, *, port: int | None = None) -> Process:
     """The gRPC server (bentos.serving.grpc) on loopback, ready once its health says SERVING."""
     port = port or free_port()
+    metrics_port = free_port()
     args = [sys.executable, "-m", "bentos.serving.grpc", "--host", "127.0.0.1", "--port", str(port)]
-    return Process(args, ready=grpc_ready(f"127.0.0.1:{port}"), port=port, env=env)
+    args += ["--metrics-port", str(metrics_port)]
+    process = Process(args, ready=grpc_ready(f"127.0.0.1:{port}"), port=port, env=env)
+    process.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    return process

@@ -34,11 +34,22 @@ class SettingsError(UsageError, ValueError):
     """A setting (an environment variable) with a value it cannot have; names the variable."""
 
 
-class InputError(UsageError, ValueError):
-    """Input that does not fit the schema; `problems` are (row, field, message) triples."""
+class ClientError(BentosError):
+    """A request a server refuses; `status` says why as HTTP does: 400 invalid input, 404 an
+    unknown model or version, 408 a body too slow to arrive, 413 too large, 503 overloaded.
+    `problems` are (row, field, message) triples. Each transport maps the family once: HTTP
+    to the status and a JSON body, gRPC to a status code."""
 
-    def __init__(self, message: str, problems: Sequence[tuple[int | None, str | None, str]] = ()):
+    exit_code = ExitCode.USAGE
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        problems: Sequence[tuple[int | None, str | None, str]] = (),
+    ):
         super().__init__(message)
+        self.status = status
         self.message = message
         self.problems = list(problems)
 
@@ -47,6 +58,13 @@ class InputError(UsageError, ValueError):
             "error": self.message,
             "errors": [{"row": r, "field": f, "message": m} for r, f, m in self.problems[:20]],
         }
+
+
+class InputError(ClientError, UsageError, ValueError):
+    """Input that does not fit the schema (a 400; exit 2 for a batch job's unusable input)."""
+
+    def __init__(self, message: str, problems: Sequence[tuple[int | None, str | None, str]] = ()):
+        super().__init__(400, message, problems)
 
 
 class DataError(UsageError, ValueError):

@@ -58,6 +58,11 @@ def get(tag: str) -> bentoml.Model:
         raise ModelError(f"model {tag!r} is not in {where}; run `bentos train` first") from None
 
 
+def schema_of(tag: str) -> FeatureSchema:
+    """The feature schema a model was registered with, read without loading the model."""
+    return FeatureSchema.from_dict(get(tag).info.metadata["schema"])
+
+
 def _home() -> str:
     from bentoml._internal.configuration.containers import BentoMLContainer
 

@@ -51,6 +51,10 @@ class ServingSettings(ModelSettings):
     # Every this-many responses a worker closes the connection it answered on, so keep-alive
     # clients spread over the workers and new pods (bentos.serving.middleware).
     keepalive_requests: Positive = 100
+    # Requests each worker works on at once; past it, an immediate 429. A request counts only
+    # once its body has arrived, which it must within body_timeout_seconds (else a 408).
+    max_concurrency: Positive = 64
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
 
 
 class GrpcSettings(BaseSettings):
@@ -62,6 +66,8 @@ class GrpcSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: Annotated[int, Field(gt=0, lt=65536)] = 3001
     grace_seconds: Annotated[float, Field(gt=0)] = 25.0
+    # Prometheus /metrics of the gRPC server (the HTTP server serves its own on its port).
+    metrics_port: Annotated[int, Field(gt=0, lt=65536)] = 3002
     serving: ServingSettings = Field(default_factory=ServingSettings, exclude=True)
 
 

@@ -20,9 +20,14 @@ from dataclasses import dataclass
 import anyio.to_thread
 import numpy as np
 
+from bentos.errors import ClientError
 
-class Overloaded(RuntimeError):
-    """The model's queue is too long for this request to be served in time."""
+
+class Overloaded(ClientError):
+    """The model's queue is too long for this request to be served in time (a 503)."""
+
+    def __init__(self, message: str):
+        super().__init__(503, f"overloaded, retry later: {message}")
 
 
 @dataclass

@@ -16,10 +16,11 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from functools import partial
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -27,62 +28,84 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from bentos.errors import BentosError, ExitCode, SettingsError
+from bentos.errors import BentosError, ClientError, ExitCode, SettingsError
+from bentos.schema import TENSOR
 from bentos.serving import v2
-from bentos.serving.app import Model, Models
-from bentos.serving.batching import Overloaded
+from bentos.serving.core import Core
+from bentos.serving.metrics import Metrics
 from bentos.serving.runtime import tune_gc
 from bentos.settings import GrpcSettings, ServingSettings, load
 
 log = logging.getLogger("bentos.serving.grpc")
 SERVICE = "inference.GRPCInferenceService"
-_RAW = {
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "INT64": np.dtype("<i8"),
-    "INT32": np.dtype("<i4"),
+# The error family (bentos.errors.ClientError) to gRPC status codes, once.
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
 }
-_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND}
+_STATUS = {code: status for status, code in _CODES.items()}
+
+
+def _rpc(method):
+    """Map the error family once, and count and time every call (by RPC name) when metrics are
+    on; an unexpected error is logged and answered INTERNAL, never dropped."""
+
+    async def call(self, request, context):
+        t0 = time.perf_counter()
+        status = 200
+        try:
+            return await method(self, request, context)
+        except ClientError as exc:
+            status = exc.status
+            await context.abort(
+                _CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message
+            )
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            status = 500
+            log.exception("%s failed", method.__name__)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, "internal error; it is logged on the server"
+            )
+        finally:
+            if self.core.metrics is not None:
+                seconds = time.perf_counter() - t0
+                self.core.metrics.observe("grpc", method.__name__, status, seconds)
+
+    call.__name__ = method.__name__
+    return call
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, models: Models):
-        self.models = models
+    def __init__(self, core: Core):
+        self.core = core
 
-    async def _model(self, name: str, version: str, context: grpc.aio.ServicerContext) -> Model:
-        model = self.models.by_name.get(name)
-        if model is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"unknown model {name!r}; the models are {', '.join(self.models.by_name)}",
-            )
-        served = v2.version_of(model.runner)
-        if version and version != served:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"model {name!r} has no version {version!r}; it serves {served!r}",
-            )
-        return model
-
+    @_rpc
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
+    @_rpc
     async def ServerReady(self, request, context):
         return pb.ServerReadyResponse(ready=True)
 
+    @_rpc
     async def ModelReady(self, request, context):
-        await self._model(request.name, request.version, context)
+        self.core.model(request.name, request.version)
         return pb.ModelReadyResponse(ready=True)
 
+    @_rpc
     async def ServerMetadata(self, request, context):
         meta = v2.server_metadata()
         return pb.ServerMetadataResponse(
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
 
+    @_rpc
     async def ModelMetadata(self, request, context):
-        model = await self._model(request.name, request.version, context)
-        meta = v2.model_metadata(model.name, model.runner)
+        meta = v2.model_metadata(self.core.model(request.name, request.version))
 
         def tensors(items):
             return [pb.ModelMetadataResponse.TensorMetadata(**t) for t in items]
@@ -95,17 +118,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=tensors(meta["outputs"]),
         )
 
+    @_rpc
     async def ModelConfig(self, request, context):
         # The gRPC metadata message has no parameters: the labels and feature names travel in
         # the model configuration, as Triton's clients expect to find them.
-        model = await self._model(request.name, request.version, context)
-        meta = v2.model_metadata(model.name, model.runner)
+        model = self.core.model(request.name, request.version)
+        meta = v2.model_metadata(model)
         n_features, n_classes = len(model.runner.schema.features), len(model.runner.schema.labels)
         config = mc.ModelConfig(
             name=model.name,
             platform=meta["platform"],
-            max_batch_size=self.models.settings.max_rows,
-            input=[mc.ModelInput(name=v2.INPUT, data_type=mc.TYPE_FP32, dims=[n_features])],
+            max_batch_size=self.core.settings.max_rows,
+            input=[mc.ModelInput(name=TENSOR, data_type=mc.TYPE_FP32, dims=[n_features])],
             output=[
                 mc.ModelOutput(name="label", data_type=mc.TYPE_INT64, dims=[1]),
                 mc.ModelOutput(name="probabilities", data_type=mc.TYPE_FP32, dims=[n_classes]),
@@ -116,82 +140,53 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         return pb.ModelConfigResponse(config=config)
 
+    @_rpc
     async def ModelInfer(self, request, context):
-        model = await self._model(request.model_name, request.model_version, context)
-        try:
-            x = self._features(model, request)
-            wanted = v2.requested_outputs([{"name": o.name} for o in request.outputs] or None, True)
-        except v2.V2Error as exc:
-            await context.abort(_CODES[exc.status], exc.message)
-        try:
-            proba = await model.batcher(x)
-        except Overloaded as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"overloaded, retry later: {exc}")
-        response = pb.ModelInferResponse(
-            model_name=model.name, model_version=v2.version_of(model.runner), id=request.id
-        )
-        for out in v2.build_outputs(proba, wanted):
-            response.outputs.add(name=out.name, datatype=out.datatype, shape=list(out.array.shape))
-            response.raw_output_contents.append(
-                out.array.astype(out.array.dtype.newbyteorder("<")).tobytes()
-            )
-        return response
-
-    def _features(self, model: Model, request: pb.ModelInferRequest) -> np.ndarray:
-        if len(request.inputs) != 1:
-            raise v2.V2Error(
-                400,
-                f"the request has {len(request.inputs)} inputs; the model takes one, {v2.INPUT!r}",
-            )
-        tensor = request.inputs[0]
-        if request.raw_input_contents:
-            raw = request.raw_input_contents[0]
-            dtype = _RAW.get(tensor.datatype)
-            if dtype is None or len(raw) % dtype.itemsize:
-                raise v2.V2Error(
-                    400, f"input {tensor.name!r} has datatype {tensor.datatype}; FP32 is required"
-                )
-            data = np.frombuffer(raw, dtype=dtype)
-        else:
-            data = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
-        return v2.check_features(
-            model.runner,
-            tensor.name,
-            tensor.datatype,
-            list(tensor.shape),
-            data,
-            self.models.settings.max_rows,
-        )
+        model = self.core.model(request.model_name, request.model_version)
+        decoded = v2.grpc_request(request)
+        x = v2.features(model.runner.schema, decoded, self.core.settings.max_rows)
+        proba = await self.core.infer(model, x)
+        outs = v2.outputs(proba, decoded.outputs)
+        return v2.grpc_response(model.name, model.version, decoded.id, outs)
 
 
-def load_models(settings: ServingSettings) -> Models:
+def load_models(settings: ServingSettings, metrics: Metrics | None = None) -> Core:
     """The same runners, settings and batching as the HTTP service."""
     from bentos.runners import RandomForestRunner, TFLiteRunner
 
-    return Models(
+    return Core(
         {
-            "rf": (
-                "/v2/models/rf/infer",
-                RandomForestRunner(settings.rf_model, settings.rf_backend),
-            ),
-            "tflite": ("/v2/models/tflite/infer", TFLiteRunner(settings.tflite_model)),
+            "rf": ("/predict", RandomForestRunner(settings.rf_model, settings.rf_backend)),
+            "tflite": ("/predict_edge", TFLiteRunner(settings.tflite_model)),
         },
         settings,
+        metrics,
     )
 
 
-async def serve(host: str, port: int, grace: float, settings: ServingSettings) -> None:
+def _metrics(host: str, port: int) -> Metrics:
+    """This process's metrics, in a registry of its own served on `port` (/metrics)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+    registry = CollectorRegistry()
+    start_http_server(port, addr=host, registry=registry)
+    return Metrics(partial(Counter, registry=registry), partial(Histogram, registry=registry))
+
+
+async def serve(
+    host: str, port: int, grace: float, metrics_port: int, settings: ServingSettings
+) -> None:
     # Fails loudly, before the port opens, if a model is missing or changed.
-    models = load_models(settings)
-    tune_gc(models.settings.gc_gen0_threshold)
-    limit = models.settings.max_body_bytes
+    core = load_models(settings, _metrics(host, metrics_port))
+    tune_gc(settings.gc_gen0_threshold)
+    limit = settings.max_body_bytes
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 64 << 20),
         ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(models), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     # Reflection lets grpcurl-style tools list and call the services without .proto files.
@@ -238,9 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=settings.grace_seconds,
         help="seconds calls in flight get to finish after SIGTERM",
     )
+    parser.add_argument(
+        "--metrics-port", type=int, default=settings.metrics_port, help="Prometheus /metrics"
+    )
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(args.host, args.port, args.grace, settings.serving))
+        asyncio.run(serve(args.host, args.port, args.grace, args.metrics_port, settings.serving))
     except BentosError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -38,6 +38,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "the input does not fit the model's schema; `error` names the row and field",
         404: "unknown model or version",
+        408: "the body did not arrive within the body timeout",
         413: "the body is over the byte limit",
         429: "more concurrent requests than the service takes",
         503: "the model's queue is too long; retry later",
@@ -135,13 +136,18 @@ def document(models: dict[str, tuple[str, FeatureSchema]], max_rows: int) -> dic
                 "summary": f"Predict with the {name} model",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _instances(schema, max_rows)}},
+                    "content": {
+                        "application/json": {
+                            "schema": _instances(schema, max_rows),
+                            "example": {"instances": [{f.name: f.min for f in schema.features}]},
+                        }
+                    },
                 },
                 "responses": {
                     "200": _json(
                         _predictions(schema), "a label and the class probabilities per row"
                     ),
-                    **_errors(400, 413, 429, 503),
+                    **_errors(400, 408, 413, 429, 503),
                 },
             }
         }
@@ -170,8 +176,78 @@ def document(models: dict[str, tuple[str, FeatureSchema]], max_rows: int) -> dic
             },
         }
     }
+    paths["/v2/models/{model}/infer"]["post"]["requestBody"]["content"]["application/json"][
+        "example"
+    ] = {
+        "inputs": [
+            {
+                "name": "features",
+                "datatype": "FP32",
+                "shape": [1, n_features],
+                "data": [f.min for f in next(iter(models.values()))[1].features],
+            }
+        ]
+    }
+    paths["/v2/models/{model}/infer"]["post"]["responses"]["408"] = _errors(408)["408"]
+    model = {
+        "name": "model",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": list(models)},
+    }
+    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    object_ = {"type": "object"}
+    gets = {
+        "/models": ("list_models", "each model's tag, feature schema, labels and metrics", [], 200),
+        "/openapi.json": ("openapi", "this document", [], 200),
+        "/metrics": ("metrics", "Prometheus metrics (text exposition format)", [], 200),
+        "/livez": ("livez", "liveness (BentoML's probe)", [], 200),
+        "/readyz": ("readyz", "readiness: 200 once both models are loaded", [], 200),
+        "/v2": ("v2_server_metadata", "the server's name, version and extensions", [], 200),
+        "/v2/health/live": ("v2_live", "the server is live", [], 200),
+        "/v2/health/ready": ("v2_ready", "the server is ready", [], 200),
+        "/v2/models/{model}": ("v2_model_metadata", "a model's tensors and versions", [model], 404),
+        "/v2/models/{model}/ready": ("v2_model_ready", "a model is ready", [model], 404),
+        "/v2/models/{model}/versions/{version}": (
+            "v2_model_version_metadata",
+            "a model version's tensors",
+            [model, version],
+            404,
+        ),
+        "/v2/models/{model}/versions/{version}/ready": (
+            "v2_model_version_ready",
+            "a model version is ready",
+            [model, version],
+            404,
+        ),
+    }
+    for path, (op, summary, params, error) in gets.items():
+        responses = {"200": _json(object_, summary)}
+        if error == 404:
+            responses.update(_errors(404))
+        paths[path] = {
+            "get": {
+                "operationId": op,
+                "summary": summary,
+                "parameters": params,
+                "responses": responses,
+            }
+        }
+    paths["/metrics"]["get"]["responses"]["200"] = {
+        "description": "Prometheus metrics",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    for probe in ("/livez", "/readyz"):
+        paths[probe]["get"]["responses"]["200"] = {
+            "description": paths[probe]["get"]["summary"],
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "tabular-classifier", "version": "1"},
+        "info": {
+            "title": "tabular-classifier",
+            "version": "1",
+            "description": "The JSON API, the Open Inference Protocol (V2) over REST, and the probes.",
+        },
         "paths": paths,
     }

@@ -1,40 +1,61 @@
-"""The Open Inference Protocol (KServe V2), shared by the REST routes and the gRPC server.
+"""The Open Inference Protocol (KServe V2) codec: one for the REST routes and the gRPC server.
 
 Both models take one input tensor `features` (FP32, [N, n_features], the schema's order) and
-give `label` (INT64 [N], the class index) and `probabilities` (FP32 [N, n_classes]). Checking
-a request's tensors and building a response's are here once; the transports only move bytes.
+give `label` (INT64 [N], the class index) and `probabilities` (FP32 [N, n_classes]). A request
+is decoded here into tensors, whatever its transport; the schema then checks the one input
+(bentos.schema.FeatureSchema.validate_tensor), and the answer is encoded here again. Datatypes
+and their numpy types are tritonclient's (`tritonclient.utils`), the maps Triton's clients use.
+Every refusal is an InputError (a 400) saying what was wrong.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
+from tritonclient.utils import triton_to_np_dtype
 
 import bentos
 from bentos.errors import InputError
-from bentos.runners import Runner
-from bentos.schema import parse_json
+from bentos.schema import TENSOR, parse_json
 
-PROTOCOL = "v2"
 SERVER_NAME = "bentos"
 EXTENSIONS = ["binary_tensor_data"]
-INPUT = "features"
 OUTPUTS = ("label", "probabilities")
-PLATFORMS = {"rf": "sklearn", "tflite": "tflite"}
-_DTYPES = {"FP32": np.float32, "INT64": np.int64}
+# gRPC's typed contents field for each datatype (FP16 and BF16 travel as raw bytes only).
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
 
 
-class V2Error(Exception):
-    """A request the protocol refuses: 400 (INVALID_ARGUMENT) or 404 (NOT_FOUND)."""
+@dataclass
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray  # flat, in row-major order
 
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+
+@dataclass
+class Request:
+    id: str | None
+    inputs: list[Tensor]
+    outputs: list[tuple[str, bool]] = field(default_factory=list)  # (name, as binary?)
 
 
 @dataclass
@@ -45,160 +66,161 @@ class Output:
     binary: bool
 
 
-def version_of(runner: Runner) -> str:
-    return runner.tag.split(":", 1)[1]
+# -- the decoded request -------------------------------------------------------------------------
 
 
-def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": bentos.__version__, "extensions": EXTENSIONS}
-
-
-def model_metadata(name: str, runner: Runner) -> dict[str, Any]:
-    schema = runner.schema
-    return {
-        "name": name,
-        "versions": [version_of(runner)],
-        "platform": PLATFORMS.get(name, "unknown"),
-        "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, len(schema.features)]}],
-        "outputs": [
-            {"name": "label", "datatype": "INT64", "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(schema.labels)]},
-        ],
-        "parameters": {
-            "tag": runner.tag,
-            "feature_names": json.dumps(schema.names),
-            "class_labels": json.dumps(list(schema.labels)),
-        },
-    }
-
-
-def check_features(
-    runner: Runner, name: str, datatype: str, shape: list[int], data: np.ndarray, max_rows: int
-) -> np.ndarray:
-    """One input tensor to the model's float matrix, or V2Error saying what was wrong."""
-    n_features = len(runner.schema.features)
-    if name != INPUT:
-        raise V2Error(400, f"unknown input tensor {name!r}; the model takes one input, {INPUT!r}")
-    if datatype != "FP32":
-        raise V2Error(400, f"input {INPUT!r} has datatype {datatype}; FP32 is required")
-    if len(shape) != 2 or shape[1] != n_features or shape[0] < 1:
-        raise V2Error(
-            400,
-            f"input {INPUT!r} has shape {list(shape)}; [N, {n_features}] is required, N >= 1, "
-            f"features in this order: {', '.join(runner.schema.names)}",
+def features(schema: Any, request: Request, max_rows: int) -> np.ndarray:
+    """The request's one input tensor as the model's valid float matrix."""
+    if len(request.inputs) != 1:
+        raise InputError(
+            f"the request has {len(request.inputs)} inputs; the model takes one, {TENSOR!r}",
+            [(None, "inputs", "count")],
         )
-    if shape[0] > max_rows:
-        raise V2Error(400, f"input {INPUT!r} has {shape[0]} rows; at most {max_rows} are allowed")
-    if data.size != shape[0] * shape[1]:
-        raise V2Error(
-            400,
-            f"input {INPUT!r} has {data.size} values; shape {list(shape)} needs {shape[0] * shape[1]}",
+    t = request.inputs[0]
+    return schema.validate_tensor(t.name, t.datatype, t.shape, t.data, max_rows)
+
+
+def _shape(name: str, shape: Any) -> list[int]:
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InputError(
+            f"input {name!r}: 'shape' must be a list of non-negative integers, got {shape!r}",
+            [(None, name, "shape")],
+        )
+    return list(shape)
+
+
+def _numeric_dtype(name: str, datatype: Any) -> np.dtype:
+    dtype = triton_to_np_dtype(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise InputError(
+            f"input {name!r}: unknown datatype {datatype!r}; the protocol's are "
+            f"{', '.join(sorted(_CONTENTS))}, FP16, BF16",
+            [(None, name, "datatype")],
+        )
+    if dtype is np.object_ or np.dtype(dtype).kind not in "biuf":
+        raise InputError(
+            f"input {name!r} has datatype {datatype}; FP32 is required",
+            [(None, name, "datatype")],
+        )
+    return np.dtype(dtype).newbyteorder("<")
+
+
+def _raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
+    """A tensor's raw little-endian bytes, which must be exactly its shape's worth."""
+    dtype = _numeric_dtype(name, datatype)
+    count = math.prod(shape)
+    if len(raw) != count * dtype.itemsize:
+        raise InputError(
+            f"input {name!r}: {len(raw)} bytes of raw data, but shape {shape} of {datatype} "
+            f"needs {count * dtype.itemsize} ({count} values of {dtype.itemsize} bytes)",
+            [(None, name, "raw size")],
+        )
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def _flat(name: str, data: Any) -> np.ndarray:
+    """JSON `data`, flat or nested row-major, as numbers."""
+    flat, stack = [], [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            flat.append(item)
+    bad = [v for v in flat if not (type(v) is float or type(v) is int)][:1]  # bool is not int here
+    if bad:
+        raise InputError(
+            f"input {name!r}: every value must be a number, got {json.dumps(bad[0])}",
+            [(None, name, "not a number")],
         )
     try:
-        return runner.schema.validate_matrix(data.reshape(shape))
-    except InputError as exc:
-        raise V2Error(400, f"input {INPUT!r}: {exc.message}") from None
+        return np.asarray(flat, dtype=np.float64)
+    except OverflowError:
+        raise InputError(
+            f"input {name!r}: a value is too large for a number", [(None, name, "not a number")]
+        ) from None
 
 
-def requested_outputs(requested: Any, binary_default: bool) -> list[tuple[str, bool]]:
+def _outputs(requested: Any, binary_default: bool) -> list[tuple[str, bool]]:
     """(name, as binary?) for each output a request asked for (all when it named none)."""
     if requested is None:
         return [(n, binary_default) for n in OUTPUTS]
     if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
-        raise V2Error(400, "'outputs' must be a list of objects with a 'name'")
+        raise InputError(
+            "'outputs' must be a list of objects with a 'name'", [(None, "outputs", "shape")]
+        )
     out = []
     for spec in requested:
         name = spec.get("name")
         if name not in OUTPUTS:
-            raise V2Error(400, f"unknown output {name!r}; the model gives {', '.join(OUTPUTS)}")
-        out.append((name, bool((spec.get("parameters") or {}).get("binary_data", binary_default))))
+            raise InputError(
+                f"unknown output {name!r}; the model gives {', '.join(OUTPUTS)}",
+                [(None, "outputs", "unknown output")],
+            )
+        params = spec.get("parameters") or {}
+        binary = params.get("binary_data", binary_default) if isinstance(params, dict) else None
+        out.append((name, bool(binary)))
     return out
 
 
-def build_outputs(proba: np.ndarray, wanted: list[tuple[str, bool]]) -> list[Output]:
-    arrays = {
-        "label": (np.argmax(proba, axis=1).astype(np.int64), "INT64"),
-        "probabilities": (np.ascontiguousarray(proba, dtype=np.float32), "FP32"),
-    }
-    return [Output(name, *arrays[name], binary) for name, binary in wanted]
+# -- REST: JSON, with the binary tensor data extension -------------------------------------------
 
 
-# -- REST encoding (JSON, with the binary tensor data extension) ----------------------------------
-
-
-def decode_rest(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
-    """Split a REST infer body into its JSON part and its binary part."""
+def rest_request(body: bytes, header_length: str | None) -> Request:
     if header_length is not None:
-        try:
-            n = int(header_length)
-        except ValueError:
-            raise V2Error(
-                400, f"Inference-Header-Content-Length {header_length!r} is not a number"
-            ) from None
-        if not 0 <= n <= len(body):
-            raise V2Error(
-                400, f"Inference-Header-Content-Length {n} is outside the body ({len(body)} bytes)"
+        if not header_length.isdigit():
+            raise InputError(f"Inference-Header-Content-Length {header_length!r} is not a number")
+        n = int(header_length)
+        if n > len(body):
+            raise InputError(
+                f"Inference-Header-Content-Length {n} is outside the body ({len(body)} bytes)"
             )
         head, binary = body[:n], body[n:]
     else:
         head, binary = body, b""
-    try:
-        request = parse_json(head)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise V2Error(400, f"malformed JSON: {exc}") from None
-    if not isinstance(request, dict):
-        raise V2Error(400, "the request must be a JSON object with 'inputs'")
-    return request, binary
-
-
-def rest_input(request: dict[str, Any], binary: bytes) -> tuple[str, str, list[int], np.ndarray]:
-    inputs = request.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise V2Error(400, f"'inputs' must be a list of exactly one tensor, {INPUT!r}")
-    tensor = inputs[0]
-    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) for d in shape
-    ):
-        raise V2Error(400, f"input {name!r}: 'shape' must be a list of integers")
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
-    if size is not None:
-        if datatype not in _DTYPES:
-            raise V2Error(400, f"input {name!r} has datatype {datatype}; FP32 is required")
-        if not isinstance(size, int) or size != len(binary):
-            raise V2Error(
-                400,
-                f"input {name!r}: binary_data_size {size} but {len(binary)} bytes follow the JSON",
-            )
-        if size % np.dtype(_DTYPES[datatype]).itemsize:
-            raise V2Error(
-                400, f"input {name!r}: {size} bytes is not a whole number of {datatype} values"
-            )
-        return (
-            name,
-            datatype,
-            shape,
-            np.frombuffer(binary, dtype=np.dtype(_DTYPES[datatype]).newbyteorder("<")),
+    request = parse_json(head)
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
+        raise InputError(
+            "the request must be a JSON object with 'inputs', a list of tensors",
+            [(None, "inputs", "missing")],
         )
-    data = tensor.get("data")
-    if data is None:
-        raise V2Error(400, f"input {name!r} has no 'data' (nor binary data)")
-    flat = _flatten(data)
-    if not all(type(v) is float or type(v) is int for v in flat):
-        bad = next(v for v in flat if not (type(v) is float or type(v) is int))
-        raise V2Error(400, f"input {name!r}: every value must be a number, got {json.dumps(bad)}")
-    return name, datatype, shape, np.asarray(flat, dtype=np.float64)
+    tensors, offset = [], 0
+    for i, tensor in enumerate(request["inputs"]):
+        if not isinstance(tensor, dict):
+            raise InputError(f"inputs[{i}] must be an object", [(i, "inputs", "not an object")])
+        name, datatype = str(tensor.get("name")), tensor.get("datatype")
+        shape = _shape(name, tensor.get("shape"))
+        params = tensor.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InputError(f"input {name!r}: binary_data_size {size!r} is not a size")
+            if offset + size > len(binary):
+                raise InputError(
+                    f"input {name!r}: binary_data_size {size}, but only {len(binary) - offset} "
+                    "bytes follow",
+                )
+            data = _raw(name, datatype, shape, binary[offset : offset + size])
+            offset += size
+        elif "data" in tensor:
+            _numeric_dtype(name, datatype)
+            data = _flat(name, tensor["data"])
+        else:
+            raise InputError(f"input {name!r} has no 'data' (nor binary data)")
+        tensors.append(Tensor(name, str(datatype), shape, data))
+    if offset != len(binary):
+        raise InputError(f"{len(binary) - offset} bytes after the JSON belong to no input")
+    params = request.get("parameters") or {}
+    binary_out = (
+        bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
+    )
+    request_id = request.get("id") if isinstance(request.get("id"), str) else None
+    return Request(request_id, tensors, _outputs(request.get("outputs"), binary_out))
 
 
-def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
-    if data and isinstance(data[0], list):
-        return [v for row in data for v in _flatten(row)]
-    return data
-
-
-def encode_rest(
+def rest_response(
     model: str, version: str, request_id: str | None, outs: list[Output]
 ) -> tuple[bytes, dict[str, str]]:
     tensors, blobs = [], []
@@ -224,4 +246,84 @@ def encode_rest(
     return head + b"".join(blobs), {
         "content-type": "application/octet-stream",
         "Inference-Header-Content-Length": str(len(head)),
+    }
+
+
+# -- gRPC -----------------------------------------------------------------------------------------
+
+
+def grpc_request(request: Any) -> Request:
+    """A tritonclient `ModelInferRequest` decoded: raw contents, one entry per input, or typed
+    contents."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InputError(
+            f"the request has {len(raw)} raw input contents for {len(request.inputs)} inputs; "
+            "give one per input, in the inputs' order",
+            [(None, "raw_input_contents", "count")],
+        )
+    tensors = []
+    for i, tensor in enumerate(request.inputs):
+        name, datatype, shape = (
+            tensor.name,
+            tensor.datatype,
+            _shape(tensor.name, list(tensor.shape)),
+        )
+        if raw:
+            if tensor.HasField("contents"):
+                raise InputError(f"input {name!r} has both raw and typed contents; give one")
+            data = _raw(name, datatype, shape, raw[i])
+        else:
+            _numeric_dtype(name, datatype)
+            values = getattr(tensor.contents, _CONTENTS.get(datatype, "fp32_contents"))
+            data = np.asarray(values, dtype=np.float64)
+        tensors.append(Tensor(name, datatype, shape, data))
+    wanted = [{"name": o.name} for o in request.outputs] or None
+    return Request(request.id or None, tensors, _outputs(wanted, True))
+
+
+def grpc_response(model: str, version: str, request_id: str | None, outs: list[Output]) -> Any:
+    from tritonclient.grpc import service_pb2 as pb
+
+    response = pb.ModelInferResponse(model_name=model, model_version=version, id=request_id or "")
+    for out in outs:
+        response.outputs.add(name=out.name, datatype=out.datatype, shape=list(out.array.shape))
+        response.raw_output_contents.append(
+            out.array.astype(out.array.dtype.newbyteorder("<"), copy=False).tobytes()
+        )
+    return response
+
+
+# -- answers --------------------------------------------------------------------------------------
+
+
+def outputs(proba: np.ndarray, wanted: list[tuple[str, bool]]) -> list[Output]:
+    arrays = {
+        "label": (np.argmax(proba, axis=1).astype(np.int64), "INT64"),
+        "probabilities": (np.ascontiguousarray(proba, dtype=np.float32), "FP32"),
+    }
+    return [Output(name, *arrays[name], binary) for name, binary in wanted]
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": bentos.__version__, "extensions": EXTENSIONS}
+
+
+def model_metadata(model: Any) -> dict[str, Any]:
+    """The metadata of a served model (bentos.serving.core.ServedModel)."""
+    schema = model.runner.schema
+    return {
+        "name": model.name,
+        "versions": [model.version],
+        "platform": model.platform,
+        "inputs": [{"name": TENSOR, "datatype": "FP32", "shape": [-1, len(schema.features)]}],
+        "outputs": [
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(schema.labels)]},
+        ],
+        "parameters": {
+            "tag": model.runner.tag,
+            "feature_names": json.dumps(schema.names),
+            "class_labels": json.dumps(list(schema.labels)),
+        },
     }

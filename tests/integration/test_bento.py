@@ -44,7 +44,12 @@ def test_bento_packs_the_service_code_and_both_models(bento_dir):
         "rf-classifier",
         "tflite-classifier",
     }
-    for path in ("service.py", "bentos/schema.py", "bentos/runners.py", "jobs/__init__.py"):
+    for path in (
+        "service.py",
+        "bentos/schema/__init__.py",
+        "bentos/runners.py",
+        "jobs/__init__.py",
+    ):
         assert (bento_dir / "src" / path).is_file(), path
     assert not (bento_dir / "src" / "tests").exists()
 

@@ -18,6 +18,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from tests.support.shutdown import HARMLESS, handled, load
@@ -71,7 +72,11 @@ def test_schema_driven_requests_never_get_a_5xx(server):
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            check_all(operation.label, operation.as_strategy(generation_mode=mode))
+            try:
+                check_all(operation.label, operation.as_strategy(generation_mode=mode))
+            except Unsatisfiable:
+                # An operation that takes no input (a probe, /metrics) has no invalid case.
+                assert mode is GenerationMode.NEGATIVE, operation.label
     print("schemathesis calls:", dict(calls))
     total = sum(v for k, v in calls.items() if " " in k)
     assert total >= 1000, dict(calls)
@@ -114,10 +119,9 @@ def _hammer(url: str, body: dict, clients: int, seconds: float) -> tuple[Counter
 def small_server(serve, pinned, tmp_path_factory):
     """A server that takes 4 requests at a time (2 per worker) and times out after 5 s."""
     config = tmp_path_factory.mktemp("cfg") / "bentoml.yaml"
-    config.write_text(
-        "services:\n  tabular-classifier:\n    traffic:\n      timeout: 5\n      max_concurrency: 4\n"
-    )
-    srv = serve({"BENTOML_CONFIG": str(config), **pinned}).wait_ready()
+    config.write_text("services:\n  tabular-classifier:\n    traffic:\n      timeout: 5\n")
+    env = {"BENTOML_CONFIG": str(config), "BENTOS_MAX_CONCURRENCY": "2", **pinned}
+    srv = serve(env).wait_ready()
     yield srv
     srv.stop()
 

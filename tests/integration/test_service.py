@@ -64,9 +64,9 @@ def _request_count(server, endpoint: str, code: str) -> float:
     total = 0.0
     for line in text.splitlines():
         if (
-            line.startswith("bentoml_service_request_total{")
-            and f'endpoint="{endpoint}"' in line
-            and f'http_response_code="{code}"' in line
+            line.startswith("bentos_requests_total{")
+            and f'route="{endpoint}"' in line
+            and f'status="{code}"' in line
         ):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -184,6 +184,9 @@ def test_unknown_routes_and_methods_get_json_errors_too(server):
 
 def test_a_path_no_route_matches_is_a_json_404(server):
     resp = httpx.post(server.url + "/v2/models/%0A/infer", json={})
+    assert resp.status_code == 404
+    assert "unknown model '\\n'" in resp.json()["error"]
+    resp = httpx.post(server.url + "/no/such/route", json={})
     assert resp.status_code == 404
     assert "no such route" in resp.json()["error"]
     assert httpx.get(server.url + "/livez").status_code == 200  # the rest passes through

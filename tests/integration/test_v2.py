@@ -172,7 +172,12 @@ def test_bad_requests_are_client_errors_with_a_message(http_client, grpc_client,
 def test_rest_errors_are_json_with_an_error_field(server):
     cases = [
         ("/v2/models/rf/infer", b"{not json", 400, "malformed JSON"),
-        ("/v2/models/rf/infer", b'{"inputs": []}', 400, "exactly one tensor"),
+        (
+            "/v2/models/rf/infer",
+            b'{"inputs": []}',
+            400,
+            "the request has 0 inputs; the model takes one",
+        ),
         (
             "/v2/models/rf/infer",
             b'{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], '

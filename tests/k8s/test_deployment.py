@@ -123,26 +123,21 @@ def test_bentoml_config_and_its_overrides_use_known_keys_only(objects):
     assert service_config(objects)["workers"] >= 1
 
 
-@pytest.mark.parametrize(
-    ("overlay_name", "workers", "max_concurrency"), [("dev", 1, 64), ("prod", 2, 128)]
-)
-def test_dev_overrides_two_keys_of_the_base_bentoml_config(
-    rendered, overlay_name, workers, max_concurrency
-):
-    """Every overlay mounts the base's file unchanged; dev sets only workers and
-    max_concurrency over it, and keeps the rest (timeout, port) from the file."""
+@pytest.mark.parametrize(("overlay_name", "workers"), [("dev", 1), ("prod", 2)])
+def test_dev_overrides_one_key_of_the_base_bentoml_config(rendered, overlay_name, workers):
+    """Every overlay mounts the base's file unchanged; dev sets only the workers over it, and
+    keeps the rest (timeout, port) from the file."""
     objects = rendered[overlay_name]
     base_file = yaml.safe_load((K8S / "base" / "bentoml_configuration.yaml").read_text())
     assert bentoml_config(objects)[1] == base_file
     overrides = bentoml_overrides(objects)
     if overlay_name == "dev":
-        assert overrides == {
-            "services": {APP: {"workers": workers, "traffic": {"max_concurrency": max_concurrency}}}
-        }
+        assert overrides == {"services": {APP: {"workers": workers}}}
     else:
         assert overrides == {}
     config = service_config(objects)
-    assert (config["workers"], config["traffic"]["max_concurrency"]) == (workers, max_concurrency)
+    assert config["workers"] == workers
+    assert "max_concurrency" not in config["traffic"]  # the service's own limit, per worker
     assert config["traffic"]["timeout"] == base_file["services"][APP]["traffic"]["timeout"]
     assert config["http"] == base_file["services"][APP]["http"]
 
@@ -209,9 +204,9 @@ def test_disruption_budget_and_network_policy_select_the_server_pods(objects):
     ports = {
         (p["protocol"], p["port"]) for rule in policy["spec"]["ingress"] for p in rule["ports"]
     }
-    # Exactly the ports the pod serves: 3000 (HTTP) and 3001 (gRPC).
+    # Exactly the ports the pod serves: 3000 (HTTP), 3001 (gRPC) and 3002 (gRPC's metrics).
     assert ports == {("TCP", port) for port in serving_ports(objects).values()}
-    assert ports == {("TCP", 3000), ("TCP", 3001)}
+    assert ports == {("TCP", 3000), ("TCP", 3001), ("TCP", 3002)}
     # The jobs' pods get a policy too, with no ingress at all.
     jobs = one(objects, "NetworkPolicy", f"{APP}-jobs")
     assert "ingress" not in jobs["spec"] and jobs["spec"]["policyTypes"] == ["Ingress"]

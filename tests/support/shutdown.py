@@ -50,9 +50,9 @@ def load(url: str, body: dict, clients: int = 8) -> Iterator[Counter]:
             t.join()
 
 
-def handled(prometheus_dir: Path, endpoint: str = "/predict") -> Counter:
-    """Responses by status that a BentoML server counted for `endpoint`, from the Prometheus
-    multiprocess files it leaves behind (they outlive the server)."""
+def handled(prometheus_dir: Path, route: str = "/predict") -> Counter:
+    """Responses by status that the service counted for `route` (bentos.serving.metrics), from
+    the Prometheus multiprocess files it leaves behind (they outlive the server)."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -61,9 +61,6 @@ def handled(prometheus_dir: Path, endpoint: str = "/predict") -> Counter:
     counted: Counter = Counter()
     for metric in registry.collect():
         for sample in metric.samples:
-            if (
-                sample.name == "bentoml_service_request_total"
-                and sample.labels["endpoint"] == endpoint
-            ):
-                counted[int(sample.labels["http_response_code"])] += int(sample.value)
+            if sample.name == "bentos_requests_total" and sample.labels["route"] == route:
+                counted[int(sample.labels["status"])] += int(sample.value)
     return counted

@@ -11,23 +11,23 @@ import numpy as np
 import pytest
 
 from bentos.runners import RandomForestRunner, TFLiteRunner
-from bentos.serving.app import Models, create_app
+from bentos.serving.app import create_app
+from bentos.serving.core import Core
 from bentos.settings import ServingSettings
 from tests.support.strategies import FEATURES, ROW
 
 
 @pytest.fixture(scope="module")
 def app(trained):
-    app = create_app()
     settings = ServingSettings(max_rows=10, max_body_bytes=4000)
-    app.state.models = Models(
+    core = Core(
         {
             "rf": ("/predict", RandomForestRunner(trained.rf_tag, "packed")),
             "tflite": ("/predict_edge", TFLiteRunner(trained.tflite_tag)),
         },
         settings,
     )
-    return app
+    return create_app(core)
 
 
 def call(app, method: str, path: str, **kw) -> httpx.Response:
@@ -44,7 +44,7 @@ def test_predict_answers_what_the_model_computes(app, route, model):
     rows = [ROW, {**ROW, "petal_length": 5.0, "petal_width": 2.0}]
     resp = call(app, "POST", route, json={"instances": rows})
     assert resp.status_code == 200, resp.text
-    runner = app.state.models.by_name[model].runner
+    runner = app.state.core.model(model).runner
     want = runner.predict_proba(np.array([[r[f] for f in FEATURES] for r in rows]))
     body = resp.json()
     assert body["model"] == runner.tag
@@ -113,3 +113,16 @@ def test_v2_metadata_and_infer(app, trained):
 def test_openapi_document_describes_both_prediction_routes(app):
     paths = call(app, "GET", "/openapi.json").json()["paths"]
     assert {"/predict", "/predict_edge"} <= set(paths)
+
+
+def test_an_unexpected_failure_is_a_json_500_that_leaks_nothing(app, monkeypatch):
+    model = app.state.core.model("rf")
+
+    def broken(x):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(model.batcher, "_fn", broken)
+    resp = call(app, "POST", "/predict", json={"instances": [ROW]})
+    assert resp.status_code == 500
+    assert resp.headers["content-type"].startswith("application/json")
+    assert "secret" not in resp.text and resp.json()["error"]

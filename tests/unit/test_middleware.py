@@ -47,3 +47,33 @@ def test_other_scopes_pass_through_uncounted():
 def test_every_must_be_positive():
     with pytest.raises(ValueError, match="positive"):
         SpreadConnections(_app, every=0)
+
+
+def test_a_plain_text_500_becomes_json():
+    import asyncio
+
+    from bentos.serving.middleware import JsonErrors
+
+    async def broken(scope, receive, send):
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"Internal Server Error"})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "/boom", "headers": []}
+    asyncio.run(JsonErrors(broken)(scope, receive, send))
+    assert sent[0]["status"] == 500
+    assert dict(sent[0]["headers"])[b"content-type"] == b"application/json"
+    assert b'"error":"internal error (logged): GET ' in sent[1]["body"]

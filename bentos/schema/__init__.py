@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,19 +19,32 @@ import orjson
 import pandas as pd
 
 from bentos.errors import InputError
+from bentos.schema.cells import Label, column, native, non_finite, one_value, type_name
 
-Label = str | int
 _NUMBERS = frozenset({float, int})
+# The one input tensor of both models in the Open Inference Protocol: [N, n_features], FP32.
+TENSOR = "features"
 
 
 def parse_json(body: bytes) -> Any:
-    """JSON to Python objects: orjson (BENCHMARKS.md, "Choices": orjson), with the standard
-    library as the fallback for what orjson refuses (NaN and Infinity literals), so that those reach
-    validation and get a message naming the row and field rather than a parse error."""
+    """JSON to Python objects, or an InputError (a 400) saying why not.
+
+    orjson first (BENCHMARKS.md, "Choices": orjson). The standard library reads what orjson
+    refuses, so that NaN, Infinity and numbers too large for a double reach validation and get a
+    message naming the row and field; its recursion on nesting deeper than it allows is caught
+    and refused like any malformed JSON."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(body)
+    except RecursionError:
+        raise InputError(
+            "malformed JSON: nested too deeply", [(None, None, "malformed JSON")]
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"malformed JSON: {exc}", [(None, None, "malformed JSON")]) from None
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,7 @@ class FeatureSchema:
             )
             for c in features.columns
         )
-        return cls(cols, tuple(_native(v) for v in labels), str(target))
+        return cls(cols, tuple(native(v) for v in labels), str(target))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,11 +94,62 @@ class FeatureSchema:
 
     # -- validation ---------------------------------------------------------------------------
 
+    def validate_body(self, body: Any, max_rows: int) -> np.ndarray:
+        """A JSON API body, {"instances": [{feature: value, ...}, ...]}, to a float64 matrix."""
+        if not isinstance(body, dict) or "instances" not in body:
+            raise InputError(
+                'the body must be a JSON object {"instances": [{feature: value, ...}, ...]}',
+                [(None, "instances", "missing")],
+            )
+        if len(body) != 1:
+            unknown = sorted(str(k) for k in body if k != "instances")
+            raise InputError(
+                f"unknown top-level field(s) {', '.join(map(repr, unknown))}; only 'instances' is allowed",
+                [(None, k, "unknown field") for k in unknown],
+            )
+        return self.validate_instances(body["instances"], max_rows)
+
+    def validate_tensor(
+        self, name: str, datatype: str, shape: Sequence[int], data: np.ndarray, max_rows: int
+    ) -> np.ndarray:
+        """An Open Inference Protocol input tensor (flat `data`) to the model's float matrix."""
+        n_features = len(self.features)
+        if name != TENSOR:
+            raise InputError(
+                f"unknown input tensor {name!r}; the model takes one input, {TENSOR!r}",
+                [(None, name, "unknown input")],
+            )
+        if datatype != "FP32":
+            raise InputError(
+                f"input {TENSOR!r} has datatype {datatype}; FP32 is required",
+                [(None, TENSOR, "datatype")],
+            )
+        if len(shape) != 2 or shape[1] != n_features or shape[0] < 1:
+            raise InputError(
+                f"input {TENSOR!r} has shape {list(shape)}; [N, {n_features}] is required, N >= 1, "
+                f"features in this order: {', '.join(self.names)}",
+                [(None, TENSOR, "shape")],
+            )
+        if shape[0] > max_rows:
+            raise InputError(
+                f"input {TENSOR!r} has {shape[0]} rows; at most {max_rows} are allowed",
+                [(None, TENSOR, "too many rows")],
+            )
+        if data.size != shape[0] * shape[1]:
+            raise InputError(
+                f"input {TENSOR!r} has {data.size} values; shape {list(shape)} needs {shape[0] * shape[1]}",
+                [(None, TENSOR, "size")],
+            )
+        try:
+            return self.validate_matrix(data.reshape(shape[0], shape[1]))
+        except InputError as exc:
+            raise InputError(f"input {TENSOR!r}: {exc.message}", exc.problems) from None
+
     def validate_instances(self, instances: Any, max_rows: int) -> np.ndarray:
         """JSON rows (one object of features per row) to a float64 matrix, or InputError."""
         if not isinstance(instances, list):
             raise InputError(
-                f"'instances' must be a list of objects, got {_type_name(instances)}",
+                f"'instances' must be a list of objects, got {type_name(instances)}",
                 [(None, "instances", "not a list")],
             )
         if not instances:
@@ -107,7 +170,7 @@ class FeatureSchema:
         for i, row in enumerate(instances):
             if not isinstance(row, dict):
                 raise InputError(
-                    f"instances[{i}] must be an object of features, got {_type_name(row)}",
+                    f"instances[{i}] must be an object of features, got {type_name(row)}",
                     [(i, None, "not an object")],
                 )
             if row.keys() != wanted:
@@ -136,7 +199,7 @@ class FeatureSchema:
         """A row's values in schema order, in C (KeyError for a missing feature)."""
         names = self.names
         if len(names) == 1:  # itemgetter of one key gives the value, not a 1-tuple
-            return functools.partial(_one_value, names[0])
+            return functools.partial(one_value, names[0])
         return operator.itemgetter(*names)
 
     def _fast_matrix(self, instances: list) -> np.ndarray | None:
@@ -167,7 +230,7 @@ class FeatureSchema:
             return x
         problems: list[tuple[int, str, str]] = []
         for j, feature in enumerate(self.features):
-            _non_finite(feature.name, x[:, j], problems)
+            non_finite(feature.name, x[:, j], problems)
         problems.sort(key=lambda p: p[0])
         row, field, message = problems[0]
         raise InputError(
@@ -200,91 +263,6 @@ class FeatureSchema:
         matrix = np.empty((n_rows, len(columns)), dtype=np.float64)
         problems: list[tuple[int, str, str]] = []
         for j, (feature, values) in enumerate(zip(self.features, columns, strict=True)):
-            matrix[:, j] = _column(feature.name, values, parse_strings, problems)
+            matrix[:, j] = column(feature.name, values, parse_strings, problems)
         problems.sort(key=lambda p: p[0])
         return matrix, problems
-
-
-def _one_value(name: str, row: Any) -> tuple:
-    return (row[name],)
-
-
-def _column(name: str, values: Any, parse_strings: bool, problems: list) -> np.ndarray:
-    if isinstance(values, pd.Series):
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            out = values.to_numpy(dtype=np.float64, na_value=np.nan)
-            _non_finite(name, out, problems)
-            return out
-        if parse_strings and pd.api.types.is_string_dtype(values):
-            # Text columns (CSV read as text): parse in C, then explain only the failures.
-            out = np.array(pd.to_numeric(values, errors="coerce"), dtype=np.float64)
-            raw = values.to_numpy(dtype=object)
-            for i in np.flatnonzero(~np.isfinite(out)):
-                out[i] = _one(name, int(i), raw[i], parse_strings, problems)
-            return out
-        values = values.to_numpy(dtype=object)
-    elif all(type(v) is float or type(v) is int for v in values):
-        # The common case, checked without a per-value branch: JSON numbers only (bool is not int here).
-        try:
-            out = np.array(values, dtype=np.float64)
-        except OverflowError:
-            pass
-        else:
-            _non_finite(name, out, problems)
-            return out
-    out = np.empty(len(values), dtype=np.float64)
-    for i, v in enumerate(values):
-        out[i] = _one(name, i, v, parse_strings, problems)
-    return out
-
-
-def _one(name: str, row: int, v: Any, parse_strings: bool, problems: list) -> float:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        problems.append((row, name, "missing value (null or NaN); a finite number is required"))
-        return math.nan
-    if isinstance(v, bool | np.bool_):
-        problems.append((row, name, f"expected a number, got boolean {v!r}"))
-        return math.nan
-    if isinstance(v, int | float | np.integer | np.floating):
-        try:
-            x = float(v)
-        except OverflowError:
-            x = math.inf
-    elif parse_strings and isinstance(v, str):
-        if not v.strip():  # an empty CSV cell
-            problems.append((row, name, "missing value (empty); a finite number is required"))
-            return math.nan
-        try:
-            x = float(v)
-        except ValueError:
-            problems.append((row, name, f"expected a number, got text {_short(v)}"))
-            return math.nan
-    else:
-        problems.append((row, name, f"expected a number, got {_type_name(v)} {_short(v)}"))
-        return math.nan
-    if not math.isfinite(x):
-        problems.append((row, name, f"expected a finite number, got {_short(v)}"))
-    return x
-
-
-def _non_finite(name: str, out: np.ndarray, problems: list) -> None:
-    bad = np.flatnonzero(~np.isfinite(out))
-    for i in bad:
-        what = "missing value (null or NaN)" if math.isnan(out[i]) else f"non-finite value {out[i]}"
-        problems.append((int(i), name, f"{what}; a finite number is required"))
-
-
-def _type_name(v: Any) -> str:
-    return {dict: "object", list: "array", str: "string", type(None): "null"}.get(
-        type(v), type(v).__name__
-    )
-
-
-def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _native(v: Any) -> Label:
-    v = v.item() if isinstance(v, np.generic) else v
-    return v if isinstance(v, int | str) else str(v)

@@ -1,0 +1,99 @@
+"""The inference core (the data plane): the served models by name and version, and inference
+through each model's batcher. Nothing here knows HTTP or gRPC; the transports decode a request,
+call the core and encode its answer, and map the one error family (bentos.errors.ClientError)
+once each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bentos.errors import ClientError
+from bentos.runners import Runner
+from bentos.serving.batching import Batcher
+from bentos.serving.metrics import Metrics
+from bentos.settings import ServingSettings
+
+# The Open Inference Protocol's platform names for the two models.
+PLATFORMS = {"rf": "sklearn", "tflite": "tflite"}
+
+
+@dataclass
+class ServedModel:
+    """A runner as the core serves it: under a name, at a version, through its batcher."""
+
+    name: str
+    route: str  # the JSON API's route for it
+    runner: Runner
+    batcher: Batcher
+
+    @property
+    def version(self) -> str:
+        return self.runner.tag.split(":", 1)[1]
+
+    @property
+    def platform(self) -> str:
+        return PLATFORMS.get(self.name, "unknown")
+
+    def describe(self) -> dict[str, Any]:
+        meta = self.runner.metadata
+        return {
+            "name": self.name,
+            "route": self.route,
+            "tag": self.runner.tag,
+            "schema": self.runner.schema.to_dict(),
+            "labels": list(self.runner.schema.labels),
+            "metrics": meta.get("metrics", {}),
+            "parity": meta.get("parity"),
+            "quantization": meta.get("quantization"),
+            "backend": getattr(self.runner, "backend", "tflite"),
+        }
+
+
+class Core:
+    """The models a server serves, loaded once (a failure stops the process loudly)."""
+
+    def __init__(
+        self,
+        runners: dict[str, tuple[str, Runner]],
+        settings: ServingSettings,
+        metrics: Metrics | None = None,
+    ):
+        self.settings = settings
+        self.metrics = metrics
+        self.models = {
+            name: ServedModel(name, route, runner, self._batcher(name, runner))
+            for name, (route, runner) in runners.items()
+        }
+
+    def _batcher(self, name: str, runner: Runner) -> Batcher:
+        fn = runner.predict_proba
+        if self.metrics is not None:
+            fn = self.metrics.timed_model(name, fn)
+        return Batcher(
+            fn,
+            max_batch_size=self.settings.max_batch_size,
+            max_latency_ms=self.settings.max_latency_ms,
+            inline_rows=runner.inline_rows,
+        )
+
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        """The served model `name`, at `version` if one is asked for; a 404 otherwise."""
+        model = self.models.get(name)
+        if model is None:
+            raise ClientError(
+                404, f"unknown model {name!r}; the models are {', '.join(self.models)}"
+            )
+        if version and version != model.version:
+            raise ClientError(
+                404, f"model {name!r} has no version {version!r}; it serves {model.version!r}"
+            )
+        return model
+
+    async def infer(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
+        """Probabilities for the valid matrix `x` (the schema checked it at the edge); a 503
+        (bentos.serving.batching.Overloaded) when the model's queue is too long."""
+        return await model.batcher(x)

@@ -1,0 +1,106 @@
+"""The servers' own Prometheus metrics, the same on HTTP and gRPC, labelled by route template (or
+RPC name), never by raw path: a scan of random paths adds one series, not one per path.
+
+- `bentos_requests_total{transport, route, status}` and
+  `bentos_request_duration_seconds{transport, route}`: every request;
+- `bentos_rejected_requests_total{transport, route, reason}`: refusals by reason (invalid input,
+  not found, body timeout, too large, too many in flight, overloaded);
+- `bentos_model_inference_seconds{model}` and `bentos_model_batch_rows{model}`: each model call
+  (one call may serve several requests: bentos.serving.batching).
+
+The HTTP server registers them in BentoML's multiprocess registry (so /metrics adds up every
+worker), the gRPC server in a registry of its own on its metrics port.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+REASONS = {
+    400: "invalid_input",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "body_timeout",
+    413: "too_large",
+    429: "too_many_in_flight",
+    503: "overloaded",
+    504: "timeout",
+}
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """`counter` and `histogram` make prometheus_client metrics in the registry to use."""
+
+    def __init__(self, counter: Callable[..., Any], histogram: Callable[..., Any]):
+        self.requests = counter(
+            name="bentos_requests_total",
+            documentation="Requests answered, by transport, route template and status",
+            labelnames=["transport", "route", "status"],
+        )
+        self.request_seconds = histogram(
+            name="bentos_request_duration_seconds",
+            documentation="Time from a request's arrival to its answer",
+            labelnames=["transport", "route"],
+            buckets=_SECONDS,
+        )
+        self.rejected = counter(
+            name="bentos_rejected_requests_total",
+            documentation="Requests refused, by transport, route template and reason",
+            labelnames=["transport", "route", "reason"],
+        )
+        self.model_seconds = histogram(
+            name="bentos_model_inference_seconds",
+            documentation="Time of one model call",
+            labelnames=["model"],
+            buckets=_SECONDS,
+        )
+        self.model_rows = histogram(
+            name="bentos_model_batch_rows",
+            documentation="Rows in one model call",
+            labelnames=["model"],
+            buckets=_ROWS,
+        )
+
+    def observe(self, transport: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(transport, route, str(status)).inc()
+        self.request_seconds.labels(transport, route).observe(seconds)
+        if status >= 400:
+            self.rejected.labels(transport, route, REASONS.get(status, f"status_{status}")).inc()
+
+    def timed_model(
+        self, name: str, fn: Callable[[np.ndarray], np.ndarray]
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """`fn`, with each call's time and rows recorded under `name`."""
+        seconds = self.model_seconds.labels(name)
+        rows = self.model_rows.labels(name)
+
+        def call(x: np.ndarray) -> np.ndarray:
+            t0 = time.perf_counter()
+            out = fn(x)
+            seconds.observe(time.perf_counter() - t0)
+            rows.observe(len(x))
+            return out
+
+        return call
+
+
+def bentoml_metrics() -> Metrics:
+    """The metrics in BentoML's multiprocess registry (the HTTP workers)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    client = BentoMLContainer.metrics_client.get()
+    return Metrics(client.Counter, client.Histogram)
+
+
+def latest_bentoml() -> tuple[bytes, str]:
+    """/metrics: every worker's series, added up, in the exposition format."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    client = BentoMLContainer.metrics_client.get()
+    return client.generate_latest(), client.CONTENT_TYPE_LATEST

@@ -1,0 +1,80 @@
+"""The service's operations as BentoML declares them: typed `@bentoml.api` methods, with pydantic
+request and response models generated from a model's feature schema.
+
+BentoML's clients (`bentoml.SyncHTTPClient`, `AsyncHTTPClient`) and `bentoml.depends` find the
+methods through them; over HTTP their requests reach the same handler as curl's
+(bentos.serving.middleware.Routes), and a call in process runs the same core.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from bentos.schema import FeatureSchema
+from bentos.serving.core import Core
+
+
+@dataclass(frozen=True)
+class ApiTypes:
+    row: type[BaseModel]  # one row: a number per feature, by the feature's name
+    prediction: type[BaseModel]  # the answer: labels, probabilities, the model's tag
+
+
+def _identifier(name: str, taken: set[str]) -> str:
+    ident = re.sub(r"\W", "_", name)
+    if not ident or ident[0].isdigit() or ident.startswith("_"):
+        ident = f"f_{ident}"
+    while ident in taken:
+        ident += "_"
+    taken.add(ident)
+    return ident
+
+
+def api_types(schema: FeatureSchema, prefix: str) -> ApiTypes:
+    """Models named `<prefix>Row` and `<prefix>Prediction` for the features and labels of
+    `schema`; the example row is the features' observed minima."""
+    taken: set[str] = set()
+    fields: dict[str, Any] = {
+        _identifier(f.name, taken): (
+            float,
+            Field(alias=f.name, examples=[f.min], description=f"{f.dtype}, seen {f.min}..{f.max}"),
+        )
+        for f in schema.features
+    }
+    example = {f.name: f.min for f in schema.features}
+    row = create_model(
+        f"{prefix}Row",
+        __config__=ConfigDict(
+            extra="forbid", populate_by_name=True, json_schema_extra={"example": example}
+        ),
+        **fields,
+    )
+    label_type: Any = Literal[tuple(schema.labels)] if schema.labels else str
+    prediction = create_model(
+        f"{prefix}Prediction",
+        predictions=(list[label_type], Field(description="one label per row")),
+        probabilities=(
+            list[list[float]],
+            Field(description=f"per row, a probability per class: {list(schema.labels)}"),
+        ),
+        model=(str, Field(description="the model's tag")),
+    )
+    return ApiTypes(row, prediction)
+
+
+async def predict(core: Core, name: str, instances: list[BaseModel], types: ApiTypes) -> Any:
+    """A `@bentoml.api` call made in process (bentoml.depends): the same schema, core and answer
+    as the HTTP route."""
+    model = core.model(name)
+    rows = [r.model_dump(by_alias=True) for r in instances]
+    x = model.runner.schema.validate_instances(rows, core.settings.max_rows)
+    proba = await core.infer(model, x)
+    return types.prediction(
+        predictions=model.runner.labels_for(proba),
+        probabilities=proba.tolist(),
+        model=model.runner.tag,
+    )

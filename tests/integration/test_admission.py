@@ -1,0 +1,66 @@
+"""Slow senders cannot take the capacity: a body must arrive within the body timeout (else a
+408), and a request still sending its body holds none of the slots model work needs."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.support.strategies import ROW
+
+PER_WORKER = 3  # BENTOS_MAX_CONCURRENCY
+WORKERS = 2  # service.py's default
+
+
+@pytest.fixture(scope="module")
+def small(serve, pinned):
+    env = {**pinned, "BENTOS_MAX_CONCURRENCY": str(PER_WORKER), "BENTOS_BODY_TIMEOUT_SECONDS": "3"}
+    srv = serve(env).wait_ready()
+    yield srv
+    srv.stop()
+
+
+def _slow(srv, n: int) -> list[socket.socket]:
+    """n connections that send their headers and a few bytes of a declared 500-byte body."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 500\r\n\r\n{"instances": ['
+        )
+        socks.append(s)
+    return socks
+
+
+def test_twice_the_slots_in_slow_senders_leave_predict_answering_within_a_second(small):
+    slow = _slow(small, 2 * PER_WORKER * WORKERS)
+    try:
+        time.sleep(0.3)
+        with httpx.Client(base_url=small.url, timeout=10) as client:
+            for _ in range(20):
+                t0 = time.monotonic()
+                resp = client.post("/predict", json={"instances": [ROW]})
+                took = time.monotonic() - t0
+                assert resp.status_code == 200, resp.text
+                assert took < 1.0, took
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_json_408(small):
+    (s,) = _slow(small, 1)
+    try:
+        s.settimeout(10)
+        t0 = time.monotonic()
+        reply = s.recv(4096).decode()
+        took = time.monotonic() - t0
+    finally:
+        s.close()
+    assert reply.startswith("HTTP/1.1 408"), reply
+    assert '"error":"the request body did not arrive within 3 s"' in reply
+    assert 2.5 < took < 8, took  # the configured 3 s, not BentoML's 30 s request timeout

@@ -1,0 +1,78 @@
+"""Metrics fit for production, on a real server: route templates rather than raw paths, each
+model's inference time and rows per call, refusals by reason, and the same series on the gRPC
+server's own metrics port."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import tritonclient.grpc as tgrpc
+
+from tests.support.strategies import ROW
+
+
+def _series(url: str) -> dict[str, float]:
+    text = httpx.get(url, timeout=30).text
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def _identity(series: str) -> str:
+    name, _, labels = series.partition("{")
+    name = re.sub(r"_(bucket|count|sum|created)$", "", name)
+    return name + "{" + re.sub(r'le="[^"]*",?', "", labels)
+
+
+def test_ten_thousand_random_paths_add_only_a_handful_of_series(server):
+    before = _series(server.url + "/metrics")
+
+    def scan(_: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            return sum(
+                client.get(f"/{uuid.uuid4().hex}/{uuid.uuid4().hex}").status_code == 404
+                for _ in range(1250)
+            )
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(scan, range(8))) == 10_000
+    after = _series(server.url + "/metrics")
+    # A histogram is a series per bucket: count each metric and label set once.
+    new = {_identity(s) for s in after} - {_identity(s) for s in before}
+    assert len(new) <= 6, sorted(new)
+    assert not any(re.search(r"/[0-9a-f]{32}", s) for s in after), "a raw path became a label"
+    unmatched = 'bentos_requests_total{route="unmatched",status="404",transport="http"}'
+    assert after[unmatched] - before.get(unmatched, 0) == 10_000
+
+
+def test_each_model_reports_inference_time_rows_per_call_and_refusals_by_reason(server):
+    for route in ("/predict", "/predict_edge"):
+        assert httpx.post(server.url + route, json={"instances": [ROW] * 3}).status_code == 200
+    assert httpx.post(server.url + "/predict", json={"instances": [{"x": 1}]}).status_code == 400
+    series = _series(server.url + "/metrics")
+    for model in ("rf", "tflite"):
+        assert series[f'bentos_model_inference_seconds_count{{model="{model}"}}'] >= 1
+        assert series[f'bentos_model_batch_rows_sum{{model="{model}"}}'] >= 3
+    rejected = (
+        'bentos_rejected_requests_total{reason="invalid_input",route="/predict",transport="http"}'
+    )
+    assert series[rejected] >= 1
+    assert series['bentos_requests_total{route="/predict_edge",status="200",transport="http"}'] >= 1
+
+
+def test_the_grpc_server_reports_the_same_metrics_on_its_own_port(grpc_server):
+    client = tgrpc.InferenceServerClient(grpc_server.address)
+    x = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
+    inp = tgrpc.InferInput("features", [1, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    client.infer("rf", [inp])
+    series = _series(grpc_server.metrics_url)
+    assert series['bentos_requests_total{route="ModelInfer",status="200",transport="grpc"}'] >= 1
+    assert series['bentos_model_inference_seconds_count{model="rf"}'] >= 1
+    assert series['bentos_model_batch_rows_count{model="rf"}'] >= 1
