@@ -106,11 +106,17 @@ def test_every_v2_rest_route_answers(pod, base_url, rows, source_tree):
             np.testing.assert_array_equal(result.as_numpy("probabilities"), want)
 
 
-def test_metrics_count_the_requests_served(pod, base_url):
+def test_metrics_count_the_requests_served_on_both_containers(pod, base_url, objects):
     httpx.post(base_url + "/predict", json={"instances": [{"sepal_length": 1.0}]})
     text = httpx.get(base_url + "/metrics").text
-    assert "bentoml_service_request_total" in text
-    assert 'endpoint="/predict"' in text
+    assert 'bentos_requests_total{route="/predict",status="400",transport="http"}' in text
+    grpc_ctr = container(one(objects, "Deployment", "tabular-classifier"), "grpc")
+    tgrpc.InferenceServerClient(
+        f"127.0.0.1:{container_port(grpc_ctr, 'grpc')}"
+    ).get_server_metadata()
+    grpc_metrics = f"http://127.0.0.1:{container_port(grpc_ctr, 'grpc-metrics')}/metrics"
+    served = 'bentos_requests_total{route="ServerMetadata",status="200",transport="grpc"}'
+    assert served in httpx.get(grpc_metrics).text
 
 
 def test_grpc_container_answers_tritonclient(pod, objects, rows, source_tree):
