@@ -4,7 +4,8 @@
         noop=benchmarks.variants.noop_service:Noop/noop predict=./predict \\
         'spread-off=./predict?BENTOS_KEEPALIVE_REQUESTS=1000000000' --rounds 5
 
-Each variant is NAME=TARGET/PATH[?ENV=VALUE&...]: `bentoml serve TARGET` with that environment,
+Each variant is NAME=TARGET/PATH[?ENV=VALUE&...] (NAME=FOLDER//PATH for a folder elsewhere,
+such as another commit's checkout): `bentoml serve TARGET` with that environment,
 loaded on PATH. Round after round, each variant in turn gets the same closed loop (wrk, or the
 Python load generator), so drift in a noisy machine falls on every variant alike; prints each
 run and the medians, with the ratio to the first variant. Bodies come from the served forest's
@@ -27,7 +28,8 @@ from benchmarks.workload import sample_rows
 def _variant(spec: str) -> tuple[str, str, str, dict[str, str]]:
     name, _, rest = spec.partition("=")
     rest, _, query = rest.partition("?")
-    target, _, path = rest.partition("/")
+    # A TARGET that is a folder elsewhere (an older checkout) ends with "//": /tmp/old//predict.
+    target, _, path = rest.partition("//") if "//" in rest else rest.partition("/")
     if not (name and target and path):
         raise SystemExit(f"bad variant {spec!r}: expected NAME=TARGET/PATH[?ENV=VALUE&...]")
     env = dict(kv.split("=", 1) for kv in query.split("&") if kv)

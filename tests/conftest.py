@@ -16,10 +16,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from benchmarks.servers import Process, bentoml_serve, grpc_serve  # noqa: E402
 from bentos.training.pipeline import TrainConfig, TrainResult, train  # noqa: E402
 from tests.support import FAST, SERVER_ENV  # noqa: E402
+
+# Generated input (tests/unit/test_fuzz.py and others): a bounded sample in the suite; `long`
+# for a recorded run (pytest --hypothesis-profile=long, docs/reliability.md).
+settings.register_profile("ci", max_examples=300, deadline=None, database=None)
+settings.register_profile(
+    "long",
+    max_examples=25_000,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -125,3 +125,16 @@ def test_load_generators_send_a_list_of_bodies_in_turn():
             assert set(received) == set(bodies), run.__name__
     finally:
         server.shutdown()
+
+
+def test_ab_variants_name_a_target_a_path_and_an_environment():
+    from benchmarks.ab import _variant
+
+    assert _variant("after=./predict") == ("after", ".", "/predict", {})
+    assert _variant("noop=benchmarks.variants.noop_service:Noop/noop?A=1&B=2") == (
+        "noop",
+        "benchmarks.variants.noop_service:Noop",
+        "/noop",
+        {"A": "1", "B": "2"},
+    )
+    assert _variant("before=/tmp/old//predict") == ("before", "/tmp/old", "/predict", {})

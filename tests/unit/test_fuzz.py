@@ -3,7 +3,8 @@ recursive strategies, shaped like the real bodies and not), raw bytes, V2 REST b
 binary parts and gRPC requests. Each must end in an answer or a ClientError (a 4xx), never
 anything else; through the HTTP app, never a 5xx, and every error body JSON.
 
-The suite runs a bounded sample (the `ci` profile); the long run (docs/reliability.md):
+The suite runs a bounded sample (hypothesis's `ci` profile, tests/conftest.py); the long run,
+`long`, 25,000 inputs for each of the four tests (docs/reliability.md):
 
     .venv/bin/python -m pytest tests/unit/test_fuzz.py -p no:cacheprovider --hypothesis-profile=long
 """
@@ -29,16 +30,6 @@ from bentos.serving.core import Core
 from bentos.settings import ServingSettings
 from bentos.training.data import load_builtin
 from tests.support.strategies import FEATURES, json_values
-
-settings.register_profile("ci", max_examples=300, deadline=None, database=None)
-settings.register_profile(
-    "long",
-    max_examples=25_000,  # per test: the four tests make 100,000 inputs
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
-settings.load_profile("ci")
 
 SCHEMA = FeatureSchema.from_training(load_builtin("iris").features, ["a", "b", "c"], "species")
 numbers = st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
