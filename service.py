@@ -59,10 +59,12 @@ class TabularClassifier:
     def __init__(self) -> None:
         # Loading verifies each file's sha256; a failure here stops the worker loudly.
         app.state.metrics = bentoml_metrics()
+        # By tag, through bentos.models: the pod's own store first (the registry's champions,
+        # when its init container pulled them), else the models packed in the Bento.
         self.core = Core(
             {
-                "rf": ("/predict", RandomForestRunner(self.rf_model, SETTINGS.rf_backend)),
-                "tflite": ("/predict_edge", TFLiteRunner(self.tflite_model)),
+                "rf": ("/predict", RandomForestRunner(SETTINGS.rf_model, SETTINGS.rf_backend)),
+                "tflite": ("/predict_edge", TFLiteRunner(SETTINGS.tflite_model)),
             },
             SETTINGS,
             app.state.metrics,

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from bentos.errors import BentosError, ExitCode
+from bentos.errors import BentosError, ExitCode, SettingsError
+from bentos.models import MODEL_FILES, TFLITE_NAME
+from bentos.settings import ModelSettings, load
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,11 +47,29 @@ def _parser() -> argparse.ArgumentParser:
         "--epochs", type=int, default=None, help="Keras epochs (default: by data size)"
     )
 
+    settings = load(ModelSettings)
     edge = sub.add_parser(
         "export-edge", help="write the TFLite model and its manifest for a device"
     )
     edge.add_argument("--out", required=True, metavar="DIR")
-    edge.add_argument("--model", default="tflite-classifier:latest", metavar="TAG")
+    edge.add_argument("--model", default=settings.tflite_model, metavar="TAG")
+    edge.add_argument(
+        "--registry", default=settings.registry, metavar="URL", help="export its champion"
+    )
+
+    models = sub.add_parser("models", help="the model registry: list, pull, promote, rollback")
+    verbs = models.add_subparsers(dest="verb", required=True)
+    for verb, text in (
+        ("list", "every pushed version of each model, and its champion"),
+        ("pull", "import each champion into the local model store (sha256-checked)"),
+        ("promote", "point NAME's champion at VERSION"),
+        ("rollback", "point NAME's champion back at VERSION, an earlier champion"),
+    ):
+        cmd = verbs.add_parser(verb, help=text)
+        cmd.add_argument("--registry", default=settings.registry, metavar="URL")
+        if verb in ("promote", "rollback"):
+            cmd.add_argument("name", choices=MODEL_FILES)
+            cmd.add_argument("version")
     return parser
 
 
@@ -135,7 +155,12 @@ def _export_edge(args: argparse.Namespace) -> int:
     from bentos.edge import export_edge
 
     try:
-        manifest = export_edge(args.out, args.model)
+        model = args.model
+        if args.registry:
+            from bentos.registry import Registry
+
+            model = Registry(args.registry).pull(TFLITE_NAME)
+        manifest = export_edge(args.out, model)
     except BentosError as exc:
         _console().print(f"[red]error:[/red] {exc}")
         return exc.exit_code
@@ -143,9 +168,51 @@ def _export_edge(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from bentos.registry import Registry
+
+    if not args.registry:
+        _console().print("error: --registry (or BENTOS_REGISTRY) is required")
+        return ExitCode.USAGE
+    try:
+        registry = Registry(args.registry)
+        if args.verb == "pull":
+            for name in MODEL_FILES:
+                if registry.champion(name) is None:
+                    # A first install, before the first retrain: the Bento's own model serves.
+                    print(f"{name}: no champion in {args.registry} yet; the Bento's own serves")
+                    continue
+                print(f"pulled {registry.pull(name)}")
+        elif args.verb == "list":
+            for name in MODEL_FILES:
+                champion = (registry.champion(name) or {}).get("version")
+                for record in registry.versions(name):
+                    mark = "*" if record["version"] == champion else " "
+                    print(f"{mark} {name}:{record['version']}  {json.dumps(record['metrics'])}")
+        elif args.verb == "promote":
+            pointer = registry.set_champion(args.name, args.version, "promoted by hand")
+            print(f"{args.name}: champion {pointer['version']}")
+        else:
+            pointer = registry.rollback(args.name, args.version)
+            print(f"{args.name}: champion {pointer['version']} ({pointer['reason']})")
+    except BentosError as exc:
+        _console().print(f"[red]error:[/red] {exc}")
+        return exc.exit_code
+    except OSError as exc:
+        _console().print(f"[red]error:[/red] registry {args.registry}: {exc}")
+        return ExitCode.IO
+    return ExitCode.OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    handler = {"train": _train, "export-edge": _export_edge}[args.command]
+    try:
+        args = _parser().parse_args(argv)
+    except SettingsError as exc:
+        _console().print(f"error: {exc}")
+        return exc.exit_code
+    handler = {"train": _train, "export-edge": _export_edge, "models": _models}[args.command]
     return handler(args)
 
 

@@ -39,8 +39,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _store() -> Any:
-    """Inside a Bento image the models are the Bento's own; elsewhere the local store."""
+def _bento_store() -> Any:
+    """Inside a Bento image, the Bento's own models ($BENTO_PATH/models); elsewhere None."""
     bento_path = os.environ.get("BENTO_PATH")
     if bento_path and (Path(bento_path) / "models").is_dir():
         from bentoml._internal.models.model import ModelStore
@@ -49,13 +49,36 @@ def _store() -> Any:
     return None
 
 
+def _own_store() -> Any:
+    """The process's own store, BENTOML_HOME/models, opened directly: `bentoml serve` of a
+    Bento points BentoML's default store at the Bento's models, and a pod's init container
+    pulls the registry's champions into BENTOML_HOME."""
+    home = os.environ.get("BENTOML_HOME")
+    if home and (Path(home) / "models").is_dir():
+        from bentoml._internal.models.model import ModelStore
+
+        return ModelStore(Path(home) / "models")
+    return None
+
+
 def get(tag: str) -> bentoml.Model:
-    store = _store()
+    """The model `tag`: from the process's own store (BENTOML_HOME) when it holds it, as it
+    holds the champions a pod's init container pulled from the registry; else from the
+    Bento's own models; else from wherever BentoML's default store is."""
+    stores = [s for s in (_own_store(), _bento_store()) if s is not None]
+    for store in stores:
+        try:
+            return store.get(tag)
+        except bentoml.exceptions.NotFound:
+            continue
     try:
-        return bentoml.models.get(tag) if store is None else store.get(tag)
+        return bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
-        where = "the Bento's models" if store is not None else f"the model store ({_home()})"
-        raise ModelError(f"model {tag!r} is not in {where}; run `bentos train` first") from None
+        pass
+    bento = " nor the Bento's models" if _bento_store() is not None else ""
+    raise ModelError(
+        f"model {tag!r} is not in the model store ({_home()}){bento}; run `bentos train` first"
+    )
 
 
 def schema_of(tag: str) -> FeatureSchema:

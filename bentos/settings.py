@@ -28,9 +28,12 @@ class ModelSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BENTOS_", **_FROZEN)
 
-    # Model tags; the Bento pins the versions it was built with.
+    # Model tags; the Bento pins the versions it was built with. With a registry, the pod's own
+    # store holds the champions its init container pulled, and :latest names them.
     rf_model: str = "rf-classifier:latest"
     tflite_model: str = "tflite-classifier:latest"
+    # The model registry (bentos.registry), any fsspec URL; none: the Bento's own models.
+    registry: str | None = None
 
 
 class ServingSettings(ModelSettings):
@@ -100,6 +103,16 @@ class RetrainSettings(BaseSettings):
     export: str | None = None  # where new model versions go as .bentomodel archives
     models: str = "rf,tflite"  # which models to retrain: rf, tflite or rf,tflite
     min_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.7
+    # Champion and challenger (bentos.training.evaluate): the registry, the labelled data both
+    # are judged on (default: the held-out split of `data`), the metric and the margin by
+    # which a challenger must do at least as well.
+    registry: str | None = Field(None, validation_alias="BENTOS_REGISTRY")
+    eval_data: str | None = None
+    metric: Literal["f1_macro", "accuracy"] = "f1_macro"
+    margin: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # After a promotion, the Deployment to roll (bentos.rollout); none: no rollout.
+    rollout_deployment: str | None = None
+    rollout_namespace: str | None = None
 
 
 S = TypeVar("S", bound=BaseSettings)

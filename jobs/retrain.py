@@ -1,18 +1,26 @@
-"""Scheduled retraining: `python -m jobs.retrain --data URL --target COLUMN`.
+"""Scheduled retraining: `python -m jobs.retrain --data URL --target COLUMN [--registry URL]`.
 
 Runs the training pipeline of `bentos train` on a data URL and registers new model versions
-only when they pass its gates; with --export-to, also writes each new version as a
-`.bentomodel` archive to that folder (any fsspec URL), which is how a version trained in a
-Kubernetes pod leaves it (the pod's model store is gone when the pod is).
+only when they pass its gates. With --registry (bentos.registry), each new version is the
+challenger: it and the registry's champion are judged on the same labelled rows (--eval-data,
+or the held-out split of --data), and the challenger is pushed, then promoted only when it is
+at least as good on --metric plus --margin; one `{"event": "decision", ...}` line per model,
+a report beside it in the registry, and, after a promotion, the serving Deployment rolled
+(--rollout-deployment) so that its pods pull the new champion. A decision not to promote is a
+success (exit 0). With --export-to, each new version is also written as a `.bentomodel`
+archive to that folder (any fsspec URL).
 
-The Bento image serves TFLite but carries no TensorFlow, so inside it use `--models rf`.
+The training image (bentofile-train.yaml) has TensorFlow and retrains both models; the serving
+image has none, so inside it use `--models rf`.
 
 Every flag defaults to its setting (bentos.settings.RetrainSettings): BENTOS_RETRAIN_DATA,
 BENTOS_RETRAIN_TARGET, BENTOS_RETRAIN_EXPORT, BENTOS_RETRAIN_MODELS,
-BENTOS_RETRAIN_MIN_ACCURACY.
+BENTOS_RETRAIN_MIN_ACCURACY, BENTOS_REGISTRY, BENTOS_RETRAIN_EVAL_DATA, BENTOS_RETRAIN_METRIC,
+BENTOS_RETRAIN_MARGIN, BENTOS_RETRAIN_ROLLOUT_DEPLOYMENT, BENTOS_RETRAIN_ROLLOUT_NAMESPACE.
 
-Exit codes (bentos.errors.ExitCode, the same for every command): 0 registered (and exported);
-1 the export failed; 2 bad arguments, settings or data; 3 a gate failed (nothing registered).
+Exit codes (bentos.errors.ExitCode, the same for every command): 0 registered (and decided,
+exported); 1 the registry, the export or the rollout failed; 2 bad arguments, settings or data;
+3 a gate failed (nothing registered); 4 the champion's archive fails its sha256.
 """
 
 from __future__ import annotations
@@ -33,6 +41,12 @@ def _parser(settings: RetrainSettings) -> argparse.ArgumentParser:
     p.add_argument("--export-to", default=settings.export, metavar="URL")
     p.add_argument("--models", default=settings.models, help="rf, tflite or rf,tflite")
     p.add_argument("--min-accuracy", type=float, default=settings.min_accuracy)
+    p.add_argument("--registry", default=settings.registry, metavar="URL")
+    p.add_argument("--eval-data", default=settings.eval_data, metavar="URL")
+    p.add_argument("--metric", default=settings.metric, choices=("f1_macro", "accuracy"))
+    p.add_argument("--margin", type=float, default=settings.margin)
+    p.add_argument("--rollout-deployment", default=settings.rollout_deployment, metavar="NAME")
+    p.add_argument("--rollout-namespace", default=settings.rollout_namespace, metavar="NS")
     p.add_argument("--quantize", default="dynamic", choices=("dynamic", "float16", "int8"))
     p.add_argument("--seed", type=int, default=42)
     return p
@@ -79,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         models=tags,
         accuracy={k: v["accuracy"] for k, v in metrics.items() if v},
     )
+    if args.registry:
+        code = _decide(args, config, result)
+        if code != ExitCode.OK:
+            return code
     if args.export_to:
         import bentoml
         import fsspec
@@ -94,6 +112,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError, bentoml.exceptions.BentoMLException) as exc:
             _log(event="error", error=f"export to {args.export_to} failed: {exc}")
             return ExitCode.IO
+    return ExitCode.OK
+
+
+def _decide(args: argparse.Namespace, config: object, result: object) -> int:
+    from bentos.registry import Registry
+    from bentos.training.promote import promote
+
+    try:
+        decisions = promote(
+            result,
+            config,
+            Registry(args.registry),
+            eval_data=args.eval_data,
+            metric=args.metric,
+            margin=args.margin,
+            log=_log,
+        )
+    except BentosError as exc:
+        _log(event="error", error=str(exc))
+        return exc.exit_code
+    except OSError as exc:
+        _log(event="error", error=f"registry {args.registry}: {exc}")
+        return ExitCode.IO
+    champions = {n: d["challenger"]["version"] for n, d in decisions.items() if d["promoted"]}
+    if champions and args.rollout_deployment:
+        from bentos.rollout import roll
+
+        try:
+            roll(args.rollout_deployment, args.rollout_namespace or "default", champions)
+        except Exception as exc:  # the API server's refusal, or no in-cluster credentials
+            _log(event="error", error=f"rollout of {args.rollout_deployment} failed: {exc}")
+            return ExitCode.IO
+        _log(event="rolled", deployment=args.rollout_deployment, champions=champions)
     return ExitCode.OK
 
 

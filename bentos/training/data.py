@@ -57,7 +57,7 @@ def load_builtin(name: str) -> Dataset:
     return Dataset(features, target, f"builtin:{name}", _table_sha256(table))
 
 
-def _read_table(url: str) -> tuple[pd.DataFrame, str]:
+def read_table(url: str) -> tuple[pd.DataFrame, str]:
     import fsspec
 
     suffixes = PurePosixPath(url.split("?", 1)[0]).suffixes
@@ -88,7 +88,7 @@ def _read_table(url: str) -> tuple[pd.DataFrame, str]:
 
 def load_table(url: str, target: str) -> Dataset:
     """Read a user's table and check it can train a classifier; DataError names what is wrong."""
-    frame, digest = _read_table(url)
+    frame, digest = read_table(url)
     if target not in frame.columns:
         raise DataError(
             f"{url}: target column {target!r} not found; the columns are {', '.join(map(str, frame.columns))}"

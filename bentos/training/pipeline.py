@@ -64,6 +64,22 @@ def load(config: TrainConfig) -> data_mod.Dataset:
     return data_mod.load_builtin(config.dataset)
 
 
+def held_out(config: TrainConfig) -> Any:
+    """The rows `train` holds out for its gates (the same seed and split), with the target: the
+    evaluation data of a retrain when no other is given."""
+    from sklearn.model_selection import train_test_split
+
+    ds = load(config)
+    table = ds.features.assign(**{str(ds.target.name): ds.target.to_numpy()})
+    _, test = train_test_split(
+        np.arange(len(table)),
+        test_size=config.test_size,
+        stratify=ds.target.to_numpy(),
+        random_state=config.seed,
+    )
+    return table.iloc[np.sort(test)].reset_index(drop=True)
+
+
 def evaluate(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[Any, ...]) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 

@@ -348,7 +348,7 @@ def test_models_come_from_the_bento_when_bento_path_is_set(job_env, trained, tmp
     assert set(read_parts(tmp_path / "out")["model"]) == {trained.rf_tag}
     shutil.rmtree(bento / "models" / "rf-classifier")
     proc = run_job(env, "--input", tmp_path / "in.csv", "--output", tmp_path / "out2", check=4)
-    assert "is not in the Bento's models" in proc.stdout
+    assert "nor the Bento's models" in proc.stdout
 
 
 def test_the_packed_forest_in_batch_equals_the_default_scikit_learn(job_env, tmp_path):
