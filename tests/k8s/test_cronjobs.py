@@ -1,7 +1,8 @@
 """The batch jobs as rendered: both CronJobs' run policy, their podFailurePolicy against the
-commands' exit codes, the batch job's Indexed shape with its shard count set once (a ConfigMap
-literal that k8s/components/batch-shards copies into completions and parallelism), the retrain
-job, and where their outputs go.
+commands' exit codes (the registry component's init container's too), the batch job's Indexed
+shape with its shard count set once (a ConfigMap literal that k8s/components/batch-shards copies
+into completions and parallelism), the retrain job in the training image, and where their
+outputs go.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from bentos.errors import ExitCode
 from tests.support.k8s import (
     K8S,
     OVERLAYS,
+    PULL_MODELS,
+    TRAINING_IMAGE,
     container,
+    includes_component,
+    init_containers,
     job_contract,
+    kustomization,
     one,
     pod_template,
     render,
@@ -88,9 +94,15 @@ def _on_exit(action: str, ctr: str, *codes: ExitCode) -> dict:
         ),
     ],
 )
-def test_pod_failure_policy_follows_the_exit_code_table(objects, name, rules):
+def test_pod_failure_policy_follows_the_exit_code_table(objects, overlay, name, rules):
     cronjob = one(objects, "CronJob", name)
     assert container(cronjob)["name"] == name
+    if init_containers(cronjob):
+        # The registry component's pull: no registry or champion (2) and an archive failing its
+        # sha256 (4) fail every retry and every shard alike.
+        assert includes_component(overlay, "registry") and name == "batch-predict"
+        assert [c["name"] for c in init_containers(cronjob)] == [PULL_MODELS]
+        rules = [*rules, _on_exit("FailJob", PULL_MODELS, ExitCode.USAGE, ExitCode.MODEL)]
     assert cronjob["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"] == rules
     # An I/O error (1) is not in any rule: it is retried, within backoffLimit(PerIndex).
     assert ExitCode.IO == 1 and all(
@@ -170,9 +182,17 @@ def test_an_overlay_changes_the_shard_count_with_one_literal(tmp_path):
     assert contract.env["BENTOS_SHARD_COUNT"] == "7"
 
 
-def test_retrain_trains_the_forest_only(objects):
+def test_retrain_trains_both_models_in_the_training_image(objects, overlay):
+    """No --models: both models (RetrainSettings' default), which needs TensorFlow, so the
+    retrain CronJob runs the training image (bentofile-train.yaml), set in the overlay."""
+    from bentos.settings import RetrainSettings
+
     contract = job_contract(objects, "retrain")
-    assert contract.argv == ["python", "-m", "jobs.retrain", "--models", "rf"]
+    assert contract.argv == ["python", "-m", "jobs.retrain"]
+    assert "BENTOS_RETRAIN_MODELS" not in contract.env
+    assert set(RetrainSettings.model_fields["models"].default.split(",")) == {"rf", "tflite"}
+    (entry,) = [i for i in kustomization(overlay)["images"] if i["name"] == TRAINING_IMAGE]
+    assert container(one(objects, "CronJob", "retrain"))["image"].startswith(entry["newName"])
     assert contract.completions == 1
     for key in ("BENTOS_RETRAIN_DATA", "BENTOS_RETRAIN_TARGET", "BENTOS_RETRAIN_EXPORT"):
         assert contract.env[key], key

@@ -12,6 +12,8 @@ import yaml
 from tests.support.k8s import (
     APP,
     K8S,
+    PULL_MODELS,
+    all_containers,
     bentoml_config,
     bentoml_overrides,
     container,
@@ -20,6 +22,7 @@ from tests.support.k8s import (
     find,
     kustomization,
     one,
+    pod_fields,
     pod_template,
     resolve_env,
     server_container,
@@ -65,20 +68,26 @@ def test_probes_paths_ports_and_startup_budget(objects):
     assert ctr["livenessProbe"].get("failureThreshold", 3) >= 3
 
 
-# The settings class of the process each rendered container runs (bentos/settings.py).
+# The settings class of the process each rendered container runs (bentos/settings.py), init
+# containers included: `bentos models pull` (k8s/components/registry) reads ModelSettings, which
+# has BENTOS_REGISTRY.
 _PROCESS_SETTINGS = {
     ("Deployment", "server"): "ServingSettings",
     ("Deployment", "grpc"): "GrpcSettings",
+    ("Deployment", PULL_MODELS): "ModelSettings",
     ("CronJob", "batch-predict"): "BatchSettings",
+    ("CronJob", PULL_MODELS): "ModelSettings",
     ("CronJob", "retrain"): "RetrainSettings",
 }
 
 
 def test_every_container_sets_only_its_process_settings_and_they_parse(objects, monkeypatch):
+    """Every BENTOS_* variable a container gets (ConfigMaps, env, the downward API's namespace)
+    is one its process reads, and every value parses."""
     from bentos import settings
 
     for obj in [*find(objects, "Deployment"), *find(objects, "CronJob")]:
-        for ctr in pod_template(obj)["spec"]["containers"]:
+        for ctr in all_containers(obj):
             cls = getattr(settings, _PROCESS_SETTINGS[(obj["kind"], ctr["name"])])
             if cls is settings.GrpcSettings:  # its models and limits are the service's
                 known = set(settings.variables(cls).values()) | set(
@@ -86,7 +95,7 @@ def test_every_container_sets_only_its_process_settings_and_they_parse(objects, 
                 )
             else:
                 known = set(settings.variables(cls).values())
-            env = resolve_env(objects, ctr)
+            env = resolve_env(objects, ctr, fields=pod_fields(obj))
             declared = {k for k in env if k.startswith("BENTOS_")}
             assert declared <= known, (ctr["name"], declared - known)
             for key in settings.every_variable():

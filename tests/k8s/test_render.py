@@ -1,7 +1,9 @@
 """The kustomize tree renders (`kubectl kustomize`), every rendered object validates strictly
-against the Kubernetes 1.34 and 1.37 schemas, and the layout holds: the base names its image only,
-each overlay sets it and patches only what differs from the base, every object carries the
-recommended labels and its overlay's namespace, and generated ConfigMaps roll the pods.
+against the Kubernetes 1.34 and 1.37 schemas (the registry component's RBAC and init containers
+included), and the layout holds: the base names its two images only (the serving image for the
+Deployment and the batch CronJob, the training image for the retrain CronJob), each overlay sets
+them and patches only what differs from the base, every object carries the recommended labels
+and its overlay's namespace, and generated ConfigMaps roll the pods.
 
 No skips: a missing kubectl or tool is a failure (`make tools` installs the tools' venv).
 """
@@ -21,8 +23,12 @@ from tests.support.k8s import (
     APP,
     K8S,
     OVERLAYS,
+    SERVING_IMAGE,
+    TRAINING_IMAGE,
+    all_containers,
     deployment,
     find,
+    includes_component,
     kubectl,
     kustomization,
     one,
@@ -41,6 +47,21 @@ GENERATED = {
     "batch-predict-config",
     "retrain-config",
 }
+REGISTRY_GENERATED = {"model-registry"}  # k8s/components/registry
+# Which image each workload runs (its every container, init containers included).
+WORKLOAD_IMAGES = {
+    ("Deployment", APP): SERVING_IMAGE,
+    ("CronJob", "batch-predict"): SERVING_IMAGE,
+    ("CronJob", "retrain"): TRAINING_IMAGE,
+}
+
+
+def _images(objects: list[dict]) -> dict[tuple[str, str], set[str]]:
+    """(kind, name) of each workload -> the images of all its containers."""
+    return {
+        (obj["kind"], obj["metadata"]["name"]): {c["image"] for c in all_containers(obj)}
+        for obj, _ in pod_templates(objects)
+    }
 
 
 def test_kubectl_bundles_kustomize_5_1_or_newer():
@@ -55,17 +76,16 @@ def test_kubectl_bundles_kustomize_5_1_or_newer():
     assert (major, minor) >= (5, 1), version
 
 
-def test_the_base_renders_every_workload_with_the_plain_image_name():
+def test_the_base_renders_every_workload_with_its_plain_image_name():
     objects = render(K8S / "base")
     kinds = {o["kind"] for o in objects}
     assert {"Deployment", "Service", "CronJob", "ConfigMap", "NetworkPolicy"} <= kinds
-    # `images:` belongs to the overlays: the base keeps the name the overlays map.
+    # `images:` belongs to the overlays: the base keeps the names the overlays map.
     assert "images" not in kustomization(K8S / "base")
-    images = {c["image"] for _, tpl in pod_templates(objects) for c in tpl["spec"]["containers"]}
-    assert images == {APP}
+    assert _images(objects) == {w: {image} for w, image in WORKLOAD_IMAGES.items()}
 
 
-def test_every_overlay_renders_what_it_deploys_and_no_secret(objects):
+def test_every_overlay_renders_what_it_deploys_and_no_secret(objects, overlay):
     kinds = sorted(o["kind"] for o in objects)
     expected = {
         "Namespace",
@@ -80,6 +100,10 @@ def test_every_overlay_renders_what_it_deploys_and_no_secret(objects):
     assert expected <= set(kinds), kinds
     assert kinds.count("CronJob") == 2
     assert not find(objects, "Secret"), "no Secret may be rendered: credentials stay out of git"
+    # RBAC only with the registry component (the retrain job's rollout), and namespaced only.
+    rbac = {"Role": 1, "RoleBinding": 1} if includes_component(overlay, "registry") else {}
+    assert {k: kinds.count(k) for k in ("Role", "RoleBinding") if k in kinds} == rbac
+    assert not {"ClusterRole", "ClusterRoleBinding"} & set(kinds)
 
 
 @pytest.mark.parametrize("version", VALIDATE_VERSIONS)
@@ -105,14 +129,24 @@ def test_strict_validation_rejects_a_misspelt_field(rendered, tmp_path):
     assert status != 0, out
 
 
-def test_the_overlay_sets_the_one_image_of_every_pod(objects, overlay):
-    images = {c["image"] for _, tpl in pod_templates(objects) for c in tpl["spec"]["containers"]}
-    (entry,) = [i for i in kustomization(overlay)["images"] if i["name"] == APP]
-    # `kustomize edit set image` writes newTag, or digest for NAME@sha256:...
-    expected = entry["newName"] + (f":{entry['newTag']}" if entry.get("newTag") else "")
-    expected += f"@{entry['digest']}" if entry.get("digest") else ""
-    assert images == {expected}
-    assert len(pod_templates(objects)) == 3  # the Deployment and both CronJobs
+def test_the_overlay_sets_the_serving_image_and_the_training_image_of_their_workloads(
+    objects, overlay
+):
+    """The Deployment and the batch CronJob (and their init containers) run the serving image,
+    the retrain CronJob the training image, each set in the overlay's `images:` only."""
+    entries = {i["name"]: i for i in kustomization(overlay)["images"]}
+    assert set(entries) == {SERVING_IMAGE, TRAINING_IMAGE}
+    # tests/image (harness.render_overlay) reads the serving image's entry first.
+    assert kustomization(overlay)["images"][0]["name"] == SERVING_IMAGE
+
+    def ref(entry: dict) -> str:
+        # `kustomize edit set image` writes newTag, or digest for NAME@sha256:...
+        image = entry["newName"] + (f":{entry['newTag']}" if entry.get("newTag") else "")
+        return image + (f"@{entry['digest']}" if entry.get("digest") else "")
+
+    assert ref(entries[SERVING_IMAGE]) != ref(entries[TRAINING_IMAGE])
+    expected = {w: {ref(entries[image])} for w, image in WORKLOAD_IMAGES.items()}
+    assert _images(objects) == expected  # the Deployment and both CronJobs, nothing else
 
 
 def test_recommended_labels_on_every_object(objects):
@@ -163,18 +197,50 @@ def _literals(generator: dict) -> dict[str, str]:
     return dict(item.split("=", 1) for item in generator.get("literals") or [])
 
 
+def _base_with_components(overlay_name: str, folder) -> list[dict]:
+    """What the overlay builds on: the base with the overlay's own components (whose objects,
+    such as the registry's ConfigMap, an overlay may patch too), without its namespace."""
+    ours = K8S / "overlays" / overlay_name
+    (folder / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / "base", folder)],
+                "components": [
+                    os.path.relpath((ours / c).resolve(), folder)
+                    for c in kustomization(overlay_name).get("components") or []
+                ],
+            }
+        )
+    )
+    return render(folder)
+
+
+def _patched(objects: list[dict], kind: str, name: str) -> dict:
+    """The object a patch names: by its name, or a generated one by its name and hash."""
+    found = find(objects, kind, name) or [
+        o
+        for o in find(objects, kind)
+        if re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}", o["metadata"]["name"])
+    ]
+    assert len(found) == 1, f"a patch names {kind} {name}: found {len(found)}"
+    return found[0]
+
+
 @pytest.mark.parametrize("overlay_name", OVERLAYS)
-def test_overlays_write_only_what_differs_from_the_base(overlay_name):
+def test_overlays_write_only_what_differs_from_the_base(overlay_name, tmp_path):
     """Every value an overlay patches, merges into a generated ConfigMap or counts in
-    `replicas:` differs from the base's: an overlay reads as its list of differences."""
-    base = render(K8S / "base")
+    `replicas:` differs from the base's (with the overlay's components): an overlay reads as
+    its list of differences."""
+    base = _base_with_components(overlay_name, tmp_path)
     ours = kustomization(overlay_name)
     folder = K8S / "overlays" / overlay_name
     unchanged = []
     for entry in ours.get("patches") or []:
         assert "path" in entry, "inline patches belong in a component"
         for doc in yaml.safe_load_all((folder / entry["path"]).read_text()):
-            target = one(base, doc["kind"], doc["metadata"]["name"])
+            target = _patched(base, doc["kind"], doc["metadata"]["name"])
             body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
             unchanged += [f"{entry['path']}:{p}" for p in _unchanged(body, target)]
     base_generators = {g["name"]: g for g in kustomization(K8S / "base")["configMapGenerator"]}
@@ -185,19 +251,23 @@ def test_overlays_write_only_what_differs_from_the_base(overlay_name):
             if theirs.get(key) == value:
                 unchanged.append(f"{generator['name']}:{key}")
     for replicas in ours.get("replicas") or []:
-        if one(base, "Deployment", replicas["name"])["spec"]["replicas"] == replicas["count"]:
+        if one(base, "Deployment", replicas["name"])["spec"].get("replicas") == replicas["count"]:
             unchanged.append(f"replicas:{replicas['name']}")
     assert unchanged == [], unchanged
 
 
-def test_generated_configmaps_are_hashed_and_every_reference_resolves(objects):
+def test_generated_configmaps_are_hashed_and_every_reference_resolves(objects, overlay):
     names = {cm["metadata"]["name"] for cm in find(objects, "ConfigMap")}
-    for base in GENERATED:
+    generated = GENERATED | (
+        REGISTRY_GENERATED if includes_component(overlay, "registry") else set()
+    )
+    for base in generated:
         hashed = [n for n in names if re.fullmatch(rf"{re.escape(base)}-[a-z0-9]{{10}}", n)]
         assert len(hashed) == 1, (base, names)
+    assert len(names) == len(generated), names  # no other ConfigMap
     referenced = set()
-    for _, tpl in pod_templates(objects):
-        for ctr in tpl["spec"]["containers"]:
+    for obj, tpl in pod_templates(objects):
+        for ctr in all_containers(obj):
             referenced |= {
                 s["configMapRef"]["name"] for s in ctr.get("envFrom", []) if "configMapRef" in s
             }

@@ -2,7 +2,9 @@
 Deployment's server (its environment and ConfigMaps, BENTOML_CONFIG and its overrides, its port)
 answers its probes with the ConfigMap's settings and as many workers as its BentoML config says;
 its gRPC container answers grpc.health.v1 and an inference; the batch CronJob's shards, one run
-per completion index, cover the input exactly once.
+per completion index, cover the input exactly once; with the registry component, the init
+container `pull-models` imports each champion into the BENTOML_HOME it is given, and the gRPC
+container serves the champions from there.
 
 Only what cannot exist outside a cluster is replaced: the repo root stands in for the image's
 source folder, temporary folders for the pod's mounts and the bucket, the session's model store
@@ -27,16 +29,23 @@ from benchmarks.servers import ROOT, Process, free_port, grpc_ready
 from tests.support.k8s import (
     APP,
     OVERLAYS,
+    PULL_MODELS,
     bentoml_overrides,
     container,
+    container_contract,
     container_port,
     deployment,
+    includes_component,
     job_contract,
     mounted_files,
+    one,
     resolve_env,
     server_container,
     service_config,
 )
+
+# The overlay with the registry component (k8s/components/registry): prod.
+(REGISTRY_OVERLAY,) = [o for o in OVERLAYS if includes_component(o, "registry")]
 
 
 def _port_is_free(port: int) -> bool:
@@ -214,3 +223,122 @@ def test_rendered_batch_cronjob_shards_cover_the_input_exactly_once(
     assert len(parts) == 3 * len(features)
     assert not parts.duplicated(["source_file", "source_row"]).any()
     assert all(json.loads(m.read_text())["rows_written"] > 0 for m in manifests)
+
+
+def _champions_in(folder: Path, trained) -> dict[str, str]:
+    """A registry in `folder` (bentos.registry) holding the session's two models, each its
+    name's champion: model name -> tag."""
+    from bentos.registry import Registry
+
+    registry = Registry(str(folder))
+    champions = {}
+    for tag in (trained.rf_tag, trained.tflite_tag):
+        name, version = tag.split(":")
+        registry.push(tag)
+        registry.set_champion(name, version, "test")
+        champions[name] = tag
+    return champions
+
+
+def _pull(objects: list[dict], obj: dict, registry: Path, home: Path, tmp: Path):
+    """Run the init container `pull-models` of `obj` as declared: its command from the source
+    folder, its env (ConfigMaps resolved), with `registry` for the bucket and the fresh folders
+    `home` and `tmp` for its emptyDirs (its BENTOML_HOME and /tmp)."""
+    contract = container_contract(objects, obj, PULL_MODELS)
+    assert contract.argv == ["python", "-m", "bentos", "models", "pull"]
+    assert contract.working_dir == "/home/bentoml/bento/src"
+    assert contract.mounts[contract.env["BENTOML_HOME"]] == "bentoml-home"
+    assert "/tmp" in contract.mounts
+    assert contract.env["BENTOS_REGISTRY"].startswith("s3://")  # the bucket, a folder here
+    home.mkdir(exist_ok=True)
+    tmp.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BENTOS_", "BENTOML_HOME"))}
+    env |= contract.env | {
+        "BENTOML_HOME": str(home),
+        "BENTOS_REGISTRY": str(registry),
+        "TMPDIR": str(tmp),
+    }
+    return subprocess.run(
+        [sys.executable, *contract.argv[1:]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(("kind", "name"), [("Deployment", APP), ("CronJob", "batch-predict")])
+def test_rendered_pull_models_init_container_imports_the_champions_into_its_bentoml_home(
+    rendered, trained, tmp_path, kind, name
+):
+    """The pod's emptyDir starts empty: after the pull it holds each champion, sha256 intact,
+    as the :latest its processes open (bentos.settings.ModelSettings' defaults). A second run
+    into the same folder (the init container run again in the same pod) succeeds too."""
+    from bentoml._internal.models.model import ModelStore
+
+    from bentos.models import open_model
+
+    objects = rendered[REGISTRY_OVERLAY]
+    obj = one(objects, kind, name)
+    champions = _champions_in(tmp_path / "registry", trained)
+    home = tmp_path / "home"
+    proc = _pull(objects, obj, tmp_path / "registry", home, tmp_path / "tmp")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pulled = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("pulled ")]
+    assert sorted(pulled) == sorted(champions.values()), proc.stdout
+    store = ModelStore(home / "models")
+    for model_name, tag in champions.items():
+        assert str(store.get(f"{model_name}:latest").tag) == tag
+        open_model(store.get(tag))  # every file as hashed at training, or a ModelError
+    assert list((tmp_path / "tmp").iterdir()) == []  # the downloaded archives are gone
+    again = _pull(objects, obj, tmp_path / "registry", home, tmp_path / "tmp")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_rendered_grpc_container_serves_the_champions_its_init_container_pulled(
+    rendered, trained, tmp_path
+):
+    """The server pod as the registry component renders it: `pull-models` fills the pod's
+    bentoml-home, then the gRPC container, whose BENTOML_HOME is on that volume, starts with its
+    declared command and env (no model tags pinned: the :latest of that store) and serves the
+    champions' versions."""
+    import numpy as np
+    import tritonclient.grpc as tgrpc
+
+    objects = rendered[REGISTRY_OVERLAY]
+    dep = deployment(objects)
+    champions = _champions_in(tmp_path / "registry", trained)
+    home = tmp_path / "home"
+    proc = _pull(objects, dep, tmp_path / "registry", home, tmp_path / "tmp")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ctr = container(dep, "grpc")
+    grpc_home = resolve_env(objects, ctr)["BENTOML_HOME"]
+    assert {m["mountPath"]: m["name"] for m in ctr["volumeMounts"]}[grpc_home] == "bentoml-home"
+    argv = [*ctr["command"], *(ctr.get("args") or [])]
+    declared_port = container_port(ctr, "grpc")
+    port = declared_port if _port_is_free(declared_port) else free_port()
+    argv[argv.index("--port") + 1] = str(port)
+    metrics = container_port(ctr, "grpc-metrics")
+    env = {
+        **resolve_env(objects, ctr),
+        "BENTOML_HOME": str(home),
+        "BENTOS_GRPC_METRICS_PORT": str(metrics if _port_is_free(metrics) else free_port()),
+    }
+    assert not {"BENTOS_RF_MODEL", "BENTOS_TFLITE_MODEL"} & set(env)
+    outside = {k: v for k, v in os.environ.items() if not k.startswith("BENTOS_")}
+    address = f"127.0.0.1:{port}"
+    with Process(
+        [sys.executable, *argv[1:]],
+        ready=grpc_ready(address),
+        port=port,
+        env={**outside, **env},
+        inherit=False,
+    ):
+        client = tgrpc.InferenceServerClient(address)
+        for served, model_name in (("rf", "rf-classifier"), ("tflite", "tflite-classifier")):
+            version = champions[model_name].split(":")[1]
+            assert list(client.get_model_metadata(served).versions) == [version], served
+        features = tgrpc.InferInput("features", [1, 4], "FP32")
+        features.set_data_from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32))
+        assert client.infer("rf", [features]).as_numpy("label").tolist() == [0]

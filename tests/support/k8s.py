@@ -23,6 +23,9 @@ K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "prod")
 POD_KINDS = ("Deployment", "CronJob")
 APP = "tabular-classifier"  # the Deployment, its Service, and the BentoML service's name
+SERVING_IMAGE = APP  # bentofile.yaml: the Deployment and the batch CronJob
+TRAINING_IMAGE = f"{APP}-train"  # bentofile-train.yaml (with TensorFlow): the retrain CronJob
+PULL_MODELS = "pull-models"  # the registry component's init container
 
 
 def kubectl() -> str:
@@ -93,18 +96,53 @@ def container(obj: dict, name: str | None = None) -> dict:
     return next(c for c in containers if c["name"] == name)
 
 
+def init_containers(obj: dict) -> list[dict]:
+    return list(pod_template(obj)["spec"].get("initContainers") or [])
+
+
+def init_container(obj: dict, name: str) -> dict:
+    found = [c for c in init_containers(obj) if c["name"] == name]
+    assert len(found) == 1, f"{obj['metadata']['name']} has no init container {name}"
+    return found[0]
+
+
+def all_containers(obj: dict) -> list[dict]:
+    """Every container of the pod template, init containers first (the order they run in)."""
+    return [*init_containers(obj), *pod_template(obj)["spec"]["containers"]]
+
+
+def components(folder: str | os.PathLike[str]) -> list[Path]:
+    """The components a kustomization lists, as resolved folders."""
+    path = Path(folder)
+    if not path.is_absolute():
+        path = K8S / "overlays" / str(folder)
+    listed = kustomization(path).get("components") or []
+    return [(path / c).resolve() for c in listed]
+
+
+def includes_component(folder: str | os.PathLike[str], component: str) -> bool:
+    """Whether the kustomization lists k8s/components/<component>."""
+    return (K8S / "components" / component).resolve() in components(folder)
+
+
 def config_map_data(objects: list[dict], name: str) -> dict[str, str]:
     return dict(one(objects, "ConfigMap", name).get("data") or {})
 
 
 def resolve_env(
-    objects: list[dict], ctr: dict, secrets: dict[str, dict[str, str]] | None = None
+    objects: list[dict],
+    ctr: dict,
+    secrets: dict[str, dict[str, str]] | None = None,
+    *,
+    fields: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The container's environment as Kubernetes builds it: envFrom in order, then env (which
     wins). ConfigMaps come from the rendered objects. Secrets are never in the repo: `secrets`
     stands for those created out of band (docs/deploy.md); an optional secretRef to one that is
-    not there adds nothing, a required one is an error."""
+    not there adds nothing, a required one is an error. `fields` (fieldPath -> value, e.g.
+    `pod_fields(obj)`) stands for the downward API's values; a fieldRef it lacks is left out."""
     secrets = secrets or {}
+    fields = fields or {}
     env: dict[str, str] = {}
     for source in ctr.get("envFrom") or []:
         prefix = source.get("prefix", "")
@@ -136,8 +174,17 @@ def resolve_env(
                 env[item["name"]] = secrets[ref["name"]][ref["key"]]
             else:
                 assert ref.get("optional"), item
-        # fieldRef and resourceFieldRef: the cluster's own values, nothing to emulate here.
+        elif "fieldRef" in item.get("valueFrom", {}):
+            path = item["valueFrom"]["fieldRef"]["fieldPath"]
+            if path in fields:
+                env[item["name"]] = fields[path]
+        # resourceFieldRef, and fieldRefs not in `fields`: the cluster's own values.
     return env
+
+
+def pod_fields(obj: dict) -> dict[str, str]:
+    """The downward API's fields of a pod of `obj` that are known before it runs."""
+    return {"metadata.namespace": obj["metadata"].get("namespace", "default")}
 
 
 def mounted_files(objects: list[dict], obj: dict, ctr: dict) -> dict[str, dict[str, str]]:
@@ -185,6 +232,34 @@ class JobContract:
     def env_for_index(self, index: int) -> dict[str, str]:
         assert 0 <= index < self.completions, index
         return {**self.env, "JOB_COMPLETION_INDEX": str(index)}
+
+
+@dataclass
+class ContainerContract:
+    """What one container of a rendered pod runs (an init container, say): `command + args` in
+    `working_dir` with `env`; `mounts` is mountPath -> the pod volume's name."""
+
+    command: list[str]
+    args: list[str]
+    env: dict[str, str]
+    working_dir: str | None
+    mounts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def argv(self) -> list[str]:
+        return [*self.command, *self.args]
+
+
+def container_contract(objects: list[dict], obj: dict, name: str) -> ContainerContract:
+    """The contract of the container or init container `name` of `obj`'s pod template."""
+    (ctr,) = [c for c in all_containers(obj) if c["name"] == name]
+    return ContainerContract(
+        command=list(ctr.get("command") or []),
+        args=list(ctr.get("args") or []),
+        env=resolve_env(objects, ctr, fields=pod_fields(obj)),
+        working_dir=ctr.get("workingDir"),
+        mounts={m["mountPath"]: m["name"] for m in ctr.get("volumeMounts") or []},
+    )
 
 
 def job_contract(objects: list[dict], cronjob: str = "batch-predict") -> JobContract:
