@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 
 TOOLS := $(VENV)/tools
 
-.PHONY: run test test-image test-slow lint format train bento image tools clean
+.PHONY: run test test-image test-slow lint format train bento image image-train tools clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,12 @@ bento: $(BIN)/.installed
 IMAGE ?= tabular-classifier:latest
 image: bento
 	cd / && BENTOML_HOME=$(BENTOML_HOME) $(abspath $(BIN))/bentoml containerize tabular-classifier:latest --image-tag $(IMAGE)
+
+# The training image (bentofile-train.yaml, with TensorFlow), for the retrain CronJob.
+TRAIN_IMAGE ?= tabular-classifier-train:latest
+image-train: $(BIN)/.installed
+	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentoml build -f bentofile-train.yaml .
+	cd / && BENTOML_HOME=$(BENTOML_HOME) $(abspath $(BIN))/bentoml containerize tabular-classifier-train:latest --image-tag $(TRAIN_IMAGE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -39,6 +39,14 @@ def image(engine, trained) -> Image:
 
 
 @pytest.fixture(scope="session")
+def train_image(engine, trained) -> Image:
+    """The training image (bentofile-train.yaml): the retrain CronJob's, with TensorFlow."""
+    from benchmarks.servers import ROOT
+
+    return build_image(f"{IMAGE}:train", bentofile=ROOT / "bentofile-train.yaml")
+
+
+@pytest.fixture(scope="session")
 def s3() -> ObjectStore:
     """moto's server mode on loopback, started by the one launcher, with the tests' bucket."""
     port = free_port()

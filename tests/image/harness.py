@@ -70,18 +70,27 @@ def render_overlay(
     image: str,
     config: dict[str, dict[str, str]] | None = None,
     patches: list[dict] | None = None,
+    train_image: str | None = None,
 ) -> list[dict]:
-    """The prod overlay as a user would deploy it from an overlay of their own: the image set
-    (`images:`), ConfigMap literals merged (`configMapGenerator`, docs/deploy.md step 4), and
-    strategic-merge `patches`; rendered with `kubectl kustomize`."""
+    """The prod overlay as a user would deploy it from an overlay of their own: the images set
+    (`images:`; the training image too, when given), ConfigMap literals merged
+    (`configMapGenerator`, docs/deploy.md step 4), and strategic-merge `patches`; rendered with
+    `kubectl kustomize`."""
     prod = K8S / "overlays" / "prod"
-    name = yaml.safe_load((prod / "kustomization.yaml").read_text())["images"][0]["newName"]
-    new_name, _, new_tag = image.rpartition(":")
+    names = {
+        entry["newName"].rsplit("/", 1)[-1]: entry["newName"]
+        for entry in yaml.safe_load((prod / "kustomization.yaml").read_text())["images"]
+    }
+    images = []
+    for short, ref in (("tabular-classifier", image), ("tabular-classifier-train", train_image)):
+        if ref is not None and short in names:
+            new_name, _, new_tag = ref.rpartition(":")
+            images.append({"name": names[short], "newName": new_name, "newTag": new_tag})
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [os.path.relpath(prod, folder)],
-        "images": [{"name": name, "newName": new_name, "newTag": new_tag}],
+        "images": images,
         "configMapGenerator": [
             {"name": cm, "behavior": "merge", "literals": [f"{k}={v}" for k, v in data.items()]}
             for cm, data in (config or {}).items()

@@ -221,7 +221,8 @@ class Pod:
 
     def run_args(self, container: str) -> tuple[list[str], dict]:
         """The `docker run` arguments for one container of this pod, and its spec."""
-        spec = next(c for c in self.spec["containers"] if c["name"] == container)
+        every = [*self.spec.get("initContainers", []), *self.spec["containers"]]
+        spec = next(c for c in every if c["name"] == container)
         docker_name = f"{self.name}-{container}"
         args = ["--name", docker_name, "--label", LABEL, "--network", "host"]
 
@@ -302,6 +303,13 @@ class Pod:
         started = Container(self, container, f"{self.name}-{container}", spec)
         self.containers.append(started)
         return started
+
+    def run_init(self, timeout: float = 600) -> None:
+        """The pod's init containers, each to its end in order, as the kubelet runs them before
+        the containers: each must exit 0."""
+        for spec in self.spec.get("initContainers", []):
+            code, logs = self.run(spec["name"], timeout)
+            assert code == 0, f"init container {spec['name']} exited {code}:\n{logs[-5000:]}"
 
     def run(self, container: str, timeout: float = 900) -> tuple[int, str]:
         """Run a container to its end: (exit code, logs)."""

@@ -129,36 +129,25 @@ def run_indexed_job(objects, tmp: Path, cronjob: str, secrets=None, only=None) -
     return pods
 
 
-def data_volume(cronjob: str, folder: Path) -> dict:
-    """A patch giving the CronJob's container a folder at /data (hostPath, as a test stands in
-    for a PersistentVolume)."""
+def cronjob_patch(cronjob: str, container: dict, **pod: object) -> dict:
+    """A strategic-merge patch of a CronJob's container (by name) and its pod spec."""
+    spec = {"containers": [{"name": cronjob, **container}], **pod}
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {"name": cronjob},
-        "spec": {
-            "jobTemplate": {
-                "spec": {
-                    "template": {
-                        "spec": {
-                            "containers": [
-                                {
-                                    "name": cronjob,
-                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                                }
-                            ],
-                            "volumes": [
-                                {
-                                    "name": "data",
-                                    "hostPath": {"path": str(folder), "type": "Directory"},
-                                }
-                            ],
-                        }
-                    }
-                }
-            }
-        },
+        "spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}},
     }
+
+
+def data_volume(cronjob: str, folder: Path) -> dict:
+    """A patch giving the CronJob's container a folder at /data (hostPath, as a test stands in
+    for a PersistentVolume)."""
+    return cronjob_patch(
+        cronjob,
+        {"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+        volumes=[{"name": "data", "hostPath": {"path": str(folder), "type": "Directory"}}],
+    )
 
 
 @pytest.fixture
@@ -272,8 +261,31 @@ def test_a_batch_pod_killed_mid_shard_and_run_again_gives_the_same_result(image,
     assert not list((data / "out").glob("_tmp/*")), "the rerun left temporary files"
 
 
+def retrain_patch(**env: str) -> dict:
+    """A patch of the retrain CronJob's container env (strategic merge, by name)."""
+    return cronjob_patch("retrain", {"env": [{"name": k, "value": v} for k, v in env.items()]})
+
+
+# No Kubernetes API server runs here: the rollout after a promotion is off in these runs (its
+# request is checked in tests/unit/test_rollout.py).
+NO_ROLLOUT = retrain_patch(BENTOS_RETRAIN_ROLLOUT_DEPLOYMENT="")
+
+
+def run_retrain(objects, tmp: Path, secrets) -> list[dict]:
+    """The retrain CronJob's pod, to its end: its JSON events (exit 0 asserted)."""
+    pod = Pod(
+        objects, one(objects, "CronJob", "retrain"), name="retrain", root=tmp, secrets=secrets
+    )
+    try:
+        code, logs = pod.run("retrain")
+    finally:
+        pod.remove()
+    assert code == 0, logs[-5000:]
+    return [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+
+
 def test_retrain_job_exports_to_s3_and_a_bento_built_with_it_serves_it(
-    image, s3, trained, bentoml_home, tmp_path
+    image, train_image, s3, tmp_path
 ):
     iris_table = load_builtin("iris")
     table = iris_table.features.assign(species=iris_table.target)
@@ -284,46 +296,33 @@ def test_retrain_job_exports_to_s3_and_a_bento_built_with_it_serves_it(
     objects = render_overlay(
         tmp_path / "overlay",
         image.ref,
+        train_image=train_image.ref,
         config={
             "retrain-config": {
                 "BENTOS_RETRAIN_DATA": f"s3://{prefix}/train/iris.csv",
                 "BENTOS_RETRAIN_TARGET": "species",
                 "BENTOS_RETRAIN_EXPORT": f"s3://{prefix}/models/",
-            }
+            },
+            "model-registry": {"BENTOS_REGISTRY": f"s3://{prefix}/registry/"},
         },
+        patches=[NO_ROLLOUT],
     )
-    pod = Pod(
-        objects,
-        one(objects, "CronJob", "retrain"),
-        name="retrain",
-        root=tmp_path / "pod",
-        secrets=s3.secrets,
-    )
-    try:
-        code, logs = pod.run("retrain")
-    finally:
-        pod.remove()
-    assert code == 0, logs[-5000:]
-    events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    events = run_retrain(objects, tmp_path / "pod", s3.secrets)
     registered = next(e for e in events if e["event"] == "registered")
-    (tag,) = registered["models"]
-    assert tag.startswith("rf-classifier:")
-    exported = fs.glob(f"{prefix}/models/*.bentomodel")
-    assert [Path(p).name for p in exported] == [tag.replace(":", "-") + ".bentomodel"]
+    tags = sorted(registered["models"])
+    assert [t.split(":")[0] for t in tags] == ["rf-classifier", "tflite-classifier"]
+    exported = sorted(fs.glob(f"{prefix}/models/*.bentomodel"))
+    assert [Path(p).name for p in exported] == [t.replace(":", "-") + ".bentomodel" for t in tags]
 
-    # A new store with the exported forest and the session's TFLite model; its Bento, its image.
+    # A new store with the exported models; its Bento, its image, its server.
     home = tmp_path / "home"
     env = {"BENTOML_HOME": str(home)}
-    fs.get(exported[0], str(tmp_path / "rf.bentomodel"))
     bentoml = [sys.executable, "-m", "bentoml", "models"]
-    subprocess.run(
-        [*bentoml, "export", trained.tflite_tag, str(tmp_path / "tflite.bentomodel")],
-        check=True,
-        capture_output=True,
-    )
-    for archive in ("rf.bentomodel", "tflite.bentomodel"):
+    for path in exported:
+        local = tmp_path / Path(path).name
+        fs.get(path, str(local))
         subprocess.run(
-            [*bentoml, "import", str(tmp_path / archive)],
+            [*bentoml, "import", str(local)],
             env={**os.environ, **env},
             check=True,
             capture_output=True,
@@ -338,14 +337,14 @@ def test_retrain_job_exports_to_s3_and_a_bento_built_with_it_serves_it(
         root=tmp_path / "p2",
     )
     try:
-        server = server_pod.start("server")
+        server = server_pod.start("server")  # no init container: the Bento's own models
         server.wait_started()
         url = f"http://127.0.0.1:{container_port(server.spec, 'http')}"
         models = {m["name"]: m["tag"] for m in httpx.get(url + "/models").json()["models"]}
-        assert models == {"rf": tag, "tflite": trained.tflite_tag}
+        assert sorted(models.values()) == tags
         row = dict(zip(FEATURES, [5.1, 3.5, 1.4, 0.2], strict=True))
         resp = httpx.post(url + "/predict", json={"instances": [row]})
-        assert resp.status_code == 200 and resp.json()["model"] == tag
+        assert resp.status_code == 200 and resp.json()["model"] == models["rf"]
         assert resp.json()["predictions"] == ["setosa"]
     finally:
         server_pod.remove()

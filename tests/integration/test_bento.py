@@ -20,10 +20,9 @@ import yaml
 from benchmarks.servers import ROOT
 
 
-@pytest.fixture(scope="session")
-def bento_dir(trained, bentoml_home) -> Path:
+def _build(bentoml_home: Path, bentofile: str) -> Path:
     proc = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", ".", "--output", "tag"],
+        [sys.executable, "-m", "bentoml", "build", ".", "-f", bentofile, "--output", "tag"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -35,6 +34,22 @@ def bento_dir(trained, bentoml_home) -> Path:
     path = bentoml_home / "bentos" / name / version
     assert path.is_dir(), proc.stdout
     return path
+
+
+@pytest.fixture(scope="session")
+def bento_dir(trained, bentoml_home) -> Path:
+    """The serving image's Bento."""
+    return _build(bentoml_home, "bentofile.yaml")
+
+
+@pytest.fixture(scope="session")
+def train_bento_dir(trained, bentoml_home) -> Path:
+    """The training image's Bento (the retrain CronJob's)."""
+    return _build(bentoml_home, "bentofile-train.yaml")
+
+
+# The image each manifest names -> the Bento it is built from.
+IMAGES = {"tabular-classifier": "bento_dir", "tabular-classifier-train": "train_bento_dir"}
 
 
 def test_bento_packs_the_service_code_and_both_models(bento_dir):
@@ -78,17 +93,21 @@ def test_bento_locked_requirements_serve_without_tensorflow(bento_dir):
     assert not any("tensorflow" in p or p in {"keras", "tf-keras"} for p in pins), sorted(pins)
 
 
-def _entry_points() -> list[str]:
-    """The module each container of the prod overlay runs (`python -m X`), or "service" for the
-    image's default command, `bentoml serve` of service.py."""
+def _entry_points() -> dict[str, list[str]]:
+    """Image -> the modules its containers in the prod overlay run (`python -m X`), or "service"
+    for the serving image's default command, `bentoml serve` of service.py."""
     from tests.support.k8s import pod_templates, render
 
-    found = set()
+    found: dict[str, set[str]] = {}
     for _, template in pod_templates(render("prod")):
         for ctr in template["spec"]["containers"] + template["spec"].get("initContainers", []):
             argv = [*(ctr.get("command") or []), *(ctr.get("args") or [])]
-            found.add(argv[argv.index("-m") + 1] if "-m" in argv else "service")
-    return sorted(found)
+            image = ctr["image"].rsplit("/", 1)[-1].split(":")[0]
+            found.setdefault(image, set()).add(
+                argv[argv.index("-m") + 1] if "-m" in argv else "service"
+            )
+    assert set(found) <= set(IMAGES), f"the manifests name images no Bento builds: {set(found)}"
+    return {image: sorted(entries) for image, entries in found.items()}
 
 
 # Runs what each entry point runs, in process, the way the image runs it: the models read from
@@ -129,15 +148,23 @@ def batch_predict():
 
 
 def retrain():
+    import bentos.rollout  # noqa: F401
+    import kubernetes.client  # noqa: F401  (what a rollout after a promotion loads)
     from jobs import retrain
 
-    args = ["--data", str(work / "iris.csv"), "--target", "species", "--models", "rf"]
-    args += ["--export-to", str(work / "models")]
+    args = ["--data", str(work / "iris.csv"), "--target", "species"]
+    args += ["--registry", str(work / "registry"), "--export-to", str(work / "models")]
     assert retrain.main(args) == 0
 
 
+def pull():
+    from bentos.cli import main
+
+    assert main(["models", "list", "--registry", str(work / "empty-registry")]) == 0
+
+
 RUN = {"service": service, "bentos.serving.grpc": grpc, "jobs.batch_predict": batch_predict,
-       "jobs.retrain": retrain}
+       "jobs.retrain": retrain, "bentos": pull}
 unknown = sorted(set(sys.argv[1:]) - set(RUN))
 assert not unknown, f"the manifests run {unknown}: say here how to run it"
 for entry in sys.argv[1:]:
@@ -150,18 +177,29 @@ print(json.dumps({top: provided[top] for top in sorted(tops) if top in provided}
 
 # Imported here only because the test environment has them, and used only when present:
 # brotli (urllib3, aiohttp), charset-normalizer (numpy.f2py), cffi and pycparser (numba's
-# optional cffi support), setuptools (its .pth start-up hook, in every virtualenv); bentos is
-# this checkout, the Bento's own source.
-_NOT_REQUIRED = {"brotli", "charset-normalizer", "cffi", "pycparser", "setuptools", "bentos"}
+# optional cffi support), blinker (oauthlib's optional signals, under the kubernetes client),
+# setuptools (its .pth start-up hook, in every virtualenv); bentos is this checkout, the
+# Bento's own source.
+_NOT_REQUIRED = {
+    "brotli",
+    "charset-normalizer",
+    "cffi",
+    "pycparser",
+    "blinker",
+    "setuptools",
+    "bentos",
+}
 
 
-def test_bento_requirements_provide_every_package_each_manifest_entry_point_imports(
-    bento_dir, tmp_path
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_each_image_s_requirements_provide_every_package_its_manifest_entry_points_import(
+    image, request, tmp_path
 ):
     entry_points = _entry_points()
-    assert {"service", "bentos.serving.grpc", "jobs.batch_predict", "jobs.retrain"} <= set(
-        entry_points
-    )
+    assert set(entry_points["tabular-classifier"]) >= {"service", "bentos.serving.grpc"}
+    assert "jobs.batch_predict" in entry_points["tabular-classifier"]
+    assert "jobs.retrain" in entry_points["tabular-classifier-train"]
+    bento_dir = request.getfixturevalue(IMAGES[image])
     # The Bento as `bentoml containerize` lays it out in the image: its models under models/,
     # its code under src/ (the manifests' workingDir).
     from _bentoml_sdk.models import BentoModel
@@ -177,12 +215,12 @@ def test_bento_requirements_provide_every_package_each_manifest_entry_point_impo
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     proc = subprocess.run(
-        [sys.executable, "-c", _RUN_ENTRY_POINTS, *entry_points],
+        [sys.executable, "-c", _RUN_ENTRY_POINTS, *entry_points[image]],
         cwd=bento / "src",
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     imported = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -192,17 +230,29 @@ def test_bento_requirements_provide_every_package_each_manifest_entry_point_impo
         for top, dists in imported.items()
         if not {_normalize(d) for d in dists} & (pins | _NOT_REQUIRED)
     }
-    assert {"numba", "sklearn", "pyarrow"} <= set(imported)  # the check sees what the jobs load
+    assert {"sklearn", "pyarrow", "fsspec"} <= set(imported)  # the check sees what the jobs load
     assert not missing, f"imported by the image but not in the Bento's requirements: {missing}"
 
 
-def test_bento_locks_the_versions_the_suite_tests(bento_dir):
+def test_the_training_bento_packs_every_serving_package_at_the_same_version():
+    def packages(name: str) -> dict[str, str]:
+        listed = yaml.safe_load((ROOT / name).read_text())["python"]["packages"]
+        return _pins("\n".join(listed))
+
+    serving, training = packages("bentofile.yaml"), packages("bentofile-train.yaml")
+    assert serving.items() <= training.items(), set(serving.items()) - set(training.items())
+    assert {"tensorflow", "keras", "kubernetes"} <= set(training)
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_each_bento_locks_the_versions_the_suite_tests(image, request):
+    bento_dir = request.getfixturevalue(IMAGES[image])
     # `bentoml build` resolves the image's requirements itself; any version it picks must be
     # the one requirements.lock installed here, or the image runs code no test ran.
-    image = _image_pins(bento_dir)
+    image_pins = _image_pins(bento_dir)
     tested = _pins((ROOT / "requirements.lock").read_text())
-    assert set(image) <= set(tested), sorted(set(image) - set(tested))
-    drift = {name: (tested[name], v) for name, v in image.items() if tested[name] != v}
+    assert set(image_pins) <= set(tested), sorted(set(image_pins) - set(tested))
+    drift = {name: (tested[name], v) for name, v in image_pins.items() if tested[name] != v}
     assert not drift, f"(tested, in the image): {drift}"
 
 
