@@ -15,6 +15,7 @@ in-process (bentos.serving.batching); nothing waits on a timer.
 
 import bentoml
 
+from bentos import logs
 from bentos.models import schema_of
 from bentos.runners import RandomForestRunner, TFLiteRunner
 from bentos.serving import native
@@ -25,6 +26,9 @@ from bentos.serving.middleware import Admission, JsonErrors, Observe, Routes, Sp
 from bentos.serving.runtime import tune_gc
 from bentos.settings import ServingSettings, load
 
+# BentoML has configured its logging by the time a server process imports this file: the one
+# format replaces it (bentos.logs), in the main process and in each worker.
+logs.configure("server", loggers=logs.SERVER_LOGGERS)
 SETTINGS = load(ServingSettings)
 app = create_app()
 # The API's types, from the schemas the models were trained with (read from the model store or

@@ -5,11 +5,13 @@ Runners assume valid input (the schema checked it at the edge) and know nothing 
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import numpy as np
 
+from bentos import logs
 from bentos.models import RF_PACKED_FILE, StoredModel, open_model
 from bentos.schema import FeatureSchema
 from bentos.settings import RF_BACKENDS
@@ -110,12 +112,24 @@ class TFLiteRunner(Runner):
         return self.model.predict_proba(x)
 
 
+_native_logged = False
+
+
 class _Interp:
     def __init__(self, content: bytes):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_content=content, num_threads=1)
-        self.interpreter.allocate_tensors()
+        global _native_logged
+        if _native_logged:
+            self.interpreter = Interpreter(model_content=content, num_threads=1)
+            self.interpreter.allocate_tensors()
+        else:
+            # The first interpreter of a process is made at load, before requests: what LiteRT
+            # prints then goes into the log as records (bentos.logs).
+            with logs.native_stderr(logging.getLogger("bentos.litert")):
+                self.interpreter = Interpreter(model_content=content, num_threads=1)
+                self.interpreter.allocate_tensors()
+            _native_logged = True
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
         self._rows = int(self._in["shape"][0])

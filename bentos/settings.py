@@ -74,6 +74,16 @@ class GrpcSettings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings, exclude=True)
 
 
+class LogSettings(BaseSettings):
+    """How every process logs (bentos.logs): the server, the gRPC server, the jobs, the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="BENTOS_LOG_", **_FROZEN)
+
+    # auto: plain text on a terminal, one JSON object per line otherwise (a pod's log).
+    format: Literal["auto", "json", "text"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class BatchSettings(BaseSettings):
     """The batch job (`python -m jobs.batch_predict`), one shard per run."""
 
@@ -91,6 +101,8 @@ class BatchSettings(BaseSettings):
     shard_count: int = Field(1, gt=0, validation_alias="BENTOS_SHARD_COUNT")
     rf_model: str = Field(ModelSettings().rf_model, validation_alias="BENTOS_RF_MODEL")
     tflite_model: str = Field(ModelSettings().tflite_model, validation_alias="BENTOS_TFLITE_MODEL")
+    # A Prometheus Pushgateway (http://host:9091) the job pushes its figures to (bentos.jobmetrics).
+    pushgateway: str | None = Field(None, validation_alias="BENTOS_PUSHGATEWAY")
 
 
 class RetrainSettings(BaseSettings):
@@ -113,6 +125,7 @@ class RetrainSettings(BaseSettings):
     # After a promotion, the Deployment to roll (bentos.rollout); none: no rollout.
     rollout_deployment: str | None = None
     rollout_namespace: str | None = None
+    pushgateway: str | None = Field(None, validation_alias="BENTOS_PUSHGATEWAY")
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -121,6 +134,7 @@ PROCESSES: tuple[type[BaseSettings], ...] = (
     GrpcSettings,
     BatchSettings,
     RetrainSettings,
+    LogSettings,
 )
 
 

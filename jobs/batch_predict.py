@@ -17,12 +17,13 @@ Exit codes (bentos.errors.ExitCode, the same for every command):
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from bentos import jobmetrics, logs
 from bentos.errors import BentosError, ExitCode, SettingsError, exit_code
 from bentos.settings import RF_BACKENDS, BatchSettings, load
 
@@ -47,39 +48,72 @@ def _parser(settings: BatchSettings) -> argparse.ArgumentParser:
     return p
 
 
+log = logging.getLogger("bentos.batch")
+
+
 class _Reporter:
-    """A progress bar for people at a terminal; JSON lines for log collectors otherwise."""
+    """The job's events: one JSON line each in a pod (bentos.logs); on a terminal, readable
+    lines and a progress bar with the shard's total, rate and time left."""
 
     def __init__(self, shard: int, count: int):
-        self.base = {"shard_index": shard, "shard_count": count}
-        self.tty = sys.stdout.isatty()
-        self._progress = None
-        if self.tty:
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        self.shard = f"shard {shard + 1}/{count}"
+        self.tty = not logs.is_json(sys.stdout)
+        self._bar: Any = None
+        self._task: Any = None
 
-            self._progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()
-            )
-            self._task = self._progress.add_task(f"shard {shard}/{count}: starting", total=None)
-            self._progress.start()
+    @property
+    def every(self) -> float:
+        return 0.25 if self.tty else 2.0
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if self._progress is not None and event.get("event") == "progress":
-            self._progress.update(
-                self._task,
-                description=f"shard {self.base['shard_index']}/{self.base['shard_count']}: "
-                f"{event['rows_read']:,} rows read, {event['rows_rejected']:,} rejected, "
-                f"{event['rows_per_s']:,} rows/s",
-            )
+        name = event.pop("event")
+        if self.tty and name == "started":
+            self._start(event["total"], event["unit"])
             return
-        self.emit(event)
+        if self._bar is not None and name == "progress":
+            rate = f"{event['rows_per_s']:,} rows/s"
+            self._bar.update(self._task, completed=event["done"], rate=rate)
+            return
+        self.emit(name, **event)
 
-    def emit(self, event: dict[str, Any]) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-        line = {"ts": round(time.time(), 3), **self.base, **event}
-        print(json.dumps(line, default=str), flush=True)
+    def _start(self, total: int, unit: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        amount = MofNCompleteColumn() if unit == "rows" else DownloadColumn()
+        self._bar = Progress(
+            TextColumn(self.shard),
+            BarColumn(),
+            TaskProgressColumn(),
+            amount,
+            TextColumn(unit if unit == "rows" else "read"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=_console(),
+        )
+        self._task = self._bar.add_task("", total=total, rate="")
+        self._bar.start()
+
+    def emit(self, name: str, **fields: Any) -> None:
+        if self._bar is not None:
+            if name in ("summary", "skipped"):
+                self._bar.update(self._task, completed=self._bar.tasks[0].total)
+            self._bar.stop()
+            self._bar = None
+        logs.event(log, name, **fields)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(file=sys.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bentos.errors import TooManyRejected
     from bentos.runners import RandomForestRunner, TFLiteRunner
 
+    logs.configure("batch", stream=sys.stdout)
+    logs.set_context(shard_index=args.shard_index, shard_count=args.shard_count)
     report = _Reporter(args.shard_index, args.shard_count)
     cfg = BatchConfig(
         input=args.input,
@@ -123,21 +159,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         chunk_rows=args.chunk_rows,
         max_reject_fraction=args.max_reject_fraction,
     )
+    t0, model, code = time.perf_counter(), None, ExitCode.OK
+    manifest: dict[str, Any] = {}
     try:
         runner = (
             RandomForestRunner(settings.rf_model, args.rf_backend)
             if args.model == "rf"
             else TFLiteRunner(settings.tflite_model)
         )
-        manifest = run_shard(cfg, runner, report)
+        model = runner.tag
+        manifest = run_shard(cfg, runner, report, progress_every=report.every)
+        error = None
     except TooManyRejected as exc:
-        report.emit({"event": "summary", **_summary(exc.manifest), "error": str(exc)})
-        return exc.exit_code
+        manifest, error, code = exc.manifest, str(exc), exc.exit_code
     except (BentosError, OSError) as exc:
-        report.emit({"event": "error", "error": getattr(exc, "message", None) or str(exc)})
-        return exit_code(exc)
-    report.emit({"event": "summary", **_summary(manifest)})
-    return ExitCode.OK
+        error, code = getattr(exc, "message", None) or str(exc), exit_code(exc)
+    figures = jobmetrics.figures(
+        rows={k: manifest.get(f"rows_{k}", 0) for k in ("read", "written", "rejected")},
+        duration_s=time.perf_counter() - t0,
+        success=code == ExitCode.OK,
+        models=jobmetrics.model_versions([model] if model else []),
+    )
+    if manifest:
+        summary = {**_summary(manifest), "metrics": figures}
+        report.emit("summary", **summary, **({"error": error} if error else {}))
+    else:
+        report.emit("error", error=error, metrics=figures)
+    if settings.pushgateway:
+        grouping = {"shard": str(args.shard_index)}
+        try:
+            jobmetrics.push(settings.pushgateway, "batch", figures, grouping)
+        except OSError as exc:  # the figures are in the summary; the shard's result stands
+            logs.event(log, "push_failed", f"pushgateway {settings.pushgateway}: {exc}")
+    return code
 
 
 def _summary(m: dict[str, Any]) -> dict[str, Any]:

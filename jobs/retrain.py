@@ -26,12 +26,17 @@ exported); 1 the registry, the export or the rollout failed; 2 bad arguments, se
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+from bentos import jobmetrics, logs
 from bentos.errors import BentosError, ExitCode, SettingsError
 from bentos.settings import RetrainSettings, load
+
+log = logging.getLogger("bentos.retrain")
 
 
 def _parser(settings: RetrainSettings) -> argparse.ArgumentParser:
@@ -52,16 +57,45 @@ def _parser(settings: RetrainSettings) -> argparse.ArgumentParser:
     return p
 
 
-def _log(**event: object) -> None:
-    print(json.dumps(event, default=str), flush=True)
+def _log(event: str, **fields: object) -> None:
+    logs.event(log, event, **fields)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    logs.configure("retrain", stream=sys.stdout)
     try:
-        args = _parser(load(RetrainSettings)).parse_args(argv)
+        settings = load(RetrainSettings)
+        args = _parser(settings).parse_args(argv)
     except SettingsError as exc:
         _log(event="error", error=str(exc))
         return exc.exit_code
+    t0, run = time.perf_counter(), _Run()
+    code = _run(args, run)
+    figures = jobmetrics.figures(
+        rows={"read": run.rows},
+        duration_s=time.perf_counter() - t0,
+        success=code == ExitCode.OK,
+        models=jobmetrics.model_versions(run.tags),
+    )
+    status = "complete" if code == ExitCode.OK else "failed"
+    _log(event="summary", status=status, exit_code=int(code), metrics=figures)
+    if settings.pushgateway:
+        try:
+            jobmetrics.push(settings.pushgateway, "retrain", figures)
+        except OSError as exc:  # the figures are in the summary; the run's result stands
+            _log(event="push_failed", error=f"pushgateway {settings.pushgateway}: {exc}")
+    return code
+
+
+@dataclass
+class _Run:
+    """What a run got to, for its figures whatever the outcome."""
+
+    tags: list[str] = field(default_factory=list)
+    rows: int = 0
+
+
+def _run(args: argparse.Namespace, run: _Run) -> int:
     if not args.data or not args.target:
         _log(
             event="error", error="--data and --target are required (or BENTOS_RETRAIN_DATA/TARGET)"
@@ -86,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _log(event="error", error=f"{exc}; nothing was registered")
         return exc.exit_code
-    tags = [t for t in (result.rf_tag, result.tflite_tag) if t]
+    tags = run.tags = [t for t in (result.rf_tag, result.tflite_tag) if t]
+    run.rows = _training_rows(tags)
     metrics = {"rf": result.rf_metrics, "tflite": result.tflite_metrics}
     _log(
         event="registered",
@@ -113,6 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log(event="error", error=f"export to {args.export_to} failed: {exc}")
             return ExitCode.IO
     return ExitCode.OK
+
+
+def _training_rows(tags: list[str]) -> int:
+    import bentoml
+
+    meta = bentoml.models.get(tags[0]).info.metadata if tags else {}
+    return int(meta.get("training_data", {}).get("rows", 0))
 
 
 def _decide(args: argparse.Namespace, config: object, result: object) -> int:

@@ -78,6 +78,17 @@ def pinned(trained) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def job_env(trained, bentoml_home) -> dict[str, str]:
+    """The environment of a job run on the session's store, its models pinned."""
+    return {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "BENTOS_RF_MODEL": trained.rf_tag,
+        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
+    }
+
+
+@pytest.fixture(scope="session")
 def server(serve, pinned) -> Process:
     srv = serve({**SERVER_ENV, **pinned}).wait_ready()
     yield srv

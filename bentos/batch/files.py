@@ -12,6 +12,7 @@ import csv
 import glob as _glob
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class Chunk:
     rows: np.ndarray  # row number within the file (0-based, header excluded), per row of frame
     frame: pd.DataFrame  # the feature columns, possibly as text
     bad_lines: list[tuple[int, str]] = field(default_factory=list)  # unparseable CSV rows
+    read_bytes: int = 0  # how far into the file this chunk's end is (for progress in bytes)
 
 
 def list_inputs(url: str) -> tuple[Any, list[InputFile]]:
@@ -92,17 +94,42 @@ def shard_of(file_index: int, unit: int, shard_count: int) -> int:
     return (file_index + unit) % shard_count
 
 
+def shard_size(fs: Any, files: list[InputFile], shard: int, shard_count: int) -> tuple[int, str]:
+    """A shard's total for its progress, and the unit: rows from the Parquet footers when every
+    input is Parquet; bytes otherwise (a CSV's rows are unknown until read, and each shard reads
+    every CSV whole to find its own units)."""
+    if not all(f.format == "parquet" for f in files):
+        return sum(f.size for f in files), "bytes"
+    total = 0
+    for i, f in enumerate(files):
+        with _reading(f), fs.open(f.path, "rb") as fh:
+            meta = pq.ParquetFile(fh).metadata
+        total += sum(
+            meta.row_group(rg).num_rows
+            for rg in range(meta.num_row_groups)
+            if shard_of(i, rg, shard_count) == shard
+        )
+    return total, "rows"
+
+
 def iter_shard(
     fs: Any, files: list[InputFile], names: list[str], shard: int, shard_count: int, chunk_rows: int
 ) -> Iterator[Chunk]:
     for i, f in enumerate(files):
-        try:
+        with _reading(f):
             reader = _parquet if f.format == "parquet" else _csv
             yield from reader(fs, f, i, names, shard, shard_count, chunk_rows)
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError, EOFError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise InputReadError(f"{f.url}: cannot be read as {f.format}: {exc}") from exc
+
+
+@contextmanager
+def _reading(f: InputFile) -> Iterator[None]:
+    """A file that cannot be read becomes an InputReadError naming it."""
+    try:
+        yield
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, EOFError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputReadError(f"{f.url}: cannot be read as {f.format}: {exc}") from exc
 
 
 def _missing(url: str, present: list[str], names: list[str]) -> None:
@@ -117,7 +144,7 @@ def _parquet(fs, f: InputFile, i: int, names, shard: int, count: int, chunk_rows
     with fs.open(f.path, "rb") as fh:
         pf = pq.ParquetFile(fh)
         _missing(f.url, pf.schema_arrow.names, names)
-        offset = 0
+        offset, total = 0, max(pf.metadata.num_rows, 1)
         for rg in range(pf.num_row_groups):
             n = pf.metadata.row_group(rg).num_rows
             if shard_of(i, rg, count) == shard:
@@ -125,7 +152,7 @@ def _parquet(fs, f: InputFile, i: int, names, shard: int, count: int, chunk_rows
                 for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[rg], columns=names):
                     rows = np.arange(start, start + batch.num_rows, dtype=np.int64)
                     start += batch.num_rows
-                    yield Chunk(f.url, rows, batch.to_pandas())
+                    yield Chunk(f.url, rows, batch.to_pandas(), read_bytes=f.size * start // total)
             offset += n
 
 
@@ -165,7 +192,7 @@ def _csv(fs, f: InputFile, i: int, names, shard: int, count: int, chunk_rows: in
                     continue
                 mask = units == unit
                 mine = [(r, why) for r, why in lines if r // chunk_rows == unit]
-                yield Chunk(f.url, rows[mask], frame[mask].reset_index(drop=True), mine)
+                yield Chunk(f.url, rows[mask], frame[mask].reset_index(drop=True), mine, fh.tell())
 
 
 def _row_numbers(start: int, n: int, skipped: set[int]) -> np.ndarray:

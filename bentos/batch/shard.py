@@ -32,6 +32,7 @@ from bentos.batch.files import (
     output_schema,
     predictions,
     rejections,
+    shard_size,
 )
 from bentos.errors import InputError, TooManyRejected
 from bentos.runners import Runner
@@ -92,8 +93,13 @@ def _publish_json(fs: Any, root: str, name: str, tmp_prefix: str, data: dict[str
     fs.mv(tmp, f"{root}/{name}")
 
 
-def run_shard(cfg: BatchConfig, runner: Runner, log: Log) -> dict[str, Any]:
-    """Predict one shard; return its manifest. Raises InputError, TooManyRejected, I/O errors."""
+def run_shard(
+    cfg: BatchConfig, runner: Runner, log: Log, progress_every: float = 2.0
+) -> dict[str, Any]:
+    """Predict one shard; return its manifest. Raises InputError, TooManyRejected, I/O errors.
+
+    `log` gets a `progress` event at most every `progress_every` seconds: the counts, and how
+    far the shard is (`done` of `total` `unit`, bentos.batch.files.shard_size)."""
     import fsspec
 
     if not 0 <= cfg.shard_index < cfg.shard_count:
@@ -123,8 +129,11 @@ def run_shard(cfg: BatchConfig, runner: Runner, log: Log) -> dict[str, Any]:
     tmp_part = f"{root}/{names['tmp_prefix']}{token}.parquet"
     tmp_rej = f"{root}/{names['tmp_prefix']}{token}.rejected.parquet"
 
+    total, unit = shard_size(in_fs, files, cfg.shard_index, cfg.shard_count)
+    log({"event": "started", "total": total, "unit": unit, "files": len(files)})
     started, t0 = datetime.now(UTC), time.perf_counter()
     counts = {"rows_read": 0, "rows_written": 0, "rows_rejected": 0}
+    read_bytes: dict[str, int] = {}  # per file, how far its chunks have come
     schema = runner.schema
     out_schema = output_schema(schema.labels)
     with (
@@ -154,16 +163,12 @@ def run_shard(cfg: BatchConfig, runner: Runner, log: Log) -> dict[str, Any]:
             counts["rows_read"] += len(reasons) + len(chunk.bad_lines)
             counts["rows_written"] += int(ok.sum())
             counts["rows_rejected"] += len(bad_rows)
+            read_bytes[chunk.source] = chunk.read_bytes
             now = time.perf_counter()
-            if now - last_log >= 2.0:
+            if now - last_log >= progress_every:
                 last_log = now
-                log(
-                    {
-                        "event": "progress",
-                        **counts,
-                        "rows_per_s": round(counts["rows_read"] / max(now - t0, 1e-9)),
-                    }
-                )
+                done = counts["rows_read"] if unit == "rows" else sum(read_bytes.values())
+                log(_progress(counts, done, total, unit, now - t0))
 
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -191,6 +196,22 @@ def run_shard(cfg: BatchConfig, runner: Runner, log: Log) -> dict[str, Any]:
     if fs.exists(f"{root}/{names['failed']}"):
         fs.rm(f"{root}/{names['failed']}")
     return manifest
+
+
+def _progress(
+    counts: dict[str, int], done: int, total: int, unit: str, elapsed: float
+) -> dict[str, Any]:
+    rate = done / max(elapsed, 1e-9)
+    left = max(total - done, 0) / rate if rate > 0 else None
+    return {
+        "event": "progress",
+        **counts,
+        "done": done,
+        "total": total,
+        "unit": unit,
+        "rows_per_s": round(counts["rows_read"] / max(elapsed, 1e-9)),
+        "eta_s": None if left is None else round(left, 1),
+    }
 
 
 def _counts(m: dict[str, Any]) -> dict[str, Any]:

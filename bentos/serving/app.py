@@ -10,6 +10,7 @@ client error is a 4xx whose message names the row and field.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -49,8 +50,21 @@ def _route(handler: Handler) -> Handler:
         except ClientDisconnect:
             return Response(status_code=499)
         except Exception:
-            log.exception("%s %s failed", request.method, request.url.path)
-            return json_response({"error": "internal error; it is logged on the server"}, 500)
+            # The client's request id (or a new one), in the log line and in the answer, so that
+            # one can be found from the other.
+            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            log.exception(
+                "%s %s failed",
+                request.method,
+                request.url.path,
+                extra={
+                    "event": "request_failed",
+                    "request_id": request_id,
+                    "model": request.path_params.get("model"),
+                },
+            )
+            body = {"error": "internal error; it is logged on the server", "request_id": request_id}
+            return json_response(body, 500)
 
     return answer
 

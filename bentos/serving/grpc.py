@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from functools import partial
 
@@ -28,6 +29,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from bentos import logs
 from bentos.errors import BentosError, ClientError, ExitCode, SettingsError
 from bentos.schema import TENSOR
 from bentos.serving import v2
@@ -66,9 +68,20 @@ def _rpc(method):
             raise
         except Exception:
             status = 500
-            log.exception("%s failed", method.__name__)
+            metadata = dict(context.invocation_metadata() or ())
+            request_id = metadata.get("x-request-id") or uuid.uuid4().hex
+            log.exception(
+                "%s failed",
+                method.__name__,
+                extra={
+                    "event": "request_failed",
+                    "request_id": request_id,
+                    "model": getattr(request, "model_name", None) or None,
+                },
+            )
             await context.abort(
-                grpc.StatusCode.INTERNAL, "internal error; it is logged on the server"
+                grpc.StatusCode.INTERNAL,
+                f"internal error (request id {request_id}); it is logged on the server",
             )
         finally:
             if self.core.metrics is not None:
@@ -216,7 +229,7 @@ async def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure("grpc")
     try:
         settings = load(GrpcSettings)
     except SettingsError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -22,17 +21,6 @@ from benchmarks.servers import ROOT
 from bentos.training.data import load_builtin
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-
-
-@pytest.fixture(scope="session")
-def job_env(trained, bentoml_home) -> dict[str, str]:
-    # Pinned tags: other tests register newer versions.
-    return {
-        **os.environ,
-        "BENTOML_HOME": str(bentoml_home),
-        "BENTOS_RF_MODEL": trained.rf_tag,
-        "BENTOS_TFLITE_MODEL": trained.tflite_tag,
-    }
 
 
 def run_job(env, *args, check: int | None = 0, timeout: float = 300) -> subprocess.CompletedProcess:

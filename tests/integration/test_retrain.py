@@ -61,6 +61,12 @@ def test_retrain_without_tensorflow_registers_and_exports_the_forest(
     assert _tags("tflite-classifier") == before_tfl
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert events[0]["event"] == "registered" and events[0]["models"] == [new]
+    # The run's figures (bentos.jobmetrics) in its last line, the summary.
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["process"] == "retrain"
+    assert summary["metrics"]["rows"] == {"read": 150}
+    assert summary["metrics"]["models"] == {"rf-classifier": new.split(":")[1]}
+    assert summary["metrics"]["success"] is True
     archive = tmp_path / "exported" / f"{new.replace(':', '-')}.bentomodel"
     assert archive.is_file() and archive.stat().st_size > 0
     # The archive is a model BentoML can import elsewhere, with its metadata intact.
@@ -90,6 +96,10 @@ def test_retrain_registers_nothing_when_a_gate_fails(trained, iris_csv):
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "nothing was registered" in proc.stdout
     assert _tags("rf-classifier") | _tags("tflite-classifier") == before
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary["event"] == "summary" and summary["status"] == "failed"
+    assert summary["exit_code"] == 3 and summary["metrics"]["success"] is False
+    assert "last_success_timestamp_seconds" not in summary["metrics"]
 
 
 def test_retrain_needs_data_and_target(trained):

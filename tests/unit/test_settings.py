@@ -101,12 +101,13 @@ def test_the_readme_documents_every_variable_with_its_default():
         assert shown == ("(none)" if default is None else str(default)), (name, shown, default)
 
 
-def test_every_process_has_one_settings_class():
+def test_every_process_has_one_settings_class_and_all_share_the_log_settings():
     assert [cls.__name__ for cls in PROCESSES] == [
         "ServingSettings",
         "GrpcSettings",
         "BatchSettings",
         "RetrainSettings",
+        "LogSettings",
     ]
 
 
