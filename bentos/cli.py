@@ -1,4 +1,15 @@
-"""The `bentos` command: train and register the models, export the edge model.
+"""The `bentos` command: one entry for everything this project does.
+
+  bentos train        train, gate and register both models
+  bentos serve        the online service over HTTP (`bentoml serve` of this service or Bento)
+  bentos grpc         the Open Inference Protocol over gRPC
+  bentos batch        batch prediction of one shard (the CronJob's `python -m jobs.batch_predict`)
+  bentos retrain      retrain, judge and promote (the CronJob's `python -m jobs.retrain`)
+  bentos models       the model registry: list, show, pull, promote, rollback
+  bentos export-edge  the TFLite model and what a device needs
+  bentos report       where a model's training report is (or a copy of it)
+
+The manifests keep the `python -m` forms; `bentos COMMAND --help` shows each one's example.
 
 Exit codes (bentos.errors.ExitCode, the same for every command): 0 success; 2 bad arguments or
 bad data (nothing registered); 3 a quality gate or the TFLite conversion failed (nothing
@@ -17,15 +28,53 @@ from bentos.errors import BentosError, ExitCode, SettingsError
 from bentos.models import MODEL_FILES, TFLITE_NAME
 from bentos.settings import ModelSettings, load
 
+EXAMPLES = {
+    "train": "bentos train --data s3://bucket/table.parquet --target label",
+    "serve": "bentos serve --port 3000",
+    "grpc": "bentos grpc --port 3001 --metrics-port 3002",
+    "batch": "bentos batch --input s3://bucket/in/ --output s3://bucket/out/ "
+    "--shard-count 4 --shard-index 0",
+    "retrain": "bentos retrain --data s3://bucket/table.parquet --target label "
+    "--registry s3://bucket/registry/",
+    "models": "bentos models list --registry s3://bucket/registry/",
+    "export-edge": "bentos export-edge --out edge/",
+    "report": "bentos report rf-classifier",
+}
+# Commands whose own parser (the entry point the manifests run) takes every argument after them.
+DELEGATED = {
+    "grpc": "the Open Inference Protocol over gRPC (python -m bentos.serving.grpc)",
+    "batch": "batch prediction of one shard (python -m jobs.batch_predict)",
+    "retrain": "retrain, judge and promote (python -m jobs.retrain)",
+}
+
+
+def _example(command: str) -> str:
+    return f"example:\n  {EXAMPLES[command]}"
+
 
 def _parser() -> argparse.ArgumentParser:
     from bentos.training.data import DATASETS
     from bentos.training.tflite import QUANTIZE_MODES
 
-    parser = argparse.ArgumentParser(prog="bentos", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="bentos",
+        description=__doc__.split("\n\n")[0],
+        epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train, validate and register both models")
+    def command(name: str, text: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=_example(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kw,
+        )
+
+    train = command("train", "train, validate and register both models")
     train.add_argument(
         "--dataset", choices=DATASETS, default="iris", help="bundled data (default: iris)"
     )
@@ -47,29 +96,70 @@ def _parser() -> argparse.ArgumentParser:
         "--epochs", type=int, default=None, help="Keras epochs (default: by data size)"
     )
 
-    settings = load(ModelSettings)
-    edge = sub.add_parser(
-        "export-edge", help="write the TFLite model and its manifest for a device"
+    serve = command("serve", "the online service over HTTP: `bentoml serve` of this service")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument(
+        "target",
+        nargs="?",
+        help="a Bento or project folder (default: the Bento in its image, else this project)",
     )
+    for name, text in DELEGATED.items():
+        # Parsed by the command itself (main() hands it the rest): listed here for --help.
+        command(name, text, add_help=False).add_argument("args", nargs=argparse.REMAINDER)
+
+    settings = load(ModelSettings)
+    edge = command("export-edge", "write the TFLite model and its manifest for a device")
     edge.add_argument("--out", required=True, metavar="DIR")
     edge.add_argument("--model", default=settings.tflite_model, metavar="TAG")
     edge.add_argument(
         "--registry", default=settings.registry, metavar="URL", help="export its champion"
     )
 
-    models = sub.add_parser("models", help="the model registry: list, pull, promote, rollback")
+    models = command("models", "the models: list, show, pull, promote, rollback")
     verbs = models.add_subparsers(dest="verb", required=True)
-    for verb, text in (
-        ("list", "every pushed version of each model, and its champion"),
-        ("pull", "import each champion into the local model store (sha256-checked)"),
-        ("promote", "point NAME's champion at VERSION"),
-        ("rollback", "point NAME's champion back at VERSION, an earlier champion"),
+    for verb, text, example in (
+        ("list", "every pushed version of each model, and its champion", "list --registry URL"),
+        (
+            "show",
+            "one model: its metrics, data, report; with --registry, its record",
+            "show rf-classifier",
+        ),
+        (
+            "pull",
+            "import each champion into the local model store (sha256-checked)",
+            "pull --registry URL",
+        ),
+        (
+            "promote",
+            "point NAME's champion at VERSION",
+            "promote --registry URL rf-classifier VERSION",
+        ),
+        (
+            "rollback",
+            "point NAME's champion back at VERSION, an earlier champion",
+            "rollback --registry URL rf-classifier VERSION",
+        ),
     ):
-        cmd = verbs.add_parser(verb, help=text)
+        cmd = verbs.add_parser(
+            verb,
+            help=text,
+            description=text,
+            epilog=f"example:\n  bentos models {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         cmd.add_argument("--registry", default=settings.registry, metavar="URL")
         if verb in ("promote", "rollback"):
             cmd.add_argument("name", choices=MODEL_FILES)
             cmd.add_argument("version")
+        if verb == "show":
+            cmd.add_argument("model", metavar="NAME[:VERSION]")
+
+    report = command("report", "where a model's training report is; --out copies it")
+    report.add_argument(
+        "model", metavar="NAME[:VERSION]", help="rf-classifier or tflite-classifier"
+    )
+    report.add_argument("--out", metavar="DIR", help="copy the report's folder here")
     return parser
 
 
@@ -91,9 +181,13 @@ def _train(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
 
     @contextmanager
-    def step(title: str):
-        with console.status(title + "..."):
-            yield
+    def step(title: str, total: int | None = None):
+        if total is None:
+            with console.status(title + "..."):
+                yield lambda *args: None
+        else:
+            with _bar(console, title, total) as advance:
+                yield advance
         console.print(f"[green]done[/green] {title}")
 
     config = TrainConfig(
@@ -116,6 +210,35 @@ def _train(args: argparse.Namespace) -> int:
         return exc.exit_code
     _summary(result)
     return ExitCode.OK
+
+
+@contextmanager
+def _bar(console: Any, title: str, total: int):
+    """A bar for a step of `total` parts (Keras epochs), with the latest loss and accuracy."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn(title),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=total, info="")
+
+        def advance(done: int, info: dict[str, float] | None = None) -> None:
+            shown = " ".join(f"{k} {v:.4f}" for k, v in (info or {}).items())
+            bar.update(task, completed=done, info=shown)
+
+        yield advance
 
 
 def _summary(result: Any) -> None:
@@ -173,12 +296,21 @@ def _models(args: argparse.Namespace) -> int:
 
     from bentos.registry import Registry
 
+    if args.verb == "show" and not args.registry:
+        return _show_local(args.model)
     if not args.registry:
         _console().print("error: --registry (or BENTOS_REGISTRY) is required")
         return ExitCode.USAGE
     try:
         registry = Registry(args.registry)
-        if args.verb == "pull":
+        if args.verb == "show":
+            name, _, version = args.model.partition(":")
+            record = registry.version(name, version) if version else registry.champion(name)
+            if record is None:
+                _console().print(f"error: {args.registry} has no champion of {name}")
+                return ExitCode.USAGE
+            print(json.dumps(record, indent=2))
+        elif args.verb == "pull":
             for name in MODEL_FILES:
                 if registry.champion(name) is None:
                     # A first install, before the first retrain: the Bento's own model serves.
@@ -206,13 +338,104 @@ def _models(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _stored(tag: str) -> Any:
+    from bentos import models
+
+    return models.get(tag if ":" in tag else f"{tag}:latest")
+
+
+def _show_local(tag: str) -> int:
+    import json
+
+    try:
+        model = _stored(tag)
+    except BentosError as exc:
+        _console().print(f"[red]error:[/red] {exc}")
+        return exc.exit_code
+    meta = model.info.metadata
+    report = _report_page(model)
+    shown = {
+        "tag": str(model.tag),
+        "created": model.info.creation_time.isoformat(),
+        "path": str(model.path),
+        "metrics": meta.get("metrics"),
+        "training_data": meta.get("training_data"),
+        "size_bytes": meta.get("size_bytes"),
+        "report": None if report is None else str(report),
+    }
+    print(json.dumps(shown, indent=2, default=str))
+    return ExitCode.OK
+
+
+def _report_page(model: Any) -> Any:
+    from pathlib import Path
+
+    page = Path(model.path) / "report" / "index.html"
+    return page if page.is_file() else None
+
+
+def _report(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    try:
+        model = _stored(args.model)
+    except BentosError as exc:
+        _console().print(f"[red]error:[/red] {exc}")
+        return exc.exit_code
+    page = _report_page(model)
+    if page is None:
+        _console().print(
+            f"error: {model.tag} has no training report (it was registered before reports "
+            "existed); retrain it with `bentos train` or `bentos retrain`"
+        )
+        return ExitCode.MODEL
+    if args.out:
+        shutil.copytree(page.parent, args.out, dirs_exist_ok=True)
+        page = Path(args.out) / page.name
+    print(page)
+    return ExitCode.OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from bentos.models import bento_path
+
+    root = Path(__file__).resolve().parents[1]
+    target = args.target or bento_path() or (root if (root / "service.py").is_file() else ".")
+    command = [sys.executable, "-m", "bentoml", "serve", str(target)]
+    os.execv(sys.executable, [*command, "--port", str(args.port), "--host", args.host])
+    return ExitCode.OK  # not reached: the server replaces this process
+
+
+def _delegate(command: str, argv: list[str]) -> int:
+    if command == "grpc":
+        from bentos.serving.grpc import main as run
+    elif command == "batch":
+        from jobs.batch_predict import main as run
+    else:
+        from jobs.retrain import main as run
+    return run(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:])
     try:
         args = _parser().parse_args(argv)
     except SettingsError as exc:
         _console().print(f"error: {exc}")
         return exc.exit_code
-    handler = {"train": _train, "export-edge": _export_edge, "models": _models}[args.command]
+    handler = {
+        "train": _train,
+        "serve": _serve,
+        "export-edge": _export_edge,
+        "models": _models,
+        "report": _report,
+    }[args.command]
     return handler(args)
 
 

@@ -39,6 +39,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def bento_path() -> Path | None:
+    """Inside a Bento image, the Bento's folder ($BENTO_PATH); elsewhere None."""
+    path = os.environ.get("BENTO_PATH")
+    return Path(path) if path and Path(path).is_dir() else None
+
+
 def _bento_store() -> Any:
     """Inside a Bento image, the Bento's own models ($BENTO_PATH/models); elsewhere None."""
     bento_path = os.environ.get("BENTO_PATH")

@@ -1,5 +1,8 @@
 """Batch prediction, one shard per run: `python -m jobs.batch_predict --input URL --output URL`.
 
+Example (shard 0 of 4; `bentos batch` is the same command):
+  bentos batch --input s3://bucket/in/ --output s3://bucket/out/ --shard-count 4 --shard-index 0
+
 Every flag defaults to its setting (bentos.settings.BatchSettings), so a Kubernetes Indexed Job
 needs no arguments: BENTOS_BATCH_INPUT, BENTOS_BATCH_OUTPUT, BENTOS_BATCH_MODEL,
 BENTOS_BATCH_CHUNK_ROWS, BENTOS_BATCH_RF_BACKEND, BENTOS_BATCH_MAX_REJECT_FRACTION; the shard

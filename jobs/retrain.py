@@ -29,7 +29,8 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from bentos import jobmetrics, logs
@@ -40,7 +41,13 @@ log = logging.getLogger("bentos.retrain")
 
 
 def _parser(settings: RetrainSettings) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jobs.retrain", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.retrain",
+        description=__doc__.splitlines()[0],
+        epilog="example (`bentos retrain` is the same command):\n  bentos retrain --data "
+        "s3://bucket/table.parquet --target label --registry s3://bucket/registry/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", default=settings.data, help="CSV/Parquet, any fsspec URL")
     p.add_argument("--target", default=settings.target, help="the label column")
     p.add_argument("--export-to", default=settings.export, metavar="URL")
@@ -87,6 +94,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+@contextmanager
+def _step(title: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """Training's steps as JSON lines: each one's start and end, and for a step of `total`
+    parts (Keras epochs) a progress line at most every 5 seconds, and at the last part."""
+    t0, last = time.perf_counter(), [0.0]
+    _log(event="step", step=title, status="started")
+
+    def advance(done: int, info: dict[str, float] | None = None) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 5.0 or done == total:
+            last[0] = now
+            _log(event="progress", step=title, done=done, total=total, **(info or {}))
+
+    yield advance
+    _log(event="step", step=title, status="done", seconds=round(time.perf_counter() - t0, 3))
+
+
 @dataclass
 class _Run:
     """What a run got to, for its figures whatever the outcome."""
@@ -113,7 +137,7 @@ def _run(args: argparse.Namespace, run: _Run) -> int:
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
     )
     try:
-        result = train(config)
+        result = train(config, _step)
     except BentosError as exc:
         if exc.exit_code == ExitCode.GATE:
             _log(event="gate_failed", error=str(exc))

@@ -236,7 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return exc.exit_code
     parser = argparse.ArgumentParser(
-        prog="python -m bentos.serving.grpc", description=__doc__.splitlines()[0]
+        prog="python -m bentos.serving.grpc",
+        description=__doc__.splitlines()[0],
+        epilog="example (`bentos grpc` is the same command):\n"
+        "  bentos grpc --port 3001 --metrics-port 3002",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)

@@ -48,12 +48,14 @@ class TrainResult:
     rf_size: int = 0
 
 
-Step = Callable[[str], Any]  # a context manager factory that shows a slow step to people
+# Shows a slow step to people: `with step(title) as advance:`, and for a step of `total` parts
+# (epochs), `with step(title, total) as advance: ... advance(done, {"loss": ...})`.
+Step = Callable[..., Any]
 
 
 @contextmanager
-def _quiet(_: str) -> Iterator[None]:
-    yield
+def _quiet(_: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    yield lambda *args: None
 
 
 def load(config: TrainConfig) -> data_mod.Dataset:
@@ -220,9 +222,9 @@ def _tflite(
 
     x_train, x_test, y_train, y_test = split
     epochs = config.epochs or tflite.default_epochs(len(x_train))
-    with step(f"Training Keras MLP ({epochs} epochs)"):
+    with step(f"Training Keras MLP ({epochs} epochs)", epochs) as advance:
         keras_model = tflite.train_keras(
-            x_train, y_train, len(schema.labels), seed=config.seed, epochs=epochs
+            x_train, y_train, len(schema.labels), seed=config.seed, epochs=epochs, on_epoch=advance
         )
     with step(f"Converting to TFLite ({config.quantize})"):
         content = tflite.convert(keras_model, config.quantize, x_train)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,17 @@ class Parity:
         }
 
 
-def train_keras(x: np.ndarray, y: np.ndarray, n_classes: int, *, seed: int, epochs: int) -> Any:
-    """A small MLP whose first layer normalizes, so raw feature values go in (online and edge)."""
+def train_keras(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    seed: int,
+    epochs: int,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> Any:
+    """A small MLP whose first layer normalizes, so raw feature values go in (online and edge).
+    `on_epoch(epoch, logs)` is called after each epoch (1-based), for progress."""
     import keras
     import tensorflow as tf
 
@@ -85,7 +95,14 @@ def train_keras(x: np.ndarray, y: np.ndarray, n_classes: int, *, seed: int, epoc
         metrics=["accuracy"],
     )
     batch = 16 if len(x) < 1000 else 128
-    model.fit(x, y, epochs=epochs, batch_size=batch, shuffle=True, verbose=0)
+    callbacks = []
+    if on_epoch is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, dict(logs or {}))
+            )
+        )
+    model.fit(x, y, epochs=epochs, batch_size=batch, shuffle=True, verbose=0, callbacks=callbacks)
     return model
 
 

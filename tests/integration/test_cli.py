@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -200,3 +201,121 @@ def test_train_reads_its_data_before_it_imports_tensorflow(tmp_path):
     assert proc.returncode == 2, out
     assert "no.csv: no such file" in out
     assert "tensorflow" not in out.lower()
+
+
+COMMANDS = ("train", "serve", "grpc", "batch", "retrain", "models", "export-edge", "report")
+
+
+def _bentos(
+    *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bentos", *map(str, args)],
+        cwd=ROOT,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_bentos_help_lists_every_command_with_an_example():
+    proc = _bentos("--help")
+    assert proc.returncode == 0, proc.stderr
+    for command in COMMANDS:
+        assert f"\n  bentos {command} " in proc.stdout, command
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_s_help_shows_an_example_of_itself(command):
+    proc = _bentos(command, "--help")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    example = proc.stdout.lower().split("example", 1)
+    assert len(example) == 2, proc.stdout
+    assert f"bentos {command} " in example[1], proc.stdout
+
+
+def test_bentos_batch_is_the_batch_job(job_env, tmp_path):
+    load_builtin("iris").features.to_csv(tmp_path / "in.csv", index=False)
+    proc = _bentos(
+        "batch", "--input", tmp_path / "in.csv", "--output", tmp_path / "out", env=job_env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["process"] == "batch" and summary["rows_written"] == 150
+    assert (tmp_path / "out" / "_SUCCESS-00000-of-00001.json").is_file()
+    # Its own argument checks and exit codes, unchanged.
+    proc = _bentos("batch", "--input", tmp_path / "in.csv", env=job_env)
+    assert proc.returncode == 2 and "--input and --output are required" in proc.stderr
+
+
+def test_bentos_retrain_is_the_retrain_job():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENTOS_RETRAIN")}
+    proc = _bentos("retrain", env=env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--data and --target are required" in proc.stdout
+
+
+def test_bentos_serve_and_bentos_grpc_serve_the_session_s_models(pinned, bentoml_home):
+    import httpx
+    import tritonclient.grpc as triton
+
+    from benchmarks.servers import Process, free_port, grpc_ready, http_ready
+
+    env = {**pinned, "BENTOML_HOME": str(bentoml_home)}
+    port = free_port()
+    serve = [sys.executable, "-m", "bentos", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    ready = http_ready(f"http://127.0.0.1:{port}/readyz")
+    with Process(serve, ready=ready, port=port, env=env) as srv:
+        row = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+        answer = httpx.post(f"{srv.url}/predict", json={"instances": [row]}).json()
+        assert answer["model"] == pinned["BENTOS_RF_MODEL"]
+    port, metrics = free_port(), free_port()
+    grpc = [sys.executable, "-m", "bentos", "grpc", "--host", "127.0.0.1", "--port", str(port)]
+    grpc += ["--metrics-port", str(metrics)]
+    with Process(grpc, ready=grpc_ready(f"127.0.0.1:{port}"), port=port, env=env) as srv:
+        client = triton.InferenceServerClient(srv.address)
+        assert client.is_model_ready("rf")
+        assert httpx.get(f"http://127.0.0.1:{metrics}/metrics").status_code == 200
+
+
+def test_bentos_models_show_prints_a_stored_model_s_record(trained):
+    proc = _bentos("models", "show", trained.rf_tag)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["tag"] == trained.rf_tag
+    assert shown["metrics"]["accuracy"] == trained.rf_metrics["accuracy"]
+    assert shown["training_data"]["rows"] == 150
+    proc = _bentos("models", "show", "rf-classifier:nosuchversion")
+    assert proc.returncode == 4 and "nosuchversion" in proc.stderr
+
+
+def test_on_a_terminal_bentos_train_shows_its_steps_and_keras_epochs(tmp_path):
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "COLUMNS": "160"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bentos", "train", "--epochs", "12", "--n-estimators", "10"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    assert proc.wait(300) == 0, text
+    for title in ("Loading data", "Training RandomForest", "Training Keras MLP (12 epochs)"):
+        assert f"done {title}" in text, text
+    assert "12/12" in text and "loss" in text, text  # the epochs' bar, and its latest loss

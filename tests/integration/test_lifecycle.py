@@ -119,6 +119,9 @@ def test_pull_imports_each_champion_and_refuses_a_changed_archive(tmp_path, regi
     assert code == 0, events
     versions = {e["model"]: e["challenger"]["version"] for e in events if e["event"] == "decision"}
     assert set(versions) == {"rf-classifier", "tflite-classifier"}
+    # Keras' epochs as progress lines, the last one at the last epoch.
+    epochs = [e for e in events if e["event"] == "progress" and "Keras" in e["step"]]
+    assert epochs and epochs[-1]["done"] == epochs[-1]["total"] and "loss" in epochs[-1]
 
     store = tmp_path / "store"
     proc = _run(["bentos", "models", "pull"], store, "--registry", registry)

@@ -60,7 +60,12 @@ def test_retrain_without_tensorflow_registers_and_exports_the_forest(
     (new,) = _tags("rf-classifier") - before_rf
     assert _tags("tflite-classifier") == before_tfl
     events = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert events[0]["event"] == "registered" and events[0]["models"] == [new]
+    (registered,) = [e for e in events if e["event"] == "registered"]
+    assert registered["models"] == [new]
+    # Training's steps, each started and done, before the registration.
+    steps = [(e["step"], e["status"]) for e in events if e["event"] == "step"]
+    assert steps[0] == ("Loading data", "started") and steps[1] == ("Loading data", "done")
+    assert ("Registering models", "done") in steps
     # The run's figures (bentos.jobmetrics) in its last line, the summary.
     summary = events[-1]
     assert summary["event"] == "summary" and summary["process"] == "retrain"
