@@ -6,6 +6,7 @@ Runners assume valid input (the schema checked it at the edge) and know nothing 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ class Runner:
     tag: str
     schema: FeatureSchema
     metadata: dict[str, Any]
+    path: Path  # the model's folder, in whichever store it was opened from
     # Rows a call may take in the event loop rather than a thread (bentos.serving.batching): only for
     # models that answer in microseconds.
     inline_rows: int = 0
@@ -29,6 +31,7 @@ class Runner:
         self.tag = stored.tag
         self.schema = stored.schema
         self.metadata = stored.metadata
+        self.path = stored.file.parent
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
