@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,11 @@ RF_PACKED_FILE = "forest.npz"  # the same forest in 8-byte nodes, for bentos.for
 RF_FORMS = {RF_PACKED_FILE: "packed"}
 TFLITE_FILE = "model.tflite"
 MODEL_FILES = {RF_NAME: RF_FILE, TFLITE_NAME: TFLITE_FILE}
+# The training report (bentos.training.report), a folder in the model's own, so that every copy
+# of the model (an export, the registry, a Bento) carries it; the service serves it.
+REPORT_DIR = "report"
+REPORT_PAGE = "index.html"  # its page; the pictures beside it
+ReportFiles = Callable[[str], dict[str, bytes]]  # the model's tag -> its report's files by name
 
 
 @dataclass(frozen=True)
@@ -141,10 +147,24 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
     return StoredModel(str(model.tag), file, FeatureSchema.from_dict(metadata["schema"]), metadata)
 
 
+def _write_report(folder: str, tag: Any, report: ReportFiles | None) -> None:
+    if report is None:
+        return
+    out = Path(folder) / REPORT_DIR
+    out.mkdir()
+    for name, content in report(str(tag)).items():
+        (out / name).write_bytes(content)
+
+
 def register_rf(
-    estimator: Any, metadata: dict[str, Any], model_file: Path, forms: dict[str, bytes]
+    estimator: Any,
+    metadata: dict[str, Any],
+    model_file: Path,
+    forms: dict[str, bytes],
+    report: ReportFiles | None = None,
 ) -> bentoml.Model:
-    """Register the forest persisted at `model_file`, and its other forms (RF_FORMS) beside it.
+    """Register the forest persisted at `model_file`, its other forms (RF_FORMS) beside it, and
+    its report (REPORT_DIR).
 
     Every hash goes into the metadata before anything is written; the store's copies must hash
     the same, or the model is deleted again.
@@ -168,16 +188,20 @@ def register_rf(
     saved = bentoml.models.get(saved.tag)
     for filename, content in forms.items():
         Path(saved.path_of(filename)).write_bytes(content)
+    _write_report(saved.path, saved.tag, report)
     if any(sha256_file(saved.path_of(f)) != digest for f, digest in expected.items()):
         bentoml.models.delete(saved.tag)
         raise ModelError(f"{saved.tag}: a stored file differs from the one hashed; not registered")
     return saved
 
 
-def register_tflite(content: bytes, metadata: dict[str, Any]) -> bentoml.Model:
+def register_tflite(
+    content: bytes, metadata: dict[str, Any], report: ReportFiles | None = None
+) -> bentoml.Model:
     digest = hashlib.sha256(content).hexdigest()
     with bentoml.models.create(
         TFLITE_NAME, metadata={**metadata, "sha256": digest}, labels={"framework": "tflite"}
     ) as model:
         Path(model.path_of(TFLITE_FILE)).write_bytes(content)
+        _write_report(model.path, model.tag, report)
     return model

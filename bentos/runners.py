@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ class Runner:
     tag: str
     schema: FeatureSchema
     metadata: dict[str, Any]
+    path: Path  # the model's folder, in whichever store it was opened from
     # Rows a call may take in the event loop rather than a thread (bentos.serving.batching): only for
     # models that answer in microseconds.
     inline_rows: int = 0
@@ -31,6 +33,7 @@ class Runner:
         self.tag = stored.tag
         self.schema = stored.schema
         self.metadata = stored.metadata
+        self.path = stored.file.parent
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -21,9 +22,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bentos.errors import ClientError
+from bentos.models import REPORT_PAGE
 from bentos.schema import parse_json
 from bentos.serving import openapi, v2
-from bentos.serving.core import Core, ServedModel
+from bentos.serving.core import REPORT_MEDIA, Core, ServedModel
 from bentos.serving.metrics import latest_bentoml
 
 log = logging.getLogger("bentos.serving")
@@ -126,6 +128,39 @@ async def list_models(request: Request) -> Response:
     return json_response({"models": [m.describe() for m in _core(request).models.values()]})
 
 
+# The report's page carries user data (class labels, feature names, the data's source), escaped
+# when it was written; the policy is a second fence: no script, nothing from elsewhere.
+_REPORT_HEADERS = {
+    "content-security-policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+    "base-uri 'self'; form-action 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-cache",  # the served model, and so its report, changes with a rollout
+}
+
+
+def _report_response(file: Path, content: bytes | None = None) -> Response:
+    # Small files (tens of KB) on local disk: read in the event loop, as a thread hop would
+    # cost more than the read.
+    return Response(
+        file.read_bytes() if content is None else content,
+        media_type=REPORT_MEDIA[file.suffix],
+        headers=_REPORT_HEADERS,
+    )
+
+
+async def report_page(request: Request) -> Response:
+    """The served model's training report. Its page links its pictures relative to its own
+    folder (.../report/); this URL has no trailing slash, so a <base> puts them under it."""
+    page = _core(request).model(request.path_params["name"]).report_file()
+    content = page.read_bytes().replace(b"<head>", b'<head><base href="report/">', 1)
+    return _report_response(page, content)
+
+
+async def report_file(request: Request) -> Response:
+    model = _core(request).model(request.path_params["name"])
+    return _report_response(model.report_file(request.path_params["file"] or REPORT_PAGE))
+
+
 async def openapi_document(request: Request) -> Response:
     return Response(request.app.state.openapi, media_type="application/json")
 
@@ -182,6 +217,10 @@ def routes() -> list[Route]:
         ("/predict", _predict("rf"), "POST"),
         ("/predict_edge", _predict("tflite"), "POST"),
         ("/models", list_models, "GET"),
+        ("/models/{name}/report", report_page, "GET"),
+        # Any rest of the path, slashes included, so that every name reaches the one check
+        # (ServedModel.report_file) and gets its JSON 404.
+        ("/models/{name}/report/{file:path}", report_file, "GET"),
         ("/openapi.json", openapi_document, "GET"),
         ("/docs.json", openapi_document, "GET"),  # what BentoML's Swagger UI at / reads
         ("/metrics", metrics, "GET"),

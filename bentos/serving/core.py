@@ -7,11 +7,13 @@ once each.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bentos.errors import ClientError
+from bentos.models import REPORT_DIR, REPORT_PAGE
 from bentos.runners import Runner
 from bentos.serving.batching import Batcher
 from bentos.serving.metrics import Metrics
@@ -19,6 +21,8 @@ from bentos.settings import ServingSettings
 
 # The Open Inference Protocol's platform names for the two models.
 PLATFORMS = {"rf": "sklearn", "tflite": "tflite"}
+# The kinds of file a training report holds (bentos.training.report), and their media types.
+REPORT_MEDIA = {".html": "text/html; charset=utf-8", ".png": "image/png"}
 
 
 @dataclass
@@ -50,6 +54,38 @@ class ServedModel:
             "parity": meta.get("parity"),
             "quantization": meta.get("quantization"),
             "backend": getattr(self.runner, "backend", "tflite"),
+            "report": f"/models/{self.name}/report" if self._report_files() else None,
+        }
+
+    def report_file(self, name: str = REPORT_PAGE) -> Path:
+        """A file of the model's training report, by its plain name; a 404 naming the files
+        there are otherwise. Only the names found in the report's folder are served, so no name
+        a request makes up (`..`, a slash, an absolute path) reaches outside it."""
+        files = self._report_files()
+        if not files:
+            raise ClientError(
+                404,
+                f"model {self.name!r} ({self.runner.tag}) has no report: it was registered "
+                "before training made reports; retrain it (`bentos train`, or the retrain job) "
+                "to make one",
+            )
+        if name not in files:
+            asked = name if len(name) <= 100 else name[:100] + "..."
+            raise ClientError(
+                404,
+                f"the report of model {self.name!r} has no file {asked!r}; "
+                f"it has {', '.join(sorted(files))}",
+            )
+        return files[name]
+
+    def _report_files(self) -> dict[str, Path]:
+        folder = self.runner.path / REPORT_DIR
+        if not folder.is_dir():
+            return {}
+        return {
+            p.name: p
+            for p in folder.iterdir()
+            if p.suffix in REPORT_MEDIA and not p.is_symlink() and p.is_file()
         }
 
 

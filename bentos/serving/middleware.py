@@ -34,6 +34,9 @@ _STATIC = {
     "/v2/health/ready",
 }
 _MODEL = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?(/ready|/infer)?$")
+# A model's training report and its files: any rest of the path goes to the app, whose one
+# check answers a name that is not a file of the report with a JSON 404.
+_REPORT = re.compile(r"/models/[^/]+/report(/.*)?", re.DOTALL)
 # BentoML's own paths, labelled as themselves; any other path is "unmatched".
 _BENTOML = {"/", "/livez", "/readyz", "/healthz", "/schema.json"}
 
@@ -47,6 +50,10 @@ def route_of(path: str) -> tuple[str, bool]:
         if m:
             versioned = "/versions/{version}" if m.group(1) else ""
             return f"/v2/models/{{model}}{versioned}{m.group(2) or ''}", True
+    if path.startswith("/models/"):
+        m = _REPORT.fullmatch(path)
+        if m:
+            return "/models/{name}/report" + ("/{file}" if m.group(1) is not None else ""), True
     if path in _BENTOML:
         return path, False
     if path.startswith("/static_content/"):

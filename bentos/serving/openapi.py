@@ -196,6 +196,14 @@ def document(models: dict[str, tuple[str, FeatureSchema]], max_rows: int) -> dic
         "schema": {"type": "string", "enum": list(models)},
     }
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    name = {**model, "name": "name"}
+    file = {
+        "name": "file",
+        "in": "path",
+        "required": True,
+        "description": "a file of the report, by the name its page links it with",
+        "schema": {"type": "string", "example": "confusion_matrix.png"},
+    }
     object_ = {"type": "object"}
     gets = {
         "/models": ("list_models", "each model's tag, feature schema, labels and metrics", [], 200),
@@ -203,6 +211,18 @@ def document(models: dict[str, tuple[str, FeatureSchema]], max_rows: int) -> dic
         "/metrics": ("metrics", "Prometheus metrics (text exposition format)", [], 200),
         "/livez": ("livez", "liveness (BentoML's probe)", [], 200),
         "/readyz": ("readyz", "readiness: 200 once both models are loaded", [], 200),
+        "/models/{name}/report": (
+            "model_report",
+            "the served model's training report (HTML): metrics, curves, importances, parity",
+            [name],
+            404,
+        ),
+        "/models/{name}/report/{file}": (
+            "model_report_file",
+            "a file of the served model's training report (its pictures, PNG)",
+            [name, file],
+            404,
+        ),
         "/v2": ("v2_server_metadata", "the server's name, version and extensions", [], 200),
         "/v2/health/live": ("v2_live", "the server is live", [], 200),
         "/v2/health/ready": ("v2_ready", "the server is ready", [], 200),
@@ -237,6 +257,16 @@ def document(models: dict[str, tuple[str, FeatureSchema]], max_rows: int) -> dic
         "description": "Prometheus metrics",
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
+    html = {"text/html": {"schema": {"type": "string"}}}
+    paths["/models/{name}/report"]["get"]["responses"]["200"]["content"] = html
+    paths["/models/{name}/report/{file}"]["get"]["responses"]["200"]["content"] = {
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        **html,
+    }
+    for path in ("/models/{name}/report", "/models/{name}/report/{file}"):
+        paths[path]["get"]["responses"]["404"]["description"] = (
+            "unknown model, a model registered without a report, or no such file in its report"
+        )
     for probe in ("/livez", "/readyz"):
         paths[probe]["get"]["responses"]["200"] = {
             "description": paths[probe]["get"]["summary"],

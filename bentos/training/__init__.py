@@ -1,3 +1,3 @@
 """Training: the pipeline (`pipeline`), its data (`data`), the Keras model and its TFLite
-conversion (`tflite`) and the forest's packed form (`packing`). TensorFlow is imported here
-only, and only when a TFLite model is trained."""
+conversion (`tflite`), the forest's packed form (`packing`) and each model's report (`report`).
+TensorFlow and matplotlib are imported here only, and only when a model is trained."""

@@ -78,9 +78,9 @@ def _pack_tree(tree: Any, order: np.ndarray, bits: int) -> tuple[np.ndarray, np.
     return out, value / value.sum(axis=1, keepdims=True)
 
 
-def forest_parity(forest: Any, served: Any, x: np.ndarray) -> dict[str, float | bool]:
-    """A served form of the forest (`predict_proba`) against scikit-learn on the hold-out rows."""
-    want = forest.predict_proba(x)
+def forest_parity(want: np.ndarray, served: Any, x: np.ndarray) -> dict[str, float | bool]:
+    """A served form of the forest (`predict_proba`) against scikit-learn's probabilities
+    `want` on the hold-out rows `x`."""
     got = served.predict_proba(x)
     return {
         "labels_identical": bool((want.argmax(1) == got.argmax(1)).all()),

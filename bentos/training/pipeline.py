@@ -6,7 +6,7 @@ import platform
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ class TrainResult:
     tflite_size: int = 0
     float32_size: int = 0
     rf_size: int = 0
+    reports: dict[str, str] = field(default_factory=dict)  # tag -> its report's index.html
 
 
 # Shows a slow step to people: `with step(title) as advance:`, and for a step of `total` parts
@@ -169,13 +170,16 @@ def _forest(
 
     from bentos import models
     from bentos.forest import PackedForest, PackError
+    from bentos.training import report
     from bentos.training.packing import forest_parity, pack
 
     x_train, x_test, y_train, y_test = split
     with step(f"Training RandomForest ({config.n_estimators} trees)"):
         params = {"n_estimators": config.n_estimators, "random_state": config.seed, "n_jobs": -1}
         forest = RandomForestClassifier(**params).fit(x_train, y_train)
-        result.rf_metrics = evaluate(y_test, forest.predict(x_test), schema.labels)
+        # The hold-out probabilities, once: the metrics, the packed parity and the report's.
+        proba = forest.predict_proba(x_test)
+        result.rf_metrics = evaluate(y_test, proba.argmax(1), schema.labels)
         forest.n_jobs = 1  # serve-time setting: one request, one core
     with step("Packing the RandomForest"):
         try:
@@ -183,7 +187,17 @@ def _forest(
         except PackError as exc:
             raise ConversionError(f"RandomForest packing: {exc}") from None
         # Checked as it will be served, on the hold-out rows.
-        parity = forest_parity(forest, PackedForest.from_bytes(packed_file), x_test)
+        parity = forest_parity(proba, PackedForest.from_bytes(packed_file), x_test)
+    with step("Drawing the RandomForest's report"):
+        rf_report = report.build(
+            "RandomForest",
+            schema,
+            y_test,
+            proba,
+            result.rf_metrics,
+            report.forest_importances(forest),
+            report.Parity("packed forest", "scikit-learn", parity),
+        )
     failures = _accuracy_gate("RandomForest", result.rf_metrics, config.min_accuracy)
     if not parity["labels_identical"] or parity["max_abs_diff"] > 1e-5:
         failures.append(
@@ -206,7 +220,11 @@ def _forest(
                 "packed": {"parity": parity, "size_bytes": len(packed_file)},
             }
             forms = {models.RF_PACKED_FILE: packed_file}
-            result.rf_tag = str(models.register_rf(forest, meta, pkl, forms).tag)
+            saved = models.register_rf(
+                forest, meta, pkl, forms, lambda tag: rf_report.files(tag, common)
+            )
+            result.rf_tag = str(saved.tag)
+            result.reports[result.rf_tag] = _report_path(saved)
             result.rf_packed = meta["packed"]
             result.rf_size = meta["size_bytes"]
 
@@ -218,7 +236,7 @@ def _tflite(
 ) -> Trained:
     from bentos import models
     from bentos.runners import TFLite
-    from bentos.training import tflite
+    from bentos.training import report, tflite
 
     x_train, x_test, y_train, y_test = split
     epochs = config.epochs or tflite.default_epochs(len(x_train))
@@ -230,11 +248,24 @@ def _tflite(
         content = tflite.convert(keras_model, config.quantize, x_train)
         result.tflite_size = len(content)
         result.float32_size = tflite.float32_size(keras_model)
-        par = tflite.parity(keras_model, content, x_test, y_test)
-        result.parity = par.to_dict()
+        # The hold-out probabilities, once each: the parity, the metrics and the report's.
+        keras_p = tflite.predict_keras(keras_model, x_test)
         lite = TFLite(content)
-        result.tflite_metrics = evaluate(
-            y_test, lite.predict_proba(x_test).argmax(1), schema.labels
+        proba = lite.predict_proba(x_test)
+        par = tflite.parity(keras_p, proba, y_test)
+        result.parity = par.to_dict()
+        result.tflite_metrics = evaluate(y_test, proba.argmax(1), schema.labels)
+    with step("Drawing the TFLite model's report"):
+        lite_report = report.build(
+            "TFLite",
+            schema,
+            y_test,
+            proba,
+            result.tflite_metrics,
+            report.permutation_importances(lite.predict_proba, x_test, y_test, seed=config.seed),
+            report.Parity(
+                "TFLite", "Keras", {"quantization": config.quantize, **result.parity}, keras_p
+            ),
         )
     failures = _accuracy_gate("TFLite", result.tflite_metrics, config.min_accuracy)
     failures += [f"TFLite parity: {f}" for f in par.failures(config.quantize)]
@@ -253,9 +284,20 @@ def _tflite(
             "params": {"epochs": epochs, "hidden": [32, 16], "learning_rate": 0.01},
             "tensors": lite.tensor_details(),
         }
-        result.tflite_tag = str(models.register_tflite(content, meta).tag)
+        saved = models.register_tflite(content, meta, lambda tag: lite_report.files(tag, common))
+        result.tflite_tag = str(saved.tag)
+        result.reports[result.tflite_tag] = _report_path(saved)
 
     return failures, register
+
+
+def _report_path(model: Any) -> str:
+    """Where the store holds a registered model's report page (bentos.training.report)."""
+    import bentoml
+
+    from bentos import models
+
+    return str(Path(bentoml.models.get(model.tag).path) / models.REPORT_DIR / models.REPORT_PAGE)
 
 
 def _accuracy_gate(name: str, metrics: dict[str, Any], minimum: float) -> list[str]:

@@ -18,7 +18,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 from bentos.errors import ConversionError
-from bentos.runners import TFLite
 
 QUANTIZE_MODES = ("dynamic", "float16", "int8")
 
@@ -157,10 +156,13 @@ def _silently(convert: Any) -> bytes:
         return bytes(convert())
 
 
-def parity(model: Any, content: bytes, x: np.ndarray, y: np.ndarray) -> Parity:
-    """Compare the converted model, run as it will be served (ai_edge_litert), with Keras."""
-    keras_p = np.asarray(model.predict(x.astype(np.float32), verbose=0, batch_size=1024))
-    lite_p = TFLite(content).predict_proba(x)
+def predict_keras(model: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(x.astype(np.float32), verbose=0, batch_size=1024))
+
+
+def parity(keras_p: np.ndarray, lite_p: np.ndarray, y: np.ndarray) -> Parity:
+    """The converted model's probabilities (`lite_p`, run as it will be served, by
+    ai_edge_litert) against Keras's (`keras_p`) on the same rows, whose classes are `y`."""
     k, t = keras_p.argmax(1), lite_p.argmax(1)
     return Parity(
         agreement=float((k == t).mean()),

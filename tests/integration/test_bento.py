@@ -69,6 +69,20 @@ def test_bento_packs_the_service_code_and_both_models(bento_dir):
     assert not (bento_dir / "src" / "tests").exists()
 
 
+def test_the_bento_s_models_carry_their_training_reports(bento_dir, tmp_path):
+    # As `bentoml containerize` lays the models out in the image.
+    from _bentoml_sdk.models import BentoModel
+
+    from bentos.models import REPORT_DIR, REPORT_PAGE
+
+    for model in yaml.safe_load((bento_dir / "bento.yaml").read_text())["models"]:
+        BentoModel(model["tag"]).resolve(tmp_path / "models")
+        name, version = model["tag"].split(":")
+        report = tmp_path / "models" / name / version / REPORT_DIR
+        assert (report / REPORT_PAGE).is_file(), model["tag"]
+        assert {p.suffix for p in report.iterdir()} == {".html", ".png"}, model["tag"]
+
+
 def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -87,10 +101,11 @@ def _image_pins(bento_dir: Path) -> dict[str, str]:
     return _pins((bento_dir / "env" / "python" / "requirements.lock.txt").read_text())
 
 
-def test_bento_locked_requirements_serve_without_tensorflow(bento_dir):
+def test_bento_locked_requirements_serve_without_tensorflow_or_matplotlib(bento_dir):
     pins = set(_image_pins(bento_dir))
     assert {"bentoml", "ai-edge-litert", "scikit-learn", "numpy"} <= pins
     assert not any("tensorflow" in p or p in {"keras", "tf-keras"} for p in pins), sorted(pins)
+    assert "matplotlib" not in pins  # the reports are drawn at training, served as files
 
 
 def _entry_points() -> dict[str, list[str]]:
@@ -241,7 +256,7 @@ def test_the_training_bento_packs_every_serving_package_at_the_same_version():
 
     serving, training = packages("bentofile.yaml"), packages("bentofile-train.yaml")
     assert serving.items() <= training.items(), set(serving.items()) - set(training.items())
-    assert {"tensorflow", "keras", "kubernetes"} <= set(training)
+    assert {"tensorflow", "keras", "kubernetes", "matplotlib"} <= set(training)
 
 
 @pytest.mark.parametrize("image", sorted(IMAGES))

@@ -115,6 +115,16 @@ def test_openapi_document_describes_both_prediction_routes(app):
     assert {"/predict", "/predict_edge"} <= set(paths)
 
 
+def test_openapi_document_describes_the_report_routes(app):
+    paths = call(app, "GET", "/openapi.json").json()["paths"]
+    page, file = paths["/models/{name}/report"]["get"], paths["/models/{name}/report/{file}"]["get"]
+    assert page["parameters"][0]["schema"]["enum"] == ["rf", "tflite"]
+    assert set(page["responses"]["200"]["content"]) == {"text/html"}
+    assert "image/png" in file["responses"]["200"]["content"]
+    assert [p["name"] for p in file["parameters"]] == ["name", "file"]
+    assert "404" in page["responses"] and "404" in file["responses"]
+
+
 def test_an_unexpected_failure_is_a_json_500_that_leaks_nothing(app, monkeypatch):
     model = app.state.core.model("rf")
 

@@ -77,3 +77,24 @@ def test_a_plain_text_500_becomes_json():
     assert sent[0]["status"] == 500
     assert dict(sent[0]["headers"])[b"content-type"] == b"application/json"
     assert b'"error":"internal error (logged): GET ' in sent[1]["body"]
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        ("/models/rf/report", "/models/{name}/report"),
+        ("/models/rf/report/", "/models/{name}/report/{file}"),
+        ("/models/rf/report/roc.png", "/models/{name}/report/{file}"),
+        ("/models/rf/report/../model.yaml", "/models/{name}/report/{file}"),
+        ("/models/rf/report/a\nb", "/models/{name}/report/{file}"),
+        ("/models/rf/reports", "unmatched"),
+        ("/models/rf", "unmatched"),
+        ("/models/a/b/report", "unmatched"),
+    ],
+)
+def test_report_paths_are_labelled_by_their_route_template(path, template):
+    from bentos.serving.middleware import route_of
+
+    label, ours = route_of(path)
+    assert label == template
+    assert ours == (template != "unmatched")
