@@ -209,6 +209,8 @@ def _train(args: argparse.Namespace) -> int:
             console.print(f"[red]data error:[/red] {exc}; nothing was registered")
         return exc.exit_code
     _summary(result)
+    # Plain print: rich would read a path's [...] as markup, and wrap a long one.
+    print("\n".join(f"report of {tag}: {page}" for tag, page in result.reports.items()))
     return ExitCode.OK
 
 
@@ -370,7 +372,9 @@ def _show_local(tag: str) -> int:
 def _report_page(model: Any) -> Any:
     from pathlib import Path
 
-    page = Path(model.path) / "report" / "index.html"
+    from bentos.models import REPORT_DIR, REPORT_PAGE
+
+    page = Path(model.path) / REPORT_DIR / REPORT_PAGE
     return page if page.is_file() else None
 
 

@@ -187,8 +187,9 @@ def _big_input(folder: Path, files: int = 4, rows: int = 40_000) -> int:
     return files * rows
 
 
-def kill_midway(args: list, env: dict, out: Path, delay: float) -> None:
-    """Start the job, wait until it is writing, let it run `delay` s more, then SIGKILL it."""
+def kill_midway(args: list, env: dict, out: Path, at_bytes: int) -> None:
+    """Start the job and SIGKILL it once its unpublished part has grown to `at_bytes`: a point
+    in its work, not in time, so that the kill lands mid-write however loaded the machine."""
     proc = subprocess.Popen(
         list(map(str, args)),
         cwd=ROOT,
@@ -197,13 +198,24 @@ def kill_midway(args: list, env: dict, out: Path, delay: float) -> None:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while not list(out.glob("_tmp/*.parquet")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "the job ended before it wrote anything"
-        time.sleep(0.01)
-    time.sleep(delay)
-    assert proc.poll() is None, "the job finished before the kill: make the input larger"
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the job finished before the kill: make the input larger"
+        parts = [p for p in out.glob("_tmp/*.parquet") if not p.name.endswith(".rejected.parquet")]
+        try:
+            if parts and parts[0].stat().st_size >= at_bytes:
+                break
+        except FileNotFoundError:  # published between the glob and the stat
+            pass
+        time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def _part_bytes(args: list, env: dict, out: Path) -> int:
+    """The size of the part an uninterrupted run publishes (the kills' scale)."""
+    run_job(env, *args[3:])
+    (part,) = out.glob("part-*.parquet")
+    return part.stat().st_size
 
 
 def test_kill_9_midway_then_rerun_scores_every_row_exactly_once(job_env, tmp_path):
@@ -223,8 +235,12 @@ def test_kill_9_midway_then_rerun_scores_every_row_exactly_once(job_env, tmp_pat
         2,
     ]
     rng = random.Random(7)
+    module, ref = args[:3], tmp_path / "reference"
+    one_shard = [*module, "--input", tmp_path / "in", "--output", ref, "--chunk-rows", 200]
+    whole = _part_bytes(one_shard, job_env, ref)
     for index in range(2):
-        kill_midway([*args, "--shard-index", index], job_env, out, rng.uniform(0.0, 1.5))
+        at = int(rng.uniform(0.05, 0.35) * whole)  # a shard's part is about half the whole
+        kill_midway([*args, "--shard-index", index], job_env, out, at)
     # Whatever the kill left is never a visible partial part: only whole parts or none.
     for part in out.glob("part-*.parquet"):
         pq.read_metadata(part)
@@ -359,17 +375,6 @@ def test_the_packed_forest_in_batch_equals_the_default_scikit_learn(job_env, tmp
     )
 
 
-def _writing_seconds(args: list, env: dict, out: Path) -> float:
-    """How long the job runs once it has started writing, uninterrupted."""
-    proc = subprocess.Popen(list(map(str, args)), cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    while not list(out.glob("_tmp/*.parquet")):
-        assert proc.poll() is None, "the job ended before it wrote anything"
-        time.sleep(0.01)
-    t0 = time.monotonic()
-    assert proc.wait(300) == 0
-    return time.monotonic() - t0
-
-
 def test_five_kills_at_random_points_then_reruns_lose_and_duplicate_nothing(job_env, tmp_path):
     total = _big_input(tmp_path / "in")
     rng = random.Random(11)
@@ -378,12 +383,12 @@ def test_five_kills_at_random_points_then_reruns_lose_and_duplicate_nothing(job_
         module = [sys.executable, "-m", "jobs.batch_predict"]
         return [*module, "--input", tmp_path / "in", "--output", out, "--chunk-rows", 200]
 
-    # The kills land within the time the job writes on this machine, whatever its speed.
-    writing = _writing_seconds(job(tmp_path / "reference"), job_env, tmp_path / "reference")
+    # The kills land within the part an uninterrupted run writes, at random points of it.
+    whole = _part_bytes(job(tmp_path / "reference"), job_env, tmp_path / "reference")
     for attempt in range(5):
         out = tmp_path / f"out{attempt}"
         args = job(out)
-        kill_midway(args, job_env, out, rng.uniform(0.0, 0.7 * writing))
+        kill_midway(args, job_env, out, int(rng.uniform(0.0, 0.7) * whole))
         assert not manifests(out)  # killed before it could finish
         run_job(job_env, *args[3:])
         union = read_parts(out)

@@ -279,6 +279,33 @@ def test_bentos_serve_and_bentos_grpc_serve_the_session_s_models(pinned, bentoml
         assert httpx.get(f"http://127.0.0.1:{metrics}/metrics").status_code == 200
 
 
+def test_bentos_report_prints_where_the_report_is_and_copies_it(trained, tmp_path):
+    proc = _bentos("report", trained.rf_tag)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    page = Path(proc.stdout.strip())
+    assert str(page) == trained.reports[trained.rf_tag] and page.is_file()
+    proc = _bentos("report", trained.tflite_tag, "--out", tmp_path / "copy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    copied = Path(proc.stdout.strip())
+    assert copied == tmp_path / "copy" / "index.html" and copied.is_file()
+    assert sorted(p.name for p in copied.parent.iterdir()) == sorted(
+        p.name for p in Path(trained.reports[trained.tflite_tag]).parent.iterdir()
+    )
+
+
+def test_bentos_report_of_a_model_without_one_says_how_to_make_it(trained, bentoml_home, tmp_path):
+    import shutil
+
+    # A store whose forest was registered before reports existed.
+    home = tmp_path / "home"
+    shutil.copytree(bentoml_home / "models", home / "models", symlinks=True)
+    version = trained.rf_tag.split(":")[1]
+    shutil.rmtree(home / "models" / "rf-classifier" / version / "report")
+    proc = _bentos("report", trained.rf_tag, env={**os.environ, "BENTOML_HOME": str(home)})
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "has no training report" in proc.stderr and "retrain" in proc.stderr
+
+
 def test_bentos_models_show_prints_a_stored_model_s_record(trained):
     proc = _bentos("models", "show", trained.rf_tag)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -286,6 +313,7 @@ def test_bentos_models_show_prints_a_stored_model_s_record(trained):
     assert shown["tag"] == trained.rf_tag
     assert shown["metrics"]["accuracy"] == trained.rf_metrics["accuracy"]
     assert shown["training_data"]["rows"] == 150
+    assert shown["report"] == trained.reports[trained.rf_tag]
     proc = _bentos("models", "show", "rf-classifier:nosuchversion")
     assert proc.returncode == 4 and "nosuchversion" in proc.stderr
 
