@@ -167,6 +167,11 @@ def test_rendered_grpc_container_answers_its_probes_and_infers(rendered, bentoml
     port = declared_port if _port_is_free(declared_port) else free_port()
     argv[argv.index("--port") + 1] = str(port)
     env = {**resolve_env(objects, ctr), "BENTOML_HOME": str(bentoml_home), **pinned}
+    # Its metrics port as declared, unless something on this machine holds it (a port is the
+    # pod's own in Kubernetes, not the test machine's).
+    metrics_port = container_port(ctr, "grpc-metrics")
+    if not _port_is_free(metrics_port):
+        env["BENTOS_GRPC_METRICS_PORT"] = str(free_port())
     address = f"127.0.0.1:{port}"
     with Process([sys.executable, *argv[1:]], ready=grpc_ready(address), port=port, env=env):
         client = tgrpc.InferenceServerClient(address)
