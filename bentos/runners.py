@@ -21,6 +21,7 @@ class Runner:
     tag: str
     schema: FeatureSchema
     metadata: dict[str, Any]
+    created: float  # when the model was registered (unix seconds)
     # Rows a call may take in the event loop rather than a thread (bentos.serving.batching): only for
     # models that answer in microseconds.
     inline_rows: int = 0
@@ -29,6 +30,7 @@ class Runner:
         self.tag = stored.tag
         self.schema = stored.schema
         self.metadata = stored.metadata
+        self.created = stored.created
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
