@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 
 TOOLS := $(VENV)/tools
 
-.PHONY: run test test-image test-slow lint format train bento image image-train tools clean
+.PHONY: run test test-image test-slow lint format train bento image image-train tools packages clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ $(TOOLS)/.installed: requirements-tools.lock
 
 tools: $(TOOLS)/.installed
 
+# Debian's prometheus (with promtool) and prometheus-pushgateway, for the monitoring tests:
+# installed when missing, as root (tests/support/apt.sh).
+packages:
+	sh tests/support/apt.sh
+
 # Train the default models only when the store lacks them, then serve on :$(PORT).
 run: $(BIN)/.installed
 	@BENTOML_HOME=$(BENTOML_HOME) $(BIN)/python -c "import bentoml, sys; sys.exit(0 if all(bentoml.models.list(n) for n in ('rf-classifier', 'tflite-classifier')) else 1)" \
@@ -41,7 +46,7 @@ run: $(BIN)/.installed
 train: $(BIN)/.installed
 	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentos train
 
-test: $(BIN)/.installed $(TOOLS)/.installed lint
+test: $(BIN)/.installed $(TOOLS)/.installed packages lint
 	$(BIN)/python -m pytest --ignore=tests/image
 
 # The image tests (tests/image): build the Bento's image with a real container engine from fresh

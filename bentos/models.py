@@ -6,6 +6,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ class StoredModel:
     file: Path
     schema: FeatureSchema
     metadata: dict[str, Any]
+    created: float  # when the model was registered in its store, unix seconds
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -144,7 +146,18 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
             f"model {model.tag}: {file.name} has sha256 {actual[:12]}..., but {expected[:12]}... "
             "was registered; the file was changed after training, refusing to load it"
         )
-    return StoredModel(str(model.tag), file, FeatureSchema.from_dict(metadata["schema"]), metadata)
+    return StoredModel(
+        str(model.tag),
+        file,
+        FeatureSchema.from_dict(metadata["schema"]),
+        metadata,
+        _unix_seconds(model.info.creation_time),
+    )
+
+
+def _unix_seconds(when: datetime) -> float:
+    # BentoML writes creation times in UTC; a naive one read back from model.yaml is UTC too.
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _write_report(folder: str, tag: Any, report: ReportFiles | None) -> None:

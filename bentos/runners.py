@@ -25,6 +25,7 @@ class Runner:
     schema: FeatureSchema
     metadata: dict[str, Any]
     path: Path  # the model's folder, in whichever store it was opened from
+    created: float  # when the model was registered (unix seconds)
     # Rows a call may take in the event loop rather than a thread (bentos.serving.batching): only for
     # models that answer in microseconds.
     inline_rows: int = 0
@@ -34,6 +35,7 @@ class Runner:
         self.schema = stored.schema
         self.metadata = stored.metadata
         self.path = stored.file.parent
+        self.created = stored.created
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

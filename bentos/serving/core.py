@@ -104,6 +104,9 @@ class Core:
             name: ServedModel(name, route, runner, self._batcher(name, runner))
             for name, (route, runner) in runners.items()
         }
+        if metrics is not None:
+            for model in self.models.values():
+                metrics.model_loaded(model.name, model.version, model.runner.created)
 
     def _batcher(self, name: str, runner: Runner) -> Batcher:
         fn = runner.predict_proba

@@ -179,11 +179,15 @@ def load_models(settings: ServingSettings, metrics: Metrics | None = None) -> Co
 
 def _metrics(host: str, port: int) -> Metrics:
     """This process's metrics, in a registry of its own served on `port` (/metrics)."""
-    from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
     registry = CollectorRegistry()
     start_http_server(port, addr=host, registry=registry)
-    return Metrics(partial(Counter, registry=registry), partial(Histogram, registry=registry))
+    return Metrics(
+        partial(Counter, registry=registry),
+        partial(Histogram, registry=registry),
+        partial(Gauge, registry=registry),
+    )
 
 
 async def serve(

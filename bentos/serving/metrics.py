@@ -6,7 +6,10 @@ RPC name), never by raw path: a scan of random paths adds one series, not one pe
 - `bentos_rejected_requests_total{transport, route, reason}`: refusals by reason (invalid input,
   not found, body timeout, too large, too many in flight, overloaded);
 - `bentos_model_inference_seconds{model}` and `bentos_model_batch_rows{model}`: each model call
-  (one call may serve several requests: bentos.serving.batching).
+  (one call may serve several requests: bentos.serving.batching);
+- `bentos_model_created_timestamp_seconds{model, version}`: when each served model was registered
+  in its store (unix seconds), set once as the models load: the versions a pod serves, and their
+  age (docs/observability.md).
 
 The HTTP server registers them in BentoML's multiprocess registry (so /metrics adds up every
 worker), the gRPC server in a registry of its own on its metrics port.
@@ -35,9 +38,14 @@ _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
-    """`counter` and `histogram` make prometheus_client metrics in the registry to use."""
+    """`counter`, `histogram` and `gauge` make prometheus_client metrics in the registry to use."""
 
-    def __init__(self, counter: Callable[..., Any], histogram: Callable[..., Any]):
+    def __init__(
+        self,
+        counter: Callable[..., Any],
+        histogram: Callable[..., Any],
+        gauge: Callable[..., Any],
+    ):
         self.requests = counter(
             name="bentos_requests_total",
             documentation="Requests answered, by transport, route template and status",
@@ -66,6 +74,17 @@ class Metrics:
             labelnames=["model"],
             buckets=_ROWS,
         )
+        self.model_created = gauge(
+            name="bentos_model_created_timestamp_seconds",
+            documentation="When the served model was registered in its store (unix seconds)",
+            labelnames=["model", "version"],
+            # BentoML's multiprocess registry: every worker sets the same value; `max` shows it
+            # once per model and version rather than once per worker pid (the default, `all`).
+            multiprocess_mode="max",
+        )
+
+    def model_loaded(self, name: str, version: str, created: float) -> None:
+        self.model_created.labels(name, version).set(created)
 
     def observe(self, transport: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(transport, route, str(status)).inc()
@@ -95,7 +114,7 @@ def bentoml_metrics() -> Metrics:
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     client = BentoMLContainer.metrics_client.get()
-    return Metrics(client.Counter, client.Histogram)
+    return Metrics(client.Counter, client.Histogram, client.Gauge)
 
 
 def latest_bentoml() -> tuple[bytes, str]:

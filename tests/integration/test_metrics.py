@@ -1,15 +1,18 @@
 """Metrics fit for production, on a real server: route templates rather than raw paths, each
 model's inference time and rows per call, refusals by reason, and the same series on the gRPC
-server's own metrics port."""
+server's own metrics port, and the served model versions on both."""
 
 from __future__ import annotations
 
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 
+import bentoml
 import httpx
 import numpy as np
+import pytest
 import tritonclient.grpc as tgrpc
 
 from tests.support.strategies import ROW
@@ -76,3 +79,40 @@ def test_the_grpc_server_reports_the_same_metrics_on_its_own_port(grpc_server):
     assert series['bentos_requests_total{route="ModelInfer",status="200",transport="grpc"}'] >= 1
     assert series['bentos_model_inference_seconds_count{model="rf"}'] >= 1
     assert series['bentos_model_batch_rows_count{model="rf"}'] >= 1
+
+
+def _created(tag: str) -> float:
+    """The model's registration time in the store, unix seconds (BentoML records it in UTC)."""
+    when = bentoml.models.get(tag).info.creation_time
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _model_versions(series: dict[str, float]) -> dict[tuple[str, str], float]:
+    """(model, version) -> value of every bentos_model_created_timestamp_seconds series."""
+    found = {}
+    for key, value in series.items():
+        name, _, labels = key.partition("{")
+        if name == "bentos_model_created_timestamp_seconds":
+            pairs = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            assert set(pairs) == {"model", "version"}, key  # one series, not one per worker
+            found[pairs["model"], pairs["version"]] = value
+    return found
+
+
+def test_both_servers_expose_the_served_versions_and_when_they_were_registered(
+    server, grpc_server, trained
+):
+    """The model-version gauge: one series per served model, labelled with the version the
+    server loaded (the session's pinned tags), valued at its registration time in the store:
+    on the HTTP server (BentoML's multiprocess registry, 2 workers) and on the gRPC server."""
+    expected = {
+        ("rf", trained.rf_tag.split(":")[1]): _created(trained.rf_tag),
+        ("tflite", trained.tflite_tag.split(":")[1]): _created(trained.tflite_tag),
+    }
+    served = httpx.get(server.url + "/models", timeout=30).json()
+    assert {m["tag"] for m in served["models"]} == {trained.rf_tag, trained.tflite_tag}
+    for url in (server.url + "/metrics", grpc_server.metrics_url):
+        versions = _model_versions(_series(url))
+        assert set(versions) == set(expected), url
+        for key, created in expected.items():
+            assert versions[key] == pytest.approx(created, abs=1e-3), (url, key)

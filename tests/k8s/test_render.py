@@ -1,6 +1,7 @@
-"""The kustomize tree renders (`kubectl kustomize`), every rendered object validates strictly
-against the Kubernetes 1.34 and 1.37 schemas (the registry component's RBAC and init containers
-included), and the layout holds: the base names its two images only (the serving image for the
+"""The kustomize tree renders (`kubectl kustomize`), every rendered object of Kubernetes' own
+kinds validates strictly against the Kubernetes 1.34 and 1.37 schemas (the registry component's
+RBAC and init containers included; the monitoring component's Prometheus Operator objects are
+validated in test_monitoring.py), and the layout holds: the base names its two images only (the serving image for the
 Deployment and the batch CronJob, the training image for the retrain CronJob), each overlay sets
 them and patches only what differs from the base, every object carries the recommended labels
 and its overlay's namespace, and generated ConfigMaps roll the pods.
@@ -21,11 +22,14 @@ import yaml
 
 from tests.support.k8s import (
     APP,
+    DASHBOARD,
     K8S,
+    OPERATOR_KINDS,
     OVERLAYS,
     SERVING_IMAGE,
     TRAINING_IMAGE,
     all_containers,
+    builtin,
     deployment,
     find,
     includes_component,
@@ -108,15 +112,22 @@ def test_every_overlay_renders_what_it_deploys_and_no_secret(objects, overlay):
 
 @pytest.mark.parametrize("version", VALIDATE_VERSIONS)
 def test_every_rendered_object_validates_strictly(rendered, version, tmp_path):
+    """Every object of Kubernetes' own kinds; the monitoring component's PodMonitor and
+    PrometheusRule are checked against the Prometheus Operator's schemas in test_monitoring.py."""
     files = []
     for overlay in OVERLAYS:
         path = tmp_path / f"{overlay}.yaml"
-        path.write_text(yaml.safe_dump_all(rendered[overlay]))
+        path.write_text(yaml.safe_dump_all(builtin(rendered[overlay])))
         files.append(path)
     status, out = validate_strictly(files, version)
     assert status == 0, out
     # Every object checked against a schema, none skipped as unknown.
-    assert out.count(" passed for resource ") == sum(len(rendered[o]) for o in OVERLAYS), out
+    checked = sum(len(builtin(rendered[o])) for o in OVERLAYS)
+    assert out.count(" passed for resource ") == checked, out
+    left = {o["kind"] for overlay in OVERLAYS for o in rendered[overlay]} - {
+        o["kind"] for overlay in OVERLAYS for o in builtin(rendered[overlay])
+    }
+    assert left <= set(OPERATOR_KINDS), left
 
 
 def test_strict_validation_rejects_a_misspelt_field(rendered, tmp_path):
@@ -264,6 +275,10 @@ def test_generated_configmaps_are_hashed_and_every_reference_resolves(objects, o
     for base in generated:
         hashed = [n for n in names if re.fullmatch(rf"{re.escape(base)}-[a-z0-9]{{10}}", n)]
         assert len(hashed) == 1, (base, names)
+    # The monitoring component's dashboard: unhashed, read by Grafana's sidecar, not by a pod.
+    dashboards = {DASHBOARD} if includes_component(overlay, "monitoring") else set()
+    assert dashboards <= names, names
+    names -= dashboards
     assert len(names) == len(generated), names  # no other ConfigMap
     referenced = set()
     for obj, tpl in pod_templates(objects):

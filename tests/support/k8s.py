@@ -26,6 +26,12 @@ APP = "tabular-classifier"  # the Deployment, its Service, and the BentoML servi
 SERVING_IMAGE = APP  # bentofile.yaml: the Deployment and the batch CronJob
 TRAINING_IMAGE = f"{APP}-train"  # bentofile-train.yaml (with TensorFlow): the retrain CronJob
 PULL_MODELS = "pull-models"  # the registry component's init container
+# The Prometheus Operator's kinds (k8s/components/monitoring): custom resources, which the
+# Kubernetes schemas of kubernetes-validate do not know; tests/k8s/test_monitoring.py validates
+# them against the operator's CRD schemas instead.
+OPERATOR_API = "monitoring.coreos.com/v1"
+OPERATOR_KINDS = ("PodMonitor", "PrometheusRule")
+DASHBOARD = f"{APP}-dashboard"  # the monitoring component's Grafana ConfigMap (unhashed)
 
 
 def kubectl() -> str:
@@ -63,6 +69,11 @@ def render(overlay: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not path.is_absolute() and not path.exists():
         path = K8S / "overlays" / str(overlay)
     return [d for d in yaml.safe_load_all(render_text(path)) if d]
+
+
+def builtin(objects: list[dict]) -> list[dict]:
+    """The objects of Kubernetes' own kinds: all but the Prometheus Operator's."""
+    return [o for o in objects if o["apiVersion"] != OPERATOR_API]
 
 
 def find(objects: list[dict], kind: str, name: str | None = None) -> list[dict]:
