@@ -41,7 +41,7 @@ packages:
 run: $(BIN)/.installed
 	@BENTOML_HOME=$(BENTOML_HOME) $(BIN)/python -c "import bentoml, sys; sys.exit(0 if all(bentoml.models.list(n) for n in ('rf-classifier', 'tflite-classifier')) else 1)" \
 		|| BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentos train
-	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentoml serve . --port $(PORT)
+	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentos serve --port $(PORT)
 
 train: $(BIN)/.installed
 	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentos train
