@@ -86,6 +86,23 @@ def test_bad_input_is_a_400_naming_the_field(pod, base_url):
     assert "instances[0]" in resp.json()["error"]
 
 
+def test_each_model_s_training_report_is_served_from_the_image(pod, base_url, source_tree):
+    """The report travels inside the Bento with its model; the image serves the page and each
+    picture it links, byte for byte the source tree's files."""
+    import re
+    from pathlib import Path
+
+    for model, runner in source_tree.items():
+        page = httpx.get(f"{base_url}/models/{model}/report/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        pictures = re.findall(r'<img[^>]+src="([^"]+)"', page.text)
+        assert pictures, page.text[:500]
+        for name in pictures:
+            png = httpx.get(f"{base_url}/models/{model}/report/{name}")
+            assert png.headers["content-type"] == "image/png", name
+            assert png.content == (Path(runner.path) / "report" / name).read_bytes(), name
+
+
 def test_every_v2_rest_route_answers(pod, base_url, rows, source_tree):
     meta = httpx.get(base_url + "/v2").json()
     assert meta["name"] == "bentos" and meta["version"] == bentos.__version__
