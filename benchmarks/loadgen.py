@@ -1,14 +1,20 @@
-"""A closed-loop HTTP load generator for loopback benchmarks.
+"""Closed-loop load generators for loopback benchmarks: HTTP (aiohttp, or wrk) and gRPC.
 
 Each of `concurrency` clients sends its next request as soon as the previous answer arrives,
-until `duration` seconds or `max_requests` requests, whichever comes first. Loopback only.
+until `duration` seconds or `max_requests` requests, whichever comes first. `run` (HTTP) and
+`run_grpc_raw` (gRPC) are the same design in the same asyncio loop: prebuilt request bytes,
+one connection per client, the answer read whole and not decoded, so that the generator's own
+cost per request is of the same kind for every protocol. Loopback only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -58,6 +64,18 @@ def _check_loopback(url: str) -> None:
         raise ValueError(f"load is only ever sent to loopback addresses, not {host!r}")
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The collector off while a cell runs: its pauses in the generator would show as the
+    server's latency (a cell's garbage is a few MB)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 async def _run(url, body, headers, concurrency, duration, max_requests, rows, warmup):
     _check_loopback(url)
     latencies: list[float] = []
@@ -98,7 +116,8 @@ async def _run(url, body, headers, concurrency, duration, max_requests, rows, wa
                 else:
                     errors += 1
 
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        with _no_gc():
+            await asyncio.gather(*(client() for _ in range(concurrency)))
         seconds = time.perf_counter() - start
     return Result(len(latencies), errors, seconds, rows, np.array(latencies), statuses)
 
@@ -169,6 +188,79 @@ def run_grpc(
 ) -> Result:
     """The same closed loop over gRPC (tritonclient's asyncio client): ModelInfer on `model`."""
     return asyncio.run(_run_grpc(address, model, x, concurrency, duration, max_requests, warmup))
+
+
+async def _run_grpc_raw(address, method, body, concurrency, duration, max_requests, warmup):
+    import grpc
+
+    _check_loopback("http://" + address)
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    # One channel per client, each on its own TCP connection (no shared subchannel pool), as
+    # the HTTP generators hold one keep-alive connection per client: the server sees the same
+    # number of connections, and several server processes on one SO_REUSEPORT port share them.
+    channels = [
+        grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.use_local_subchannel_pool", 1),
+                ("grpc.max_receive_message_length", -1),
+            ],
+        )
+        for _ in range(concurrency)
+    ]
+    # No serializers: the prebuilt request bytes go out as they are, the answer comes back as
+    # bytes, as aiohttp's read() of an HTTP body.
+    calls = [ch.unary_unary(method) for ch in channels]
+
+    async def one(call) -> float:
+        t0 = time.perf_counter()
+        await call(body, timeout=60)
+        return (time.perf_counter() - t0) * 1000
+
+    end_warm = time.perf_counter() + warmup
+    while time.perf_counter() < end_warm:
+        await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+    start = time.perf_counter()
+    deadline = start + duration
+
+    async def client(call) -> None:
+        nonlocal errors, sent
+        while time.perf_counter() < deadline and sent < max_requests:
+            sent += 1
+            try:
+                latencies.append(await one(call))
+            except grpc.aio.AioRpcError:
+                errors += 1
+
+    with _no_gc():
+        await asyncio.gather(*(client(c) for c in calls))
+    seconds = time.perf_counter() - start
+    for ch in channels:
+        await ch.close()
+    ok = len(latencies)
+    return Result(ok, errors, seconds, 0, np.array(latencies), {0: ok})
+
+
+def run_grpc_raw(
+    address: str,
+    method: str,
+    body: bytes,
+    *,
+    concurrency: int,
+    duration: float = 10.0,
+    max_requests: int = 1_000_000,
+    rows: int = 1,
+    warmup: float = 1.0,
+) -> Result:
+    """The closed loop of `run`, over gRPC (grpc.aio): `body`, a serialized request message,
+    sent to `method` (`/package.Service/Method`) again and again."""
+    result = asyncio.run(
+        _run_grpc_raw(address, method, body, concurrency, duration, max_requests, warmup)
+    )
+    result.rows_per_request = rows
+    return result
 
 
 _WRK_SCRIPT = """

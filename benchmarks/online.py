@@ -5,8 +5,10 @@ the framework's no-op ceiling, in one run, on this machine. Loopback only.
 
 Needs the synthetic workload's models (`bentos train --dataset synthetic`). Starts every server
 itself: the service (`bentoml serve .`), the gRPC server (`python -m bentos.serving.grpc`), a no-op
-BentoML service (benchmarks/variants/noop_service.py) and the baseline (benchmarks/baseline:
-Flask + joblib + gunicorn, 2 sync workers) serving the same forest. Prints one table (medians
+BentoML service (benchmarks/variants/noop_service.py), the baseline (benchmarks/baseline:
+Flask + joblib + gunicorn, 2 sync workers) and a peer, bare BentoML as its scikit-learn example
+writes a service (benchmarks/baseline/bentoml_service.py, 2 workers), both serving the same
+forest. Prints one table (medians
 over --repeat runs) and writes every run to --json.
 """
 
@@ -26,11 +28,11 @@ from benchmarks import loadgen
 from benchmarks.servers import Process, bentoml_serve, free_port, grpc_serve, http_ready
 from benchmarks.workload import sample_rows
 
-TARGETS = ("flask", "noop", "predict", "predict_edge", "v2_rest", "grpc")
+TARGETS = ("flask", "bentoml", "noop", "predict", "predict_edge", "v2_rest", "grpc")
 BASELINE = "flask"
 
 
-def _bodies(schema, rows: int, seed: int = 0) -> tuple[bytes, bytes, np.ndarray]:
+def _bodies(schema, rows: int, seed: int = 0) -> tuple[bytes, bytes, np.ndarray, bytes]:
     frame = sample_rows(schema, rows, seed)
     instances = json.dumps({"instances": frame.to_dict(orient="records")}).encode()
     x = frame.to_numpy(dtype=np.float32)
@@ -46,7 +48,9 @@ def _bodies(schema, rows: int, seed: int = 0) -> tuple[bytes, bytes, np.ndarray]
             ]
         }
     ).encode()
-    return instances, v2, x
+    # Bare BentoML's example body: the rows as an array, features in the schema's order.
+    array = json.dumps({"input_series": frame.to_numpy(dtype=np.float64).tolist()}).encode()
+    return instances, v2, x, array
 
 
 def start_servers(targets: set[str]) -> dict[str, Process]:
@@ -56,6 +60,11 @@ def start_servers(targets: set[str]) -> dict[str, Process]:
     servers: dict[str, Process] = {}
     if targets & {"predict", "predict_edge", "v2_rest"}:
         servers["service"] = bentoml_serve(".").wait_ready()
+    if "bentoml" in targets:
+        servers["bentoml"] = bentoml_serve(
+            "benchmarks.baseline.bentoml_service:Classifier",
+            env={"BENTOS_RF_MODEL": load(ModelSettings).rf_model},
+        ).wait_ready()
     if "noop" in targets:
         servers["noop"] = bentoml_serve("benchmarks.variants.noop_service:Noop").wait_ready()
     if "grpc" in targets:
@@ -86,7 +95,7 @@ def start_servers(targets: set[str]) -> dict[str, Process]:
 
 
 def cell(target: str, servers, bodies, clients: int, duration: float) -> loadgen.Result:
-    instances, v2, x = bodies
+    instances, v2, x, array = bodies
     rows = x.shape[0]
     if target == "grpc":
         return loadgen.run_grpc(
@@ -94,6 +103,7 @@ def cell(target: str, servers, bodies, clients: int, duration: float) -> loadgen
         )
     url, body = {
         "flask": (servers.get("flask") and servers["flask"].url + "/predict", instances),
+        "bentoml": (servers.get("bentoml") and servers["bentoml"].url + "/classify", array),
         "noop": (servers.get("noop") and servers["noop"].url + "/noop", instances),
         "predict": (servers.get("service") and servers["service"].url + "/predict", instances),
         "predict_edge": (

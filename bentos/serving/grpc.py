@@ -18,8 +18,9 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from functools import partial
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -232,6 +233,17 @@ async def serve(
     await server.stop(grace)
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """On uvloop where it is installed (the Bento has it, for uvicorn): grpc.aio's calls cost
+    less on it (BENCHMARKS.md, "Protocols, side by side")."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logs.configure("grpc")
     try:
@@ -259,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(args.host, args.port, args.grace, args.metrics_port, settings.serving))
+        _run(serve(args.host, args.port, args.grace, args.metrics_port, settings.serving))
     except BentosError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -40,14 +40,14 @@ def test_online_benchmark_runs_every_http_target_briefly(env, tmp_path):
     out = tmp_path / "online.json"
     proc = _benchmark(
         "online",
-        *("--targets", "flask,noop,predict,v2_rest,grpc", "--clients", "2", "--rows", "3"),
+        *("--targets", "flask,bentoml,noop,predict,v2_rest,grpc", "--clients", "2", "--rows", "3"),
         *("--duration", "1", "--json", str(out)),
         env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
     cells = {row["target"]: row for row in report["table"]}
-    assert set(cells) == {"flask", "noop", "predict", "v2_rest", "grpc"}
+    assert set(cells) == {"flask", "bentoml", "noop", "predict", "v2_rest", "grpc"}
     for target, row in cells.items():
         assert row["req/s"] > 0 and row["errors"] == 0, (target, row)
         assert abs(row["rows/s"] - row["req/s"] * 3) < 1  # both rounded to 0.1
@@ -64,6 +64,23 @@ def test_online_benchmark_runs_every_http_target_briefly(env, tmp_path):
         "| /predict >= 80% of the no-op ceiling (1 row, 16 clients) | not measured |"
         in shown.stdout
     )
+
+
+def test_protocol_benchmark_loads_each_protocol_with_the_same_generator(env, tmp_path):
+    out = tmp_path / "protocols.json"
+    proc = _benchmark(
+        "protocols",
+        *("--targets", "rest_json,v2_binary,grpc", "--clients", "2", "--rows", "3"),
+        *("--duration", "1", "--json", str(out)),
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = {row["target"]: row for row in json.loads(out.read_text())["table"]}
+    assert set(cells) == {"rest_json", "v2_binary", "grpc"}
+    for target, row in cells.items():
+        assert row["req/s"] > 0 and row["errors"] == 0, (target, row)
+        assert abs(row["rows/s"] - row["req/s"] * 3) < 1
+    assert cells["rest_json"]["x rest_json"] == 1.0
 
 
 def test_ab_comparison_runs_two_variants_side_by_side(env):

@@ -131,3 +131,23 @@ def test_unknown_outputs_are_refused_naming_what_the_model_gives():
     request = {"inputs": [_tensor(data=[0] * 8)], "outputs": [{"name": "logits"}]}
     with pytest.raises(InputError, match="unknown output 'logits'; the model gives label"):
         v2.rest_request(orjson.dumps(request), None)
+
+
+def test_datatypes_decode_the_same_and_refuse_the_same_every_time():
+    # Each accepted datatype's dtype is looked up once and kept; a refusal is never kept, so
+    # the first and the hundredth request get the same answer, bit for bit or word for word.
+    raw = ROWS.astype("<f4").tobytes()
+    first = _matrix(v2.grpc_request(_grpc([raw])))
+    for _ in range(3):
+        again = _matrix(v2.grpc_request(_grpc([raw])))
+        assert again.tobytes() == first.tobytes()
+        for datatype, says in (("FP33", "unknown datatype 'FP33'"), ("BYTES", "FP32 is required")):
+            with pytest.raises(InputError) as raised:
+                v2.grpc_request(_grpc([raw], datatype=datatype))
+            assert says in raised.value.message
+        # An accepted datatype other than FP32 decodes (as its own values), then the schema
+        # refuses it by name, as on the first request.
+        wide = v2.grpc_request(_grpc([ROWS.astype("<f8").tobytes()], datatype="FP64"))
+        np.testing.assert_array_equal(wide.inputs[0].data, ROWS.astype(np.float64).ravel())
+        with pytest.raises(InputError, match="datatype FP64; FP32 is required"):
+            _matrix(wide)
