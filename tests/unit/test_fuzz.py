@@ -1,10 +1,12 @@
 """A structure-aware fuzzer over every decode path, in process: generated JSON (hypothesis's
 recursive strategies, shaped like the real bodies and not), raw bytes, V2 REST bodies with
 binary parts and gRPC requests. Each must end in an answer or a ClientError (a 4xx), never
-anything else; through the HTTP app, never a 5xx, and every error body JSON.
+anything else; through the HTTP app, never a 5xx, and every error body JSON. The JSON API's fast
+path for the common body is held to its careful path: the same matrix bit for bit, or the same
+status, message and problems.
 
 The suite runs a bounded sample (hypothesis's `ci` profile, tests/conftest.py); the long run,
-`long`, 25,000 inputs for each of the four tests (docs/reliability.md):
+`long`, 25,000 inputs for each test (docs/reliability.md):
 
     .venv/bin/python -m pytest tests/unit/test_fuzz.py -p no:cacheprovider --hypothesis-profile=long
 """
@@ -12,6 +14,8 @@ The suite runs a bounded sample (hypothesis's `ci` profile, tests/conftest.py); 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 
 import httpx
 import numpy as np
@@ -162,3 +166,83 @@ def test_any_body_through_the_http_app_is_answered_without_a_5xx(app, route, bod
     if resp.status_code >= 400:
         assert resp.headers["content-type"].startswith("application/json")
         assert resp.json()["error"]
+
+
+# -- the fast path against the careful one ---------------------------------------------------------
+
+
+class _Careful(FeatureSchema):
+    """The same schema with the fast path declining every body: what the careful path alone
+    answers, to hold the fast one to."""
+
+    def _fast_matrix(self, instances):
+        return None
+
+
+CAREFUL = _Careful(SCHEMA.features, SCHEMA.labels, SCHEMA.target)
+# JSON numbers as orjson reads them (64-bit integers, finite doubles) and as the standard library
+# reads what orjson refuses (larger integers, NaN, Infinity, 1e999).
+in_range = st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+valid_rows = st.fixed_dictionaries({n: in_range for n in FEATURES})
+# One thing off in an otherwise valid body: a value of another kind, a feature missing or added.
+_ODD = [None, True, False, "3.5", "", [], [1.0], {}, {"a": 1}, 2**70, 2**1100, -(2**1100)]
+odd_values = st.sampled_from(
+    [*_ODD, 2**64, math.nan, math.inf, -math.inf, 0.0, -0.0, 5e-324, 2**53 + 1, -(2**63) - 1]
+)
+
+
+@st.composite
+def near_valid(draw) -> list:
+    instances = draw(st.lists(valid_rows, min_size=1, max_size=70))
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.integers(0, len(instances) - 1))
+        row = instances[i]
+        change = draw(st.sampled_from(["value", "drop", "add", "replace"]))
+        name = draw(st.sampled_from(FEATURES))
+        if not isinstance(row, dict) or change == "replace":
+            instances[i] = draw(json_values)
+        elif change == "value":
+            row[name] = draw(odd_values)
+        elif change == "drop":
+            row.pop(name, None)
+        else:
+            row[draw(st.sampled_from(["x", "Sepal_length", ""]))] = draw(in_range)
+    return instances
+
+
+def _answer(schema: FeatureSchema, raw: bytes):
+    try:
+        return schema.validate_body(parse_json(raw), max_rows=64)
+    except ClientError as exc:
+        return exc.status, exc.message, exc.problems
+
+
+@given(valid=st.lists(valid_rows, min_size=1, max_size=64))
+def test_the_fast_path_takes_valid_rows_and_gives_the_careful_paths_matrix_bit_for_bit(valid):
+    fast = SCHEMA._fast_matrix(valid)
+    assert fast is not None, "a valid body went the careful way"
+    careful = CAREFUL.validate_instances(valid, max_rows=64)
+    assert fast.dtype == careful.dtype == np.float64 and fast.shape == careful.shape
+    assert fast.tobytes() == careful.tobytes()
+
+
+@given(instances=near_valid())
+def test_any_instances_get_the_careful_paths_matrix_or_its_very_error(instances):
+    # The standard library writes NaN, Infinity and integers past 64 bits, as a client may.
+    raw = json.dumps({"instances": instances}, allow_nan=True).encode()
+    fast, careful = _answer(SCHEMA, raw), _answer(CAREFUL, raw)
+    if isinstance(careful, np.ndarray):
+        assert isinstance(fast, np.ndarray) and fast.tobytes() == careful.tobytes()
+        assert fast.shape == careful.shape
+    else:
+        assert fast == careful  # status, message and every (row, field, problem)
+
+
+@given(body=bodies | nested | st.binary(max_size=64))
+def test_any_body_gets_the_careful_paths_answer(body):
+    raw = body if isinstance(body, bytes) else _encoded(body)
+    fast, careful = _answer(SCHEMA, raw), _answer(CAREFUL, raw)
+    if isinstance(careful, np.ndarray):
+        assert isinstance(fast, np.ndarray) and fast.tobytes() == careful.tobytes()
+    else:
+        assert fast == careful
