@@ -53,6 +53,11 @@ RfRow, RfPrediction, EdgeRow, EdgePrediction = RF.row, RF.prediction, EDGE.row, 
     # A log line per request cost a large share of the throughput (BENCHMARKS.md, "Choices").
     # BENTOML_CONFIG can turn it back on.
     logging={"access": {"enabled": False}},
+    # BentoML's OpenTelemetry middleware made a span for every request, exported nowhere unless
+    # a tracing exporter is configured, and cost 1.29x the throughput of 64-row requests
+    # (BENCHMARKS.md, "Choices": tracing). Every URL is excluded; to trace, set
+    # tracing.exporter_type and tracing.excluded_urls in BENTOML_CONFIG (docs/observability.md).
+    tracing={"excluded_urls": "."},
     http={"port": 3000},
 )
 class TabularClassifier:
