@@ -33,6 +33,7 @@ app = Starlette(routes=[Route("/noop", noop, methods=["POST"])])
     workers=2,
     traffic={"timeout": 30, "max_concurrency": 128},
     logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": "."},  # as service.py: no span per request
 )
 @bentoml.asgi_app(app, path="/")
 class Noop:
