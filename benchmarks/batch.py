@@ -1,10 +1,12 @@
-"""Batch benchmark: the job end-to-end against the model's bare in-process predict, and the
-job's peak memory for 1M versus 5M rows.
+"""Batch benchmark, in one run: scikit-learn's bare `predict_proba` on the rows in memory (the
+baseline), the packed forest alone on 1 and 2 threads, and the job end to end with its default
+flags (process start to its `_SUCCESS` manifest) with its peak memory, on 1M and 5M rows.
 
     BENTOML_HOME=/path/with/synthetic/models .venv/bin/python -m benchmarks.batch [--rows 1000000 5000000]
 
 Needs the synthetic workload's models (`bentos train --dataset synthetic`). Writes its data
-under --workdir (default: a temporary folder) and prints a table.
+under --workdir (default: a temporary folder) and prints a table; every figure is also a ratio
+to the baseline's rows/s on the first --rows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +28,14 @@ import pyarrow.parquet as pq
 from benchmarks.servers import ROOT
 
 ROW_GROUP = 100_000
+CHUNK = 65536  # the job's default --chunk-rows: the baselines predict in the same chunks
 
 
-def make_input(path: Path, rows: int) -> None:
-    """`rows` rows like the synthetic workload, written one row group at a time."""
+def make_input(path: Path, rows: int, names: list[str]) -> None:
+    """`rows` rows like the model's training data, jittered, one row group at a time."""
     from bentos.training.data import load_builtin
 
-    base = load_builtin("synthetic").features
+    base = load_builtin("synthetic" if names[0] == "f0" else "iris").features[names]
     rng = np.random.default_rng(0)
     with pq.ParquetWriter(path, pa.Schema.from_pandas(base, preserve_index=False)) as writer:
         for start in range(0, rows, ROW_GROUP):
@@ -41,65 +45,93 @@ def make_input(path: Path, rows: int) -> None:
             writer.write_table(pa.Table.from_pandas(block, preserve_index=False))
 
 
-def run_job(inp: Path, out: Path, chunk_rows: int, backend: str) -> tuple[float, int, dict]:
-    """Wall time, peak RSS (KiB) and summary of one job run in a fresh process."""
+def run_job(inp: Path, out: Path, env: dict[str, str]) -> tuple[float, int, dict]:
+    """Seconds from process start to the `_SUCCESS` manifest, peak RSS (KiB) and the summary of
+    one job run with default flags in a fresh process."""
     code = (
         "import atexit, runpy, sys\n"
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent,
-        # which here holds the 1M-row baseline in memory.
+        # which here holds the baseline's rows in memory.
         "atexit.register(lambda: print('MAXRSS', next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')), file=sys.stderr))\n"
-        f"sys.argv = ['batch_predict', '--input', {str(inp)!r}, '--output', {str(out)!r}, '--chunk-rows', '{chunk_rows}', '--rf-backend', {backend!r}]\n"
+        f"sys.argv = ['batch_predict', '--input', {str(inp)!r}, '--output', {str(out)!r}]\n"
         "runpy.run_module('jobs.batch_predict', run_name='__main__')\n"
     )
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    t0 = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout + proc.stderr)
+    (success,) = out.glob("_SUCCESS-*.json")
     rss = int(
         next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("MAXRSS"))
     )
-    return wall, rss, json.loads(proc.stdout.strip().splitlines()[-1])
+    return success.stat().st_mtime - t0, rss, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bare_predict(inp: Path, backend: str) -> float:
-    """Seconds for the model alone over the same rows, already in memory (the baseline)."""
-    from bentos.runners import RandomForestRunner
-
-    runner = RandomForestRunner("rf-classifier:latest", backend)
-    x = pq.read_table(inp).to_pandas().to_numpy(dtype=np.float64)
+def bare_predict(x: np.ndarray, runner, threads: int = 1) -> float:
+    """Seconds for the model alone over rows already in memory, in the job's chunks."""
+    chunks = [x[start : start + CHUNK] for start in range(0, len(x), CHUNK)]
+    runner.predict_proba(chunks[0][:100])  # anything lazy happens before the clock
     t0 = time.perf_counter()
-    for start in range(0, len(x), 65536):
-        runner.predict_proba(x[start : start + 65536])
+    if threads == 1:
+        for chunk in chunks:
+            runner.predict_proba(chunk)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(runner.predict_proba, chunks))
     return time.perf_counter() - t0
+
+
+def _line(what: str, rows: int, seconds: float, base_rate: float, rss_kib: int = 0) -> None:
+    rate = rows / seconds
+    rss = f"{rss_kib / 1024:.0f} MiB" if rss_kib else ""
+    print(f"{what:<38} {rows:>10} {seconds:>8.2f} {rate:>10.0f} {rate / base_rate:>10.2f} {rss:>9}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
-    parser.add_argument("--chunk-rows", type=int, default=65536)
-    parser.add_argument("--rf-backend", default="sklearn", help="the job's --rf-backend")
+    parser.add_argument("--model", default="rf-classifier:latest")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    from bentos.batch.shard import usable_cpus
+    from bentos.runners import RandomForestRunner
+
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bentos-batch-bench-"))
-    print(f"workdir {work}; model store {os.environ.get('BENTOML_HOME', '~/bentoml')}")
-    print(
-        f"{'rows':>10} {'job s':>8} {'job rows/s':>11} {'predict s':>10} {'predict rows/s':>15} {'ratio':>6} {'peak RSS MiB':>13}"
-    )
+    work.mkdir(parents=True, exist_ok=True)
+    sklearn = RandomForestRunner(args.model, "sklearn")
+    packed = RandomForestRunner(args.model, "packed")
+    names = list(sklearn.schema.names)
+    print(f"workdir {work}; model {sklearn.tag}; {usable_cpus()} usable CPUs")
+    print(f"{'what':<38} {'rows':>10} {'s':>8} {'rows/s':>10} {'x baseline':>10} {'peak RSS':>9}")
+    env = {**os.environ, "BENTOS_RF_MODEL": sklearn.tag}
+    base_rate = 0.0
+    peaks = []
     for rows in args.rows:
-        inp = work / f"in-{rows}.parquet"
+        inp = work / f"in-{len(names)}f-{rows}.parquet"
         if not inp.exists():
-            make_input(inp, rows)
-        wall, rss, summary = run_job(
-            inp, work / f"out-{rows}-{time.time_ns()}", args.chunk_rows, args.rf_backend
-        )
+            make_input(inp, rows, names)
+        if not base_rate:  # the baselines on the first size, in this process
+            x = pq.read_table(inp, columns=names).to_pandas().to_numpy(dtype=np.float64)
+            seconds = bare_predict(x, sklearn)
+            base_rate = rows / seconds
+            _line("scikit-learn predict_proba (baseline)", rows, seconds, base_rate)
+            for threads in (1, 2):
+                seconds = bare_predict(x, packed, threads)
+                _line(f"packed forest alone, {threads} thread(s)", rows, seconds, base_rate)
+            del x
+        wall, rss, summary = run_job(inp, work / f"out-{rows}-{time.time_ns()}", env)
         assert summary["rows_written"] == rows, summary
-        bare = bare_predict(inp, args.rf_backend) if rows <= 1_000_000 else float("nan")
-        ratio = (rows / wall) / (rows / bare) if bare == bare else float("nan")
-        print(
-            f"{rows:>10} {wall:>8.1f} {rows / wall:>11.0f} {bare:>10.1f} "
-            f"{(rows / bare if bare == bare else float('nan')):>15.0f} {ratio:>6.2f} {rss / 1024:>13.0f}"
-        )
+        _line("job end to end, default flags", rows, wall, base_rate, rss)
+        peaks.append(rss)
+        if rows == args.rows[0]:
+            # numba's cache emptied: the compile a pod without a warm cache pays once.
+            cold = {**env, "NUMBA_CACHE_DIR": tempfile.mkdtemp(prefix="numba-cold-", dir=work)}
+            wall, rss, _ = run_job(inp, work / f"out-{rows}-cold-{time.time_ns()}", cold)
+            _line("job end to end, walk compiled cold", rows, wall, base_rate, rss)
+    if len(peaks) > 1:
+        print(f"peak RSS {args.rows[-1]:,} / {args.rows[0]:,} rows: {peaks[-1] / peaks[0]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ far larger than a core's L2 cache, taking a branch at every node that the CPU ca
 so rows that differ from one request to the next miss the cache on most nodes. Here a node is
 8 bytes, and the walk advances eight independent paths at once without branching on the
 comparison (eight rows through one tree, or one row through eight trees), so the CPU overlaps
-their memory loads. numba compiles the walk when this module is imported, once per process.
+their memory loads. numba compiles the walk when this module is imported (`_compiled`).
 
 Layout: `nodes` holds an int32 pair per node, each tree in preorder (a split's left child
 follows it) and the trees one after another:
@@ -27,7 +27,22 @@ import numpy as np
 from numba import njit
 
 _LANES = 8  # paths advanced together; fewer were slower, more no faster (BENCHMARKS.md)
+# From this many rows, lanes refill and rows go through a tree in blocks of _BLOCK: faster from
+# 64 rows, no faster below (docs/batch.md, "Figures").
+_REFILL_FROM = 64
+_BLOCK = 1024
 _WALK = "float64[:, ::1](int32[::1], int64[::1], float64[:, ::1], float32[:, ::1], int64)"
+
+
+def _compiled(walk):
+    """The walk compiled once for every process: numba caches the machine code next to this
+    module (or in NUMBA_CACHE_DIR), and a later process loads it in milliseconds instead of
+    compiling for a second or more. Where nothing is writable (a read-only image), each process
+    compiles its own."""
+    try:
+        return njit(_WALK, nogil=True, cache=True)(walk)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(_WALK, nogil=True)(walk)
 
 
 class PackError(ValueError):
@@ -96,36 +111,69 @@ class PackedForest:
         return out.astype(np.float32)
 
 
-@njit(_WALK, nogil=True)
+@_compiled
 def _walk(nodes, roots, values, x, bits):  # pragma: no cover - compiled
-    """Every row through every tree, eight paths advanced together, a level per pass: their
-    loads are independent, so the CPU overlaps their cache misses. From eight rows up the eight
-    are rows through one tree (its nodes stay in cache for all eight); below, one row's paths
-    through eight trees. One function for both: numba compiles each for a second or more."""
+    """Every row through every tree, eight paths advanced together: their loads are
+    independent, so the CPU overlaps their cache misses. Below eight rows, one row's paths
+    through eight trees; up to _REFILL_FROM rows, eight rows through one tree (its nodes stay
+    in cache for all eight); both a level per pass until all eight reached a leaf. From
+    _REFILL_FROM rows up, blocks of _BLOCK rows go through one tree, and a path that reached its
+    leaf hands its lane to the block's next row at once, so no lane idles while the others
+    finish deeper paths. Each row adds its trees' leaves in tree order whichever way: the sums
+    are the same to the bit. One function for all: numba compiles each for a second or more."""
     thresholds = nodes.view(np.float32)
     mask = (1 << bits) - 1
-    n, n_trees = x.shape[0], roots.shape[0]
-    by_tree = n < _LANES
-    row_step, tree_step = (0, 1) if by_tree else (1, 0)
-    out = np.zeros((n, values.shape[1]))
+    n, n_trees, n_classes = x.shape[0], roots.shape[0], values.shape[1]
+    out = np.zeros((n, n_classes))
     at = np.empty(_LANES, np.int64)
-    for r0 in range(0, n, 1 if by_tree else _LANES):
-        for t0 in range(0, n_trees, _LANES if by_tree else 1):
-            lanes = min(_LANES, n_trees - t0) if by_tree else min(_LANES, n - r0)
+    if n < _REFILL_FROM:
+        by_tree = n < _LANES
+        row_step, tree_step = (0, 1) if by_tree else (1, 0)
+        for r0 in range(0, n, 1 if by_tree else _LANES):
+            for t0 in range(0, n_trees, _LANES if by_tree else 1):
+                lanes = min(_LANES, n_trees - t0) if by_tree else min(_LANES, n - r0)
+                for k in range(lanes):
+                    at[k] = roots[t0 + k * tree_step]
+                moving = True
+                while moving:
+                    moving = False
+                    for k in range(lanes):
+                        i = at[k]
+                        meta = nodes[2 * i]
+                        if meta >= 0:
+                            moving = True
+                            go_right = x[r0 + k * row_step, meta & mask] > thresholds[2 * i + 1]
+                            at[k] = i + (meta >> bits) if go_right else i + 1
+                for k in range(lanes):
+                    leaf = ~nodes[2 * at[k]]
+                    for c in range(n_classes):
+                        out[r0 + k * row_step, c] += values[leaf, c]
+        return out
+    row = np.empty(_LANES, np.int64)
+    for b0 in range(0, n, _BLOCK):
+        b1 = min(n, b0 + _BLOCK)
+        lanes = min(_LANES, b1 - b0)
+        for t in range(n_trees):
+            root = roots[t]
             for k in range(lanes):
-                at[k] = roots[t0 + k * tree_step]
-            moving = True
-            while moving:
-                moving = False
+                at[k] = root
+                row[k] = b0 + k
+            following, active = b0 + lanes, lanes
+            while active > 0:
                 for k in range(lanes):
                     i = at[k]
                     meta = nodes[2 * i]
                     if meta >= 0:
-                        moving = True
-                        go_right = x[r0 + k * row_step, meta & mask] > thresholds[2 * i + 1]
+                        go_right = x[row[k], meta & mask] > thresholds[2 * i + 1]
                         at[k] = i + (meta >> bits) if go_right else i + 1
-            for k in range(lanes):
-                leaf = ~nodes[2 * at[k]]
-                for c in range(values.shape[1]):
-                    out[r0 + k * row_step, c] += values[leaf, c]
+                    elif row[k] >= 0:
+                        leaf = ~meta
+                        for c in range(n_classes):
+                            out[row[k], c] += values[leaf, c]
+                        if following < b1:
+                            row[k], at[k] = following, root
+                            following += 1
+                        else:
+                            row[k] = -1  # the block is done with this lane
+                            active -= 1
     return out

@@ -47,7 +47,7 @@ class Runner:
 
 class RandomForestRunner(Runner):
     """The forest packed into 8-byte nodes (`packed`, bentos.forest, the online default) or
-    scikit-learn's own (`sklearn`, the batch job's default); BENCHMARKS.md has the figures."""
+    scikit-learn's own (`sklearn`); BENCHMARKS.md has the figures."""
 
     BACKENDS = RF_BACKENDS
 

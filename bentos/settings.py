@@ -93,8 +93,11 @@ class BatchSettings(BaseSettings):
     output: str | None = None  # the output folder; any fsspec URL
     model: Literal["rf", "edge"] = "rf"
     chunk_rows: Positive = 65536
-    # scikit-learn: no faster backend end to end on chunks this size (docs/batch.md).
-    rf_backend: RFBackend = "sklearn"
+    # The packed forest, as online: the fastest end to end too (docs/batch.md, "Figures").
+    rf_backend: RFBackend = "packed"
+    # Chunks validated and predicted at once, each in a thread; none: the CPUs this process may
+    # use (its affinity and cgroup quota: in Kubernetes, the container's CPU limit).
+    threads: Positive | None = None
     max_reject_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
     # Kubernetes sets the index in an Indexed Job; the manifest sets the count to `completions`.
     shard_index: int = Field(0, ge=0, validation_alias="JOB_COMPLETION_INDEX")

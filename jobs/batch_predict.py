@@ -5,9 +5,9 @@ Example (shard 0 of 4; `bentos batch` is the same command):
 
 Every flag defaults to its setting (bentos.settings.BatchSettings), so a Kubernetes Indexed Job
 needs no arguments: BENTOS_BATCH_INPUT, BENTOS_BATCH_OUTPUT, BENTOS_BATCH_MODEL,
-BENTOS_BATCH_CHUNK_ROWS, BENTOS_BATCH_RF_BACKEND, BENTOS_BATCH_MAX_REJECT_FRACTION; the shard
-index defaults to JOB_COMPLETION_INDEX (set by Kubernetes) and the shard count to
-BENTOS_SHARD_COUNT (set by the manifest to `completions`).
+BENTOS_BATCH_CHUNK_ROWS, BENTOS_BATCH_RF_BACKEND, BENTOS_BATCH_MAX_REJECT_FRACTION,
+BENTOS_BATCH_THREADS; the shard index defaults to JOB_COMPLETION_INDEX (set by Kubernetes) and
+the shard count to BENTOS_SHARD_COUNT (set by the manifest to `completions`).
 
 Exit codes (bentos.errors.ExitCode, the same for every command):
   0  the shard is complete (or was already complete)
@@ -48,6 +48,12 @@ def _parser(settings: BatchSettings) -> argparse.ArgumentParser:
     p.add_argument("--chunk-rows", type=int, default=settings.chunk_rows)
     p.add_argument("--rf-backend", choices=RF_BACKENDS, default=settings.rf_backend)
     p.add_argument("--max-reject-fraction", type=float, default=settings.max_reject_fraction)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=settings.threads,
+        help="chunks predicted at once (default: the CPUs this process may use)",
+    )
     return p
 
 
@@ -140,13 +146,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return ExitCode.USAGE
-    if args.chunk_rows < 1 or not 0 <= args.max_reject_fraction <= 1:
+    if (
+        args.chunk_rows < 1
+        or not 0 <= args.max_reject_fraction <= 1
+        or (args.threads is not None and args.threads < 1)
+    ):
         print(
-            "error: --chunk-rows must be positive and --max-reject-fraction in [0, 1]",
+            "error: --chunk-rows and --threads must be positive and --max-reject-fraction in [0, 1]",
             file=sys.stderr,
         )
         return ExitCode.USAGE
 
+    if args.model == "rf" and args.rf_backend == "packed":
+        _compile_walk_in_background()
     from bentos.batch.shard import BatchConfig, run_shard
     from bentos.errors import TooManyRejected
     from bentos.runners import RandomForestRunner, TFLiteRunner
@@ -161,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shard_count=args.shard_count,
         chunk_rows=args.chunk_rows,
         max_reject_fraction=args.max_reject_fraction,
+        threads=args.threads,
     )
     t0, model, code = time.perf_counter(), None, ExitCode.OK
     manifest: dict[str, Any] = {}
@@ -195,6 +208,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:  # the figures are in the summary; the shard's result stands
             logs.event(log, "push_failed", f"pushgateway {settings.pushgateway}: {exc}")
     return code
+
+
+def _compile_walk_in_background() -> None:
+    """Import bentos.forest, which compiles the walk (a second or two when numba's cache is not
+    writable), in a thread, while this one imports the rest, lists the input and opens the
+    model; the runner's own import then waits for it. numba itself is imported here first:
+    two threads importing its modules at once could deadlock on their import locks."""
+    import importlib
+    import threading
+
+    import numba  # noqa: F401
+
+    threading.Thread(target=importlib.import_module, args=("bentos.forest",), daemon=True).start()
 
 
 def _summary(m: dict[str, Any]) -> dict[str, Any]:

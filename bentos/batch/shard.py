@@ -14,18 +14,24 @@ overwriting its parts: after a crash at any point, each valid row is in exactly 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bentos.batch.files import (
     REJECTED_SCHEMA,
+    Chunk,
     InputFile,
     iter_shard,
     list_inputs,
@@ -48,6 +54,7 @@ class BatchConfig:
     shard_count: int = 1
     chunk_rows: int = 65536
     max_reject_fraction: float = 0.01
+    threads: int | None = None  # chunks scored at once; None: usable_cpus()
 
 
 Log = Callable[[dict[str, Any]], None]
@@ -130,7 +137,8 @@ def run_shard(
     tmp_rej = f"{root}/{names['tmp_prefix']}{token}.rejected.parquet"
 
     total, unit = shard_size(in_fs, files, cfg.shard_index, cfg.shard_count)
-    log({"event": "started", "total": total, "unit": unit, "files": len(files)})
+    threads = cfg.threads or usable_cpus()
+    log({"event": "started", "total": total, "unit": unit, "files": len(files), "threads": threads})
     started, t0 = datetime.now(UTC), time.perf_counter()
     counts = {"rows_read": 0, "rows_written": 0, "rows_rejected": 0}
     read_bytes: dict[str, int] = {}  # per file, how far its chunks have come
@@ -143,27 +151,20 @@ def run_shard(
         pq.ParquetWriter(rej_fh, REJECTED_SCHEMA) as rejected,
     ):
         last_log = 0.0
-        for chunk in iter_shard(
+        chunks = iter_shard(
             in_fs, files, schema.names, cfg.shard_index, cfg.shard_count, cfg.chunk_rows
+        )
+        for done_chunk in _in_threads(
+            chunks, lambda chunk: _score(chunk, runner, out_schema), threads
         ):
-            x, reasons = schema.validate_frame(chunk.frame)
-            ok = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
-            if ok.any():
-                proba = runner.predict_proba(x[ok])
-                part.write_table(
-                    predictions(chunk.source, chunk.rows[ok], proba, runner, out_schema)
-                )
-            bad_rows = [
-                (int(r), why)
-                for r, why in zip(chunk.rows[~ok], (w for w in reasons if w), strict=True)
-            ]
-            bad_rows += chunk.bad_lines
-            if bad_rows:
-                rejected.write_table(rejections(chunk.source, bad_rows))
-            counts["rows_read"] += len(reasons) + len(chunk.bad_lines)
-            counts["rows_written"] += int(ok.sum())
-            counts["rows_rejected"] += len(bad_rows)
-            read_bytes[chunk.source] = chunk.read_bytes
+            if done_chunk.table is not None:
+                part.write_table(done_chunk.table)
+            if done_chunk.rejected:
+                rejected.write_table(rejections(done_chunk.source, done_chunk.rejected))
+            counts["rows_read"] += done_chunk.rows_read
+            counts["rows_written"] += done_chunk.rows_written
+            counts["rows_rejected"] += len(done_chunk.rejected)
+            read_bytes[done_chunk.source] = done_chunk.read_bytes
             now = time.perf_counter()
             if now - last_log >= progress_every:
                 last_log = now
@@ -196,6 +197,86 @@ def run_shard(
     if fs.exists(f"{root}/{names['failed']}"):
         fs.rm(f"{root}/{names['failed']}")
     return manifest
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """A chunk validated and predicted, ready to be written."""
+
+    source: str
+    table: pa.Table | None  # its predictions; None when no row was valid
+    rejected: list[tuple[int, str]]  # (row, reason)
+    rows_read: int
+    rows_written: int
+    read_bytes: int
+
+
+def _score(chunk: Chunk, runner: Runner, out_schema: pa.Schema) -> _Scored:
+    x, reasons = runner.schema.validate_frame(chunk.frame)
+    ok = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
+    table = None
+    if ok.any():
+        proba = runner.predict_proba(x[ok])
+        table = predictions(chunk.source, chunk.rows[ok], proba, runner, out_schema)
+    bad_rows = [
+        (int(r), why) for r, why in zip(chunk.rows[~ok], (w for w in reasons if w), strict=True)
+    ]
+    bad_rows += chunk.bad_lines
+    return _Scored(
+        chunk.source,
+        table,
+        bad_rows,
+        len(reasons) + len(chunk.bad_lines),
+        int(ok.sum()),
+        chunk.read_bytes,
+    )
+
+
+def _in_threads(
+    chunks: Iterator[Chunk], score: Callable[[Chunk], _Scored], threads: int
+) -> Iterator[_Scored]:
+    """`score` of every chunk, in the chunks' order, computed by `threads` threads while this
+    one reads the next chunks and writes the finished ones (the model, pyarrow's reading and
+    writing release the GIL). At most `threads + 1` chunks are read and not yet written, so
+    memory stays flat whatever the input's size. A worker's exception is raised here, at its
+    chunk's turn: nothing after it is written, and the chunks in flight are dropped."""
+    if threads <= 1:
+        yield from map(score, chunks)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="bentos-batch") as pool:
+        pending: deque[Future[_Scored]] = deque()
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(score, chunk))
+                if len(pending) > threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity, capped by its cgroup's CPU quota (in
+    Kubernetes, the container's CPU limit), rounded up; at least 1."""
+    cpus = len(os.sched_getaffinity(0))
+    for path, parse in (
+        ("/sys/fs/cgroup/cpu.max", lambda text: text.split()),  # cgroup v2: "quota period"
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", lambda text: [text.strip(), _v1_period()]),
+    ):
+        try:
+            quota, period = parse(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        if quota not in ("max", "-1") and int(period) > 0:
+            cpus = min(cpus, -(-int(quota) // int(period)))
+        break
+    return max(cpus, 1)
+
+
+def _v1_period() -> str:
+    return Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
 
 
 def _progress(

@@ -88,8 +88,8 @@ def check_output(folder: Path, expected: dict, trained, shards: int) -> None:
     assert {m["model"] for m in manifests} == set(predictions["model"]) == {trained.rf_tag}
     assert sum(m["rows_written"] for m in manifests) == len(predictions)
 
-    # The batch job's default forest (scikit-learn), in this process, on the same rows.
-    runner = RandomForestRunner(trained.rf_tag, "sklearn")
+    # The batch job's default forest (the packed one), in this process, on the same rows.
+    runner = RandomForestRunner(trained.rf_tag, "packed")
     for name, table in (("b.parquet", pd.read_parquet(folder.parent / "in" / "b.parquet")),):
         mine = predictions[predictions["file"] == name].sort_values("source_row")
         x = table.loc[mine["source_row"], FEATURES].to_numpy()

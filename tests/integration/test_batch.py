@@ -355,24 +355,73 @@ def test_models_come_from_the_bento_when_bento_path_is_set(job_env, trained, tmp
     assert "nor the Bento's models" in proc.stdout
 
 
-def test_the_packed_forest_in_batch_equals_the_default_scikit_learn(job_env, tmp_path):
-    backend = "packed"
-    iris(90).to_csv(tmp_path / "in.csv", index=False)
-    run_job(job_env, "--input", tmp_path / "in.csv", "--output", tmp_path / "sk")
+def test_the_default_packed_forest_in_batch_equals_scikit_learn(job_env, tmp_path):
+    """The job's default backend against scikit-learn's own forest, on a few thousand rows
+    spread around the training data: the same labels, and probabilities within training's
+    parity gate (1e-5, bentos.training.pipeline)."""
+    iris(3000, 5).to_parquet(tmp_path / "in.parquet")
+    run_job(job_env, "--input", tmp_path / "in.parquet", "--output", tmp_path / "packed")
     run_job(
         job_env,
-        "--input",
-        tmp_path / "in.csv",
-        "--output",
-        tmp_path / backend,
-        "--rf-backend",
-        backend,
+        *("--input", tmp_path / "in.parquet", "--output", tmp_path / "sk"),
+        *("--rf-backend", "sklearn"),
     )
-    sk, other = read_parts(tmp_path / "sk"), read_parts(tmp_path / backend)
-    assert sk["prediction"].tolist() == other["prediction"].tolist()
+    sk, packed = read_parts(tmp_path / "sk"), read_parts(tmp_path / "packed")
+    assert len(packed) == 3000
+    assert sk["prediction"].tolist() == packed["prediction"].tolist()
     np.testing.assert_allclose(
-        np.stack(sk["probabilities"]), np.stack(other["probabilities"]), atol=1e-5
+        np.stack(sk["probabilities"]), np.stack(packed["probabilities"]), atol=1e-5, rtol=0
     )
+
+
+@pytest.fixture
+def input_with_bad_rows(mixed_input) -> Path:
+    """mixed_input, and a CSV with bad cells and malformed lines spread over its chunks."""
+    data = iris(400, 9).astype(object)
+    for row in (3, 41, 42, 170, 399):
+        data.loc[row, "petal_width"] = "n/a"
+    data.to_csv(mixed_input / "e.csv", index=False)
+    with open(mixed_input / "e.csv", "a") as fh:
+        fh.write("1.0,2.0\n")  # row 400, malformed
+    return mixed_input
+
+
+def test_threads_write_the_same_parts_as_one_thread_bit_for_bit(
+    job_env, input_with_bad_rows, tmp_path
+):
+    outs = {}
+    for threads in (1, 3):
+        outs[threads] = out = tmp_path / f"threads-{threads}"
+        run_job(
+            job_env,
+            *("--input", input_with_bad_rows, "--output", out, "--chunk-rows", 30),
+            *("--threads", threads, "--max-reject-fraction", 0.1),
+        )
+    for name in ("part-00000-of-00001.parquet", "rejected/part-00000-of-00001.parquet"):
+        assert (outs[3] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    one, three = manifests(outs[1])[0], manifests(outs[3])[0]
+    counts = ("rows_read", "rows_written", "rows_rejected")
+    assert [three[k] for k in counts] == [one[k] for k in counts] == [1288, 1282, 6]
+    rejected = pd.read_parquet(outs[3] / "rejected")
+    assert sorted(rejected["source_row"]) == [3, 41, 42, 170, 399, 400]  # each exactly once
+
+
+def test_threaded_progress_counts_rows_done_of_the_total(job_env, tmp_path):
+    _big_input(tmp_path / "in", files=2, rows=20_000)
+    proc = run_job(
+        {**job_env, "BENTOS_LOG_FORMAT": "json"},
+        *("--input", tmp_path / "in", "--output", tmp_path / "out", "--chunk-rows", 1000),
+        *("--threads", 2),
+    )
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    (started,) = [e for e in events if e["event"] == "started"]
+    assert (started["total"], started["unit"], started["threads"]) == (40_000, "rows", 2)
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and all(e["total"] == 40_000 for e in progress)
+    done = [e["done"] for e in progress]
+    assert done == sorted(done) and 0 < done[0] <= 40_000
+    assert all(e["done"] == e["rows_read"] for e in progress)
+    assert events[-1]["event"] == "summary" and events[-1]["rows_written"] == 40_000
 
 
 def test_five_kills_at_random_points_then_reruns_lose_and_duplicate_nothing(job_env, tmp_path):
@@ -396,15 +445,78 @@ def test_five_kills_at_random_points_then_reruns_lose_and_duplicate_nothing(job_
         assert not union.duplicated(["source_file", "source_row"]).any(), attempt
 
 
-def test_a_changed_model_file_is_refused_by_the_batch_job(job_env, trained, bentoml_home, tmp_path):
+@pytest.mark.parametrize(
+    ("file", "flags"), [("forest.npz", []), ("saved_model.pkl", ["--rf-backend", "sklearn"])]
+)
+def test_a_changed_model_file_is_refused_by_the_batch_job(
+    job_env, trained, bentoml_home, tmp_path, file, flags
+):
     home = tmp_path / "home"
     shutil.copytree(bentoml_home / "models", home / "models")
     version = trained.rf_tag.split(":")[1]
-    pickle = home / "models" / "rf-classifier" / version / "saved_model.pkl"
-    pickle.write_bytes(pickle.read_bytes() + b"\0")
+    changed = home / "models" / "rf-classifier" / version / file
+    changed.write_bytes(changed.read_bytes() + b"\0")
     iris(10).to_csv(tmp_path / "in.csv", index=False)
     env = {**job_env, "BENTOML_HOME": str(home)}
-    proc = run_job(env, "--input", tmp_path / "in.csv", "--output", tmp_path / "out", check=4)
-    assert f"model {trained.rf_tag}: saved_model.pkl has sha256" in proc.stdout
+    args = ["--input", tmp_path / "in.csv", "--output", tmp_path / "out", *flags]
+    proc = run_job(env, *args, check=4)
+    assert f"model {trained.rf_tag}: {file} has sha256" in proc.stdout
     assert "refusing to load it" in proc.stdout
     assert not list((tmp_path / "out").glob("part-*"))
+
+
+def test_a_worker_thread_failing_fails_the_shard_with_exit_1_and_publishes_nothing(
+    trained, tmp_path
+):
+    """A real forest whose third chunk fails in its worker thread as a lost disk or mount
+    would (OSError): the shard stops with the job's exit code for it (1, Kubernetes retries),
+    nothing is published, no worker thread is left behind, and the rerun scores every row."""
+    import itertools
+    import threading
+
+    from bentos.batch.shard import BatchConfig, run_shard
+    from bentos.errors import ExitCode, exit_code
+    from bentos.runners import RandomForestRunner
+
+    class FailingOnce(RandomForestRunner):
+        calls = itertools.count(1)  # next() is atomic: the workers share it
+
+        def predict_proba(self, x):
+            if next(self.calls) == 3:
+                raise OSError("[Errno 5] Input/output error")
+            return super().predict_proba(x)
+
+    iris(2000, 6).to_parquet(tmp_path / "in.parquet", row_group_size=500)
+    cfg = BatchConfig(
+        str(tmp_path / "in.parquet"), str(tmp_path / "out"), chunk_rows=100, threads=3
+    )
+    before = threading.active_count()
+    with pytest.raises(OSError, match="Input/output error") as raised:
+        run_shard(cfg, FailingOnce(trained.rf_tag), lambda event: None)
+    assert exit_code(raised.value) == ExitCode.IO == 1
+    assert threading.active_count() == before
+    out = tmp_path / "out"
+    assert not list(out.glob("part-*")) and not manifests(out)
+    assert not list((out / "rejected").glob("part-*"))
+    manifest = run_shard(cfg, FailingOnce(trained.rf_tag), lambda event: None)  # past call 3
+    assert manifest["rows_written"] == 2000 and len(read_parts(out)) == 2000
+
+
+def test_the_default_thread_count_is_the_cpus_the_process_may_use(job_env, tmp_path):
+    iris(50).to_parquet(tmp_path / "in.parquet")
+    env = {**job_env, "BENTOS_LOG_FORMAT": "json"}
+    args = [sys.executable, "-m", "jobs.batch_predict", "--input", tmp_path / "in.parquet"]
+    proc = subprocess.run(  # pinned to one CPU, as a container limited to one core would be
+        ["taskset", "-c", "0", *map(str, args), "--output", str(tmp_path / "out")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    started = next(json.loads(line) for line in proc.stdout.splitlines() if '"started"' in line)
+    assert started["threads"] == 1
+    proc = run_job(env, *args[3:], "--output", tmp_path / "out2", "--threads", 3)
+    started = next(json.loads(line) for line in proc.stdout.splitlines() if '"started"' in line)
+    assert started["threads"] == 3

@@ -106,6 +106,28 @@ def test_forest_benchmark_times_every_backend_on_every_case(env, trained):
         assert all(float(v) > 0 for v in row[-3:]), row  # packed, sklearn, their ratio
 
 
+def test_batch_benchmark_times_the_baselines_and_the_job_on_two_sizes(env, trained, tmp_path):
+    proc = _benchmark(
+        "batch",
+        *("--rows", "3000", "6000", "--model", trained.rf_tag, "--workdir", str(tmp_path)),
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    for what in (
+        "scikit-learn predict_proba (baseline)",
+        "packed forest alone, 1 thread(s)",
+        "packed forest alone, 2 thread(s)",
+        "job end to end, walk compiled cold",
+    ):
+        (row,) = [line for line in lines if line.startswith(what)]
+        assert float(row.split()[-4 if "job" in what else -2]) > 0, row  # its rows/s
+    jobs = [line.split() for line in lines if line.startswith("job end to end, default flags")]
+    assert [row[6] for row in jobs] == ["3000", "6000"]
+    assert all(row[-1] == "MiB" and float(row[-2]) > 0 for row in jobs), jobs
+    assert "peak RSS 6,000 / 3,000 rows:" in proc.stdout
+
+
 def test_load_generators_send_a_list_of_bodies_in_turn():
     import shutil
     import threading

@@ -37,20 +37,22 @@ def test_defaults_hold_without_any_variable(clean_env):
         "rf-classifier:latest",
     )
     batch = load(BatchSettings)
-    assert (batch.shard_index, batch.shard_count, batch.rf_backend) == (0, 1, "sklearn")
+    assert (batch.shard_index, batch.shard_count, batch.rf_backend) == (0, 1, "packed")
+    assert batch.threads is None  # the CPUs the job may use (bentos.batch.shard.usable_cpus)
     assert load(GrpcSettings).port == 3001
     assert load(RetrainSettings).models == "rf,tflite"
 
 
 def test_each_process_reads_its_own_prefix(clean_env):
     clean_env.setenv("BENTOS_RF_BACKEND", "sklearn")
-    clean_env.setenv("BENTOS_BATCH_RF_BACKEND", "packed")
+    clean_env.setenv("BENTOS_BATCH_THREADS", "3")
     clean_env.setenv("JOB_COMPLETION_INDEX", "3")
     clean_env.setenv("BENTOS_SHARD_COUNT", "4")
     clean_env.setenv("BENTOS_GRPC_PORT", "3101")
     assert load(ServingSettings).rf_backend == "sklearn"
     batch = load(BatchSettings)
     assert (batch.rf_backend, batch.shard_index, batch.shard_count) == ("packed", 3, 4)
+    assert batch.threads == 3
     grpc = load(GrpcSettings)
     assert grpc.port == 3101 and grpc.serving.rf_backend == "sklearn"
 
@@ -66,6 +68,7 @@ def test_each_process_reads_its_own_prefix(clean_env):
         (BatchSettings, "BENTOS_BATCH_MAX_REJECT_FRACTION", "1.5", "less than or equal to 1"),
         (BatchSettings, "JOB_COMPLETION_INDEX", "-1", "greater than or equal to 0"),
         (BatchSettings, "BENTOS_BATCH_MODEL", "gpu", "'rf' or 'edge'"),
+        (BatchSettings, "BENTOS_BATCH_THREADS", "0", "greater than 0"),
         (RetrainSettings, "BENTOS_RETRAIN_MIN_ACCURACY", "2", "less than or equal to 1"),
     ],
 )
