@@ -9,6 +9,7 @@ cost per request is of the same kind for every protocol. Loopback only.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -16,6 +17,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -342,3 +344,21 @@ def run_wrk(
     result = Result(ok, int(sock_err + status_err), dur_us / 1e6, rows, np.array([]), {200: ok})
     result.percentiles = {50: p50 / 1000, 90: p90 / 1000, 99: p99 / 1000}
     return result
+
+
+def grid_args(allowed: tuple[str, ...], clients: list[int]) -> argparse.Namespace:
+    """The command line of a benchmark over targets x rows x clients (benchmarks.online,
+    benchmarks.protocols): `args.targets` is the list asked for, each one of `allowed`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--targets", default=",".join(allowed))
+    parser.add_argument("--clients", type=int, nargs="+", default=clients)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    args.targets = [t for t in args.targets.split(",") if t]
+    unknown = set(args.targets) - set(allowed)
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}; allowed: {', '.join(allowed)}")
+    return args

@@ -14,7 +14,6 @@ over --repeat runs) and writes every run to --json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
@@ -169,18 +168,8 @@ def serving_requirements_size() -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--targets", default=",".join(TARGETS))
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--rows", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    targets = [t for t in args.targets.split(",") if t]
-    unknown = set(targets) - set(TARGETS)
-    if unknown:
-        parser.error(f"unknown targets {sorted(unknown)}; allowed: {', '.join(TARGETS)}")
+    args = loadgen.grid_args(TARGETS, [1, 16, 64])
+    targets = args.targets
 
     from bentos.models import open_model
     from bentos.settings import ModelSettings, load

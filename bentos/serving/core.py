@@ -7,6 +7,7 @@ once each.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +55,14 @@ class ServedModel:
             "parity": meta.get("parity"),
             "quantization": meta.get("quantization"),
             "backend": getattr(self.runner, "backend", "tflite"),
-            "report": f"/models/{self.name}/report" if self._report_files() else None,
+            "report": f"/models/{self.name}/report" if self._report_files else None,
         }
 
     def report_file(self, name: str = REPORT_PAGE) -> Path:
         """A file of the model's training report, by its plain name; a 404 naming the files
         there are otherwise. Only the names found in the report's folder are served, so no name
         a request makes up (`..`, a slash, an absolute path) reaches outside it."""
-        files = self._report_files()
+        files = self._report_files
         if not files:
             raise ClientError(
                 404,
@@ -78,7 +79,9 @@ class ServedModel:
             )
         return files[name]
 
+    @cached_property
     def _report_files(self) -> dict[str, Path]:
+        # Listed once: a served model's folder does not change while it serves.
         folder = self.runner.path / REPORT_DIR
         if not folder.is_dir():
             return {}

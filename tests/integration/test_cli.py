@@ -18,6 +18,7 @@ import pytest
 from bentos.cli import main
 from bentos.runners import TFLiteRunner
 from bentos.training.data import load_builtin
+from tests.support.terminal import on_a_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -319,31 +320,10 @@ def test_bentos_models_show_prints_a_stored_model_s_record(trained):
 
 
 def test_on_a_terminal_bentos_train_shows_its_steps_and_keras_epochs(tmp_path):
-    import pty
-
-    leader, follower = pty.openpty()
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "COLUMNS": "160"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentos", "train", "--epochs", "12", "--n-estimators", "10"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
-    assert proc.wait(300) == 0, text
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home")}
+    code, text = on_a_terminal(["bentos", "train", "--epochs", "12", "--n-estimators", "10"], env)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert code == 0, text
     for title in ("Loading data", "Training RandomForest", "Training Keras MLP (12 epochs)"):
         assert f"done {title}" in text, text
     assert "12/12" in text and "loss" in text, text  # the epochs' bar, and its latest loss

@@ -6,15 +6,11 @@ progress bar with the shard's total instead."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import subprocess
-import sys
 
 import pytest
 
-from benchmarks.servers import ROOT
 from tests.integration.test_batch import iris, run_job
+from tests.support.terminal import on_a_terminal
 
 KEYS = ["ts", "level", "logger", "process", "event", "message"]
 
@@ -80,29 +76,7 @@ def test_a_batch_job_writes_json_lines_with_its_shard_and_a_progress_line_with_t
 
 
 def _on_a_terminal(env: dict, *args: str) -> tuple[int, str]:
-    """Run the batch job with a pseudo-terminal as its stdout and stderr; its exit code and
-    everything it wrote."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.batch_predict", *args],
-        cwd=ROOT,
-        env={**env, "COLUMNS": "160", "TERM": "xterm"},
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # the terminal closed: the job has exited
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    return proc.wait(60), b"".join(chunks).decode(errors="replace")
+    return on_a_terminal(["jobs.batch_predict", *args], env, timeout=60)
 
 
 def test_on_a_terminal_the_batch_job_shows_a_bar_with_rows_of_the_total_and_time_left(
