@@ -1,4 +1,5 @@
-"""Closed-loop load generators for loopback benchmarks: HTTP (aiohttp, or wrk) and gRPC.
+"""Closed-loop load generators for loopback benchmarks: HTTP (aiohttp, wrk or h2load) and gRPC
+(grpc.aio or h2load).
 
 Each of `concurrency` clients sends its next request as soon as the previous answer arrives,
 until `duration` seconds or `max_requests` requests, whichever comes first. `run` (HTTP) and
@@ -344,6 +345,64 @@ def run_wrk(
     result = Result(ok, int(sock_err + status_err), dur_us / 1e6, rows, np.array([]), {200: ok})
     result.percentiles = {50: p50 / 1000, 90: p90 / 1000, 99: p99 / 1000}
     return result
+
+
+def run_h2load(
+    url: str,
+    body: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    concurrency: int,
+    duration: float = 10.0,
+    rows: int = 1,
+    warmup: float = 1.0,
+    http2: bool = False,
+    answer_bytes: int = 1,
+) -> Result:
+    """The same closed loop driven by h2load (nghttp2's, C, one thread): one native generator for
+    both transports, HTTP/1.1 (`http2=False`) and HTTP/2 without TLS, which is what gRPC rides on
+    (`http2=True`, with the gRPC framing in `body`). One connection per client, one request in
+    flight on each. Needs `h2load` on PATH (Debian: nghttp2-client).
+
+    A request counts as answered when its status is 2xx and, on average, at least
+    `answer_bytes` of body came back per request: a gRPC error is an HTTP 200 with no body
+    (its status is in the trailers, which h2load does not read), so the bytes tell them apart."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    _check_loopback(url)
+    if shutil.which("h2load") is None:
+        raise RuntimeError("h2load is not on PATH: apt-get install nghttp2-client")
+    with tempfile.TemporaryDirectory() as tmp:
+        payload, log = os.path.join(tmp, "body"), os.path.join(tmp, "log")
+        with open(payload, "wb") as fh:
+            fh.write(body)
+        args = ["h2load", "-t1", f"-c{concurrency}", "-m1", "-D", f"{duration:g}"]
+        args += ["--warm-up-time", f"{warmup:g}", "-d", payload, "--log-file", log]
+        for name, value in (headers or {}).items():
+            args += ["-H", f"{name}: {value}"]
+        if not http2:
+            args.append("--h1")
+        out = subprocess.run(
+            [*args, url], capture_output=True, text=True, check=True, timeout=duration + 60
+        ).stdout
+        # Each line: start (us), status, latency (us); the measured phase only.
+        samples = np.loadtxt(log, dtype=np.int64, ndmin=2)
+    counts = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", out).groups()
+    statuses = [
+        int(v)
+        for v in re.search(
+            r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out
+        ).groups()
+    ]
+    data = int(re.search(r"traffic: .*?, [^,]*\((\d+)\) data", out).group(1))
+    ok = statuses[0] if data >= statuses[0] * answer_bytes else 0
+    errors = statuses[0] - ok + sum(statuses[1:]) + int(counts[1]) + int(counts[2])
+    latencies = samples[:, 2] / 1000 if len(samples) else np.array([])
+    return Result(ok, errors, duration, rows, latencies, {200: ok})
 
 
 def grid_args(allowed: tuple[str, ...], clients: list[int]) -> argparse.Namespace:

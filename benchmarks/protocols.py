@@ -3,15 +3,15 @@ each loaded by the same kind of load generator, on this machine. Loopback only.
 
     BENTOML_HOME=/path/with/synthetic/models .venv/bin/python -m benchmarks.protocols --repeat 3
 
-Every target is the forest (`rf`), loaded by `benchmarks.loadgen`'s closed loop: Python
-asyncio clients sending prebuilt request bytes, one connection each (aiohttp for HTTP,
-grpc.aio for gRPC), so the generator's own cost per request is of the same kind everywhere.
-`rest_json_wrk` is the JSON API again under wrk, to check the Python generator against an
-independent one. The HTTP targets share one `bentoml serve .` (2 workers); the gRPC server is
-one process (`grpc`) and, for equal process counts, two on one port (`grpc_x2`: SO_REUSEPORT,
-the kernel spreading the clients' connections). Only one server runs while it is measured.
-Prints one table (medians over --repeat runs, each cell also as a ratio to `rest_json` at the
-same rows and clients) and writes every run to --json.
+Every target is the forest (`rf`), loaded twice, by two generators of the same closed loop
+(`benchmarks.loadgen`), each used for every protocol: Python asyncio clients sending prebuilt
+request bytes, one connection each (aiohttp for HTTP, grpc.aio for gRPC), and h2load (C, one
+thread, HTTP/1.1 or HTTP/2: the `_h2load` targets), which costs the shared cores far less per
+request, so that it measures the servers rather than the generator. The HTTP targets share one
+`bentoml serve .` (2 workers); the gRPC server runs as shipped (`grpc`: its default workers)
+and with one worker (`grpc_1w_h2load`: what the second adds). Only one server runs while it is
+measured. Prints one table (medians over --repeat runs, each cell also as a ratio to REST JSON
+under the same generator at the same rows and clients) and writes every run to --json.
 """
 
 from __future__ import annotations
@@ -24,13 +24,25 @@ import numpy as np
 
 from benchmarks import loadgen
 from benchmarks.online import _bodies
-from benchmarks.servers import Process, bentoml_serve, free_port, grpc_serve
+from benchmarks.servers import Process, bentoml_serve, grpc_serve
 
-HTTP_TARGETS = ("rest_json", "rest_json_wrk", "v2_json", "v2_binary")
-GRPC_TARGETS = ("grpc", "grpc_x2")
-TARGETS = HTTP_TARGETS + GRPC_TARGETS
-BASELINE = "rest_json"
+HTTP_TARGETS = (
+    "rest_json",
+    "v2_json",
+    "v2_binary",
+    "rest_json_h2load",
+    "v2_json_h2load",
+    "v2_binary_h2load",
+)
+# Each gRPC target with the server it needs: as shipped, or with one worker.
+GRPC_TARGETS = {"grpc": "grpc", "grpc_h2load": "grpc", "grpc_1w_h2load": "grpc_1w"}
+TARGETS = HTTP_TARGETS + tuple(GRPC_TARGETS)
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def baseline(target: str) -> str:
+    """REST JSON under the same generator."""
+    return "rest_json_h2load" if target.endswith("_h2load") else "rest_json"
 
 
 def v2_binary_body(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
@@ -55,6 +67,37 @@ def grpc_body(x: np.ndarray, model: str = "rf") -> bytes:
     request.inputs.add(name="features", datatype="FP32", shape=list(x.shape))
     request.raw_input_contents.append(x.astype("<f4").tobytes())
     return request.SerializeToString()
+
+
+def _grpc_frame(message: bytes) -> bytes:
+    """A gRPC message on the wire: not compressed, its length, itself."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def _answer_bytes(servers: dict[str, Process], bodies) -> dict[str, int]:
+    """The length of one real answer's body on each protocol (gRPC: framed), for h2load's check
+    that answers came back, not errors."""
+    import grpc
+    import httpx
+
+    instances, v2_json, x, _ = bodies
+    sizes = {}
+    if "service" in servers:
+        url = servers["service"].url
+        body, headers = v2_binary_body(x)
+        for name, path, content, hdrs in (
+            ("rest_json", "/predict", instances, {"content-type": "application/json"}),
+            ("v2_json", "/v2/models/rf/infer", v2_json, {"content-type": "application/json"}),
+            ("v2_binary", "/v2/models/rf/infer", body, headers),
+        ):
+            reply = httpx.post(url + path, content=content, headers=hdrs)
+            reply.raise_for_status()
+            sizes[name] = len(reply.content)
+    if "grpc" in servers:
+        with grpc.insecure_channel(servers["grpc"].address) as channel:
+            call = channel.unary_unary(INFER)  # bytes in, bytes out
+            sizes["grpc"] = len(_grpc_frame(call(grpc_body(x), timeout=10)))
+    return sizes
 
 
 def _check_answers(servers: dict[str, Process], x: np.ndarray) -> None:
@@ -86,46 +129,51 @@ def _check_answers(servers: dict[str, Process], x: np.ndarray) -> None:
 def start(kind: str) -> dict[str, Process]:
     if kind == "http":
         return {"service": bentoml_serve(".").wait_ready()}
-    port = free_port()
-    processes = 2 if kind == "grpc_x2" else 1
-    started = [grpc_serve(port=port) for _ in range(processes)]
-    for p in started:
-        p.wait_ready()
-    return {"grpc": started[0], **{f"grpc{i}": p for i, p in enumerate(started[1:], 1)}}
+    env = {"BENTOS_GRPC_WORKERS": "1"} if kind == "grpc_1w" else None
+    return {"grpc": grpc_serve(env).wait_ready()}
 
 
-def cell(target: str, servers, bodies, clients: int, duration: float) -> loadgen.Result:
+def cell(
+    target: str, servers, bodies, clients: int, duration: float, answers: dict[str, int]
+) -> loadgen.Result:
     instances, v2_json, x, _ = bodies
     rows = x.shape[0]
-    if target in GRPC_TARGETS:
-        return loadgen.run_grpc_raw(
-            servers["grpc"].address,
-            INFER,
-            grpc_body(x),
+    protocol = target.removesuffix("_h2load").replace("grpc_1w", "grpc")
+    if protocol == "grpc":
+        address = servers["grpc"].address
+        if target == "grpc":
+            return loadgen.run_grpc_raw(
+                address, INFER, grpc_body(x), concurrency=clients, duration=duration, rows=rows
+            )
+        return loadgen.run_h2load(
+            f"http://{address}{INFER}",
+            _grpc_frame(grpc_body(x)),
+            headers={"content-type": "application/grpc", "te": "trailers"},
             concurrency=clients,
             duration=duration,
             rows=rows,
+            http2=True,
+            answer_bytes=answers["grpc"] // 2,
         )
-    url = servers["service"].url
-    if target == "rest_json_wrk":
-        return loadgen.run_wrk(
-            url + "/predict", instances, concurrency=clients, duration=duration, rows=rows
-        )
-    if target == "v2_binary":
-        body, headers = v2_binary_body(x)
-        return loadgen.run(
-            url + "/v2/models/rf/infer",
+    path, body, headers = {
+        "rest_json": ("/predict", instances, {"content-type": "application/json"}),
+        "v2_json": ("/v2/models/rf/infer", v2_json, {"content-type": "application/json"}),
+        "v2_binary": ("/v2/models/rf/infer", *v2_binary_body(x)),
+    }[protocol]
+    url = servers["service"].url + path
+    if target.endswith("_h2load"):
+        return loadgen.run_h2load(
+            url,
             body,
             headers=headers,
             concurrency=clients,
             duration=duration,
             rows=rows,
+            answer_bytes=answers[protocol] // 2,
         )
-    path, body = {
-        "rest_json": ("/predict", instances),
-        "v2_json": ("/v2/models/rf/infer", v2_json),
-    }[target]
-    return loadgen.run(url + path, body, concurrency=clients, duration=duration, rows=rows)
+    return loadgen.run(
+        url, body, headers=headers, concurrency=clients, duration=duration, rows=rows
+    )
 
 
 def main() -> None:
@@ -140,7 +188,10 @@ def main() -> None:
     # One server (or server pair) up at a time; each measures its targets, then stops.
     groups: list[tuple[str, list[str]]] = [
         ("http", [t for t in targets if t in HTTP_TARGETS]),
-        *((t, [t]) for t in GRPC_TARGETS if t in targets),
+        *(
+            (kind, [t for t in targets if GRPC_TARGETS.get(t) == kind])
+            for kind in dict.fromkeys(GRPC_TARGETS.values())
+        ),
     ]
     results: dict[tuple[str, int, int], list[loadgen.Result]] = {}
     for repeat in range(args.repeat):
@@ -151,9 +202,10 @@ def main() -> None:
             try:
                 _check_answers(servers, bodies[args.rows[-1]][2])
                 for rows in args.rows:
+                    answers = _answer_bytes(servers, bodies[rows])
                     for clients in args.clients:
                         for target in members:
-                            r = cell(target, servers, bodies[rows], clients, args.duration)
+                            r = cell(target, servers, bodies[rows], clients, args.duration, answers)
                             results.setdefault((target, rows, clients), []).append(r)
                             print(
                                 f"run {repeat + 1}/{args.repeat} {target:13} rows={rows:<3} "
@@ -204,7 +256,7 @@ def summarize(results: dict[tuple[str, int, int], list[loadgen.Result]]) -> list
         rs = results[key]
         row = {k: med(rs, k) for k in ("req/s", "rows/s", "p50 ms", "p90 ms", "p99 ms")}
         row["errors"] = sum(r.errors for r in rs)
-        base = results.get((BASELINE, rows, clients))
+        base = results.get((baseline(target), rows, clients))
         row["x rest_json"] = round(row["req/s"] / med(base, "req/s"), 2) if base else None
         table.append({"target": target, "rows": rows, "clients": clients, **row})
     return table

@@ -140,11 +140,24 @@ def bentoml_serve(
 
 
 def grpc_serve(env: dict[str, str] | None = None, *, port: int | None = None) -> Process:
-    """The gRPC server (bentos.serving.grpc) on loopback, ready once its health says SERVING."""
+    """The gRPC server (bentos.serving.grpc) on loopback, ready once its health says SERVING
+    and every worker has said it listens (until then the first one gets every connection)."""
+    from bentos.settings import GrpcSettings
+
     port = port or free_port()
     metrics_port = free_port()
     args = [sys.executable, "-m", "bentos.serving.grpc", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--metrics-port", str(metrics_port)]
-    process = Process(args, ready=grpc_ready(f"127.0.0.1:{port}"), port=port, env=env)
+    workers = int(
+        {**os.environ, **(env or {})}.get(
+            "BENTOS_GRPC_WORKERS", GrpcSettings.model_fields["workers"].default
+        )
+    )
+    serving = grpc_ready(f"127.0.0.1:{port}")
+
+    def ready() -> bool:
+        return process.output().count("gRPC listening") >= workers and serving()
+
+    process = Process(args, ready=ready, port=port, env=env)
     process.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     return process

@@ -71,6 +71,14 @@ class GrpcSettings(BaseSettings):
     grace_seconds: Annotated[float, Field(gt=0)] = 25.0
     # Prometheus /metrics of the gRPC server (the HTTP server serves its own on its port).
     metrics_port: Annotated[int, Field(gt=0, lt=65536)] = 3002
+    # Processes on the one port (SO_REUSEPORT), as the HTTP service has two workers, and the
+    # threads each answers calls in (the forest's walk runs without the GIL). Chosen by
+    # measurement: BENCHMARKS.md, "Protocols, side by side".
+    workers: Annotated[int, Field(gt=0, le=64)] = 2
+    threads: Annotated[int, Field(gt=0, le=256)] = 4
+    # A connection is closed (GOAWAY, calls in flight finish) after this long, so that
+    # long-lived client channels spread over the workers and over new pods.
+    max_connection_age_seconds: Annotated[float, Field(gt=0)] = 60.0
     serving: ServingSettings = Field(default_factory=ServingSettings, exclude=True)
 
 

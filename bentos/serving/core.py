@@ -6,6 +6,7 @@ once each.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +35,9 @@ class ServedModel:
     route: str  # the JSON API's route for it
     runner: Runner
     batcher: Batcher
+    # The runner's predict_proba, timed when metrics are on: what a batch call runs, and what a
+    # transport that gives each call a thread of its own (the gRPC server) calls directly.
+    predict: Callable[[np.ndarray], np.ndarray]
 
     @property
     def version(self) -> str:
@@ -103,18 +107,17 @@ class Core:
     ):
         self.settings = settings
         self.metrics = metrics
-        self.models = {
-            name: ServedModel(name, route, runner, self._batcher(name, runner))
-            for name, (route, runner) in runners.items()
-        }
+        self.models = {}
+        for name, (route, runner) in runners.items():
+            fn = runner.predict_proba
+            if metrics is not None:
+                fn = metrics.timed_model(name, fn)
+            self.models[name] = ServedModel(name, route, runner, self._batcher(runner, fn), fn)
         if metrics is not None:
             for model in self.models.values():
                 metrics.model_loaded(model.name, model.version, model.runner.created)
 
-    def _batcher(self, name: str, runner: Runner) -> Batcher:
-        fn = runner.predict_proba
-        if self.metrics is not None:
-            fn = self.metrics.timed_model(name, fn)
+    def _batcher(self, runner: Runner, fn: Callable[[np.ndarray], np.ndarray]) -> Batcher:
         return Batcher(
             fn,
             max_batch_size=self.settings.max_batch_size,

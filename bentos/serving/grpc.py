@@ -3,28 +3,39 @@ standard `grpc.health.v1` health service (what Kubernetes gRPC probes call).
 
     python -m bentos.serving.grpc --port 3001
 
-It runs the two runners itself, in its own process (a second container of the same Pod, from
-the same image), with the same validation, batching and responses as the HTTP service; see
-docs/grpc.md for why it does not forward to the HTTP service. The protocol's stubs come from
-the maintained `tritonclient` package, not from protobuf code of our own.
+It runs the two runners itself (a second container of the same Pod, from the same image), with
+the same validation and responses as the HTTP service; see docs/grpc.md for why it does not
+forward to the HTTP service. The protocol's stubs come from the maintained `tritonclient`
+package, not from protobuf code of our own.
+
+Processes: a supervisor forks `--workers` servers (BENTOS_GRPC_WORKERS, 2, as the HTTP service
+has two workers) that bind the one port with SO_REUSEPORT, so the kernel spreads connections
+over them, and serves their metrics, added up, on the metrics port. Each is a synchronous
+`grpc.server` answering calls in a pool of threads straight from the runner: the forest's walk
+releases the GIL, and grpc.aio's event loop cost more per call (BENCHMARKS.md, "Protocols, side
+by side"). If a worker dies, the supervisor stops the others and exits with its code, so the
+container restarts whole rather than serving on with fewer processes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
-from functools import partial
-from typing import Any
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
@@ -55,18 +66,15 @@ def _rpc(method):
     """Map the error family once, and count and time every call (by RPC name) when metrics are
     on; an unexpected error is logged and answered INTERNAL, never dropped."""
 
-    async def call(self, request, context):
+    def call(self, request, context):
         t0 = time.perf_counter()
         status = 200
         try:
-            return await method(self, request, context)
+            return method(self, request, context)
         except ClientError as exc:
             status = exc.status
-            await context.abort(
-                _CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message
-            )
-        except grpc.aio.AbortError:
-            raise
+            # abort() raises: the call ends here with this status and message.
+            context.abort(_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
         except Exception:
             status = 500
             metadata = dict(context.invocation_metadata() or ())
@@ -80,7 +88,7 @@ def _rpc(method):
                     "model": getattr(request, "model_name", None) or None,
                 },
             )
-            await context.abort(
+            context.abort(
                 grpc.StatusCode.INTERNAL,
                 f"internal error (request id {request_id}); it is logged on the server",
             )
@@ -98,27 +106,27 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.core = core
 
     @_rpc
-    async def ServerLive(self, request, context):
+    def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
     @_rpc
-    async def ServerReady(self, request, context):
+    def ServerReady(self, request, context):
         return pb.ServerReadyResponse(ready=True)
 
     @_rpc
-    async def ModelReady(self, request, context):
+    def ModelReady(self, request, context):
         self.core.model(request.name, request.version)
         return pb.ModelReadyResponse(ready=True)
 
     @_rpc
-    async def ServerMetadata(self, request, context):
+    def ServerMetadata(self, request, context):
         meta = v2.server_metadata()
         return pb.ServerMetadataResponse(
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
 
     @_rpc
-    async def ModelMetadata(self, request, context):
+    def ModelMetadata(self, request, context):
         meta = v2.model_metadata(self.core.model(request.name, request.version))
 
         def tensors(items):
@@ -133,7 +141,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     @_rpc
-    async def ModelConfig(self, request, context):
+    def ModelConfig(self, request, context):
         # The gRPC metadata message has no parameters: the labels and feature names travel in
         # the model configuration, as Triton's clients expect to find them.
         model = self.core.model(request.name, request.version)
@@ -155,11 +163,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelConfigResponse(config=config)
 
     @_rpc
-    async def ModelInfer(self, request, context):
+    def ModelInfer(self, request, context):
         model = self.core.model(request.model_name, request.model_version)
         decoded = v2.grpc_request(request)
         x = v2.features(model.runner.schema, decoded, self.core.settings.max_rows)
-        proba = await self.core.infer(model, x)
+        # In this call's own thread: no batcher, the threads of the pool run the model at once.
+        proba = model.predict(x)
         outs = v2.outputs(proba, decoded.outputs)
         return v2.grpc_response(model.name, model.version, decoded.id, outs)
 
@@ -178,31 +187,52 @@ def load_models(settings: ServingSettings, metrics: Metrics | None = None) -> Co
     )
 
 
-def _metrics(host: str, port: int) -> Metrics:
-    """This process's metrics, in a registry of its own served on `port` (/metrics)."""
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+def _serve_metrics(host: str, port: int, folder: str) -> None:
+    """The workers' metrics, added up (prometheus_client's multiprocess mode), on `port`."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=folder)
     start_http_server(port, addr=host, registry=registry)
-    return Metrics(
-        partial(Counter, registry=registry),
-        partial(Histogram, registry=registry),
-        partial(Gauge, registry=registry),
-    )
 
 
-async def serve(
-    host: str, port: int, grace: float, metrics_port: int, settings: ServingSettings
-) -> None:
-    # Fails loudly, before the port opens, if a model is missing or changed.
-    core = load_models(settings, _metrics(host, metrics_port))
-    tune_gc(settings.gc_gen0_threshold)
-    limit = settings.max_body_bytes
-    server = grpc.aio.server(
+def _worker_metrics() -> Metrics:
+    """This worker's metrics, written to the supervisor's PROMETHEUS_MULTIPROC_DIR."""
+    from prometheus_client import Counter, Gauge, Histogram, values
+
+    # Values go to files in the folder, whatever imported prometheus_client before it was set.
+    # The worker never forks, so its pid is read once: by default every update of every value
+    # asks the kernel for it, which was a fifth of the GIL time of a call.
+    pid = os.getpid()
+    values.ValueClass = values.MultiProcessValue(lambda: pid)
+    return Metrics(Counter, Histogram, Gauge)
+
+
+def _worker(host: str, port: int, grace: float, settings: GrpcSettings) -> None:
+    # SIGTERM and SIGINT stay blocked (as the supervisor forked it, and in every thread started
+    # here) until the main thread takes them with sigwait below: no handler runs at a random
+    # point, and one that comes while the models load waits for them.
+    serving = settings.serving
+    try:
+        # Fails loudly, before the port opens, if a model is missing or changed.
+        core = load_models(serving, _worker_metrics())
+    except BentosError as exc:
+        log.error("%s", exc)
+        sys.exit(exc.exit_code)
+    tune_gc(serving.gc_gen0_threshold)
+    server = grpc.server(
+        ThreadPoolExecutor(settings.threads, thread_name_prefix="grpc"),
         options=[
-            ("grpc.max_receive_message_length", limit),
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", serving.max_body_bytes),
             ("grpc.max_send_message_length", 64 << 20),
-        ]
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(grace * 1000)),
+        ],
+        # Past this many calls at once (running or waiting for a thread), an immediate
+        # RESOURCE_EXHAUSTED: the HTTP service's per-worker limit, BENTOS_MAX_CONCURRENCY.
+        maximum_concurrent_rpcs=serving.max_concurrency,
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
     health = HealthServicer()
@@ -217,31 +247,64 @@ async def serve(
         server,
     )
     server.add_insecure_port(f"{host}:{port}")
-    await server.start()
+    server.start()
     for name in ("", SERVICE):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("gRPC listening on %s:%d", host, port)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+        health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gRPC listening on %s:%d (worker %d)", host, port, os.getpid())
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
     # Report NOT_SERVING first so probes and balancers stop sending, then let calls in flight end.
     for name in ("", SERVICE):
-        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(grace)
+        health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    server.stop(grace).wait()
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """On uvloop where it is installed (the Bento has it, for uvicorn): grpc.aio's calls cost
-    less on it (BENCHMARKS.md, "Protocols, side by side")."""
+def serve(host: str, port: int, grace: float, metrics_port: int, settings: GrpcSettings) -> int:
+    """The supervisor: start the workers, serve their metrics, and wait. SIGTERM (or SIGINT)
+    goes on to every worker, which drains; a worker that exits on its own stops them all."""
+    folder = tempfile.mkdtemp(prefix="bentos-grpc-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # read by the workers' prometheus_client
+    # Signals wait until the handlers are in place, here and in each worker (which takes them
+    # with sigwait): a SIGTERM at start-up is never lost nor acted on by the wrong process.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    context = multiprocessing.get_context("fork")  # before any gRPC object exists in this process
+    workers = [
+        context.Process(target=_worker, args=(host, port, grace, settings), name=f"grpc-{i}")
+        for i in range(settings.workers)
+    ]
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for w in workers:
+            if w.pid is not None and w.exitcode is None:
+                os.kill(w.pid, signal.SIGTERM)
+
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
+        for w in workers:
+            w.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+        _serve_metrics(host, metrics_port, folder)
+        code = ExitCode.OK
+        running = {w.sentinel: w for w in workers}
+        while running:
+            for sentinel in multiprocessing.connection.wait(list(running)):
+                w = running.pop(sentinel)
+                w.join()
+                if stopping:
+                    continue
+                log.error("gRPC worker %d exited with %s; stopping the others", w.pid, w.exitcode)
+                code = w.exitcode if w.exitcode and w.exitcode > 0 else 1
+                stop()
+        return code
+    finally:
+        stop()
+        for w in workers:
+            if w.pid is not None:
+                w.join()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -269,13 +332,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--metrics-port", type=int, default=settings.metrics_port, help="Prometheus /metrics"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=settings.workers,
+        help="server processes on the one port (BENTOS_GRPC_WORKERS)",
+    )
     args = parser.parse_args(argv)
-    try:
-        _run(serve(args.host, args.port, args.grace, args.metrics_port, settings.serving))
-    except BentosError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    return ExitCode.OK
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    settings = settings.model_copy(update={"workers": args.workers})
+    return serve(args.host, args.port, args.grace, args.metrics_port, settings)
 
 
 if __name__ == "__main__":

@@ -82,15 +82,30 @@ class Metrics:
             # once per model and version rather than once per worker pid (the default, `all`).
             multiprocess_mode="max",
         )
+        # (transport, route, status) -> that label set's series; routes are templates or RPC
+        # names and statuses a handful, so this stays small.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def model_loaded(self, name: str, version: str, created: float) -> None:
         self.model_created.labels(name, version).set(created)
 
     def observe(self, transport: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(transport, route, str(status)).inc()
-        self.request_seconds.labels(transport, route).observe(seconds)
-        if status >= 400:
-            self.rejected.labels(transport, route, REASONS.get(status, f"status_{status}")).inc()
+        key = (transport, route, status)
+        series = self._series.get(key)
+        if series is None:
+            # Looked up once per label set: labels() takes a lock and builds its key each call.
+            series = self._series[key] = (
+                self.requests.labels(transport, route, str(status)),
+                self.request_seconds.labels(transport, route),
+                self.rejected.labels(transport, route, REASONS.get(status, f"status_{status}"))
+                if status >= 400
+                else None,
+            )
+        requests, request_seconds, rejected = series
+        requests.inc()
+        request_seconds.observe(seconds)
+        if rejected is not None:
+            rejected.inc()
 
     def timed_model(
         self, name: str, fn: Callable[[np.ndarray], np.ndarray]

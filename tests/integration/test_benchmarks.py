@@ -70,17 +70,47 @@ def test_protocol_benchmark_loads_each_protocol_with_the_same_generator(env, tmp
     out = tmp_path / "protocols.json"
     proc = _benchmark(
         "protocols",
-        *("--targets", "rest_json,v2_binary,grpc", "--clients", "2", "--rows", "3"),
-        *("--duration", "1", "--json", str(out)),
+        "--targets",
+        "rest_json,v2_binary,grpc,rest_json_h2load,grpc_h2load,grpc_1w_h2load",
+        *("--clients", "2", "--rows", "3", "--duration", "1", "--json", str(out)),
         env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = {row["target"]: row for row in json.loads(out.read_text())["table"]}
-    assert set(cells) == {"rest_json", "v2_binary", "grpc"}
+    assert set(cells) == {
+        "rest_json",
+        "v2_binary",
+        "grpc",
+        "rest_json_h2load",
+        "grpc_h2load",
+        "grpc_1w_h2load",
+    }
     for target, row in cells.items():
         assert row["req/s"] > 0 and row["errors"] == 0, (target, row)
         assert abs(row["rows/s"] - row["req/s"] * 3) < 1
+    # Each generator's cells are ratios to REST JSON under that same generator.
     assert cells["rest_json"]["x rest_json"] == 1.0
+    assert cells["rest_json_h2load"]["x rest_json"] == 1.0
+    h2load = cells["grpc_h2load"]["req/s"] / cells["rest_json_h2load"]["req/s"]
+    assert cells["grpc_h2load"]["x rest_json"] == round(h2load, 2)
+
+
+def test_h2load_counts_a_grpc_error_as_an_error_not_an_answer(grpc_server):
+    """A gRPC error is an HTTP 200 with no body (its status is in the trailers): h2load's
+    cells must not count it as served."""
+    from benchmarks import loadgen
+
+    result = loadgen.run_h2load(
+        f"http://{grpc_server.address}/inference.GRPCInferenceService/ModelInfer",
+        b"\x00\x00\x00\x00\x02\x0a\x00",  # a ModelInferRequest naming no model: NOT_FOUND
+        headers={"content-type": "application/grpc", "te": "trailers"},
+        concurrency=1,
+        duration=1,
+        warmup=0,
+        http2=True,
+        answer_bytes=20,
+    )
+    assert result.requests == 0 and result.errors > 0
 
 
 def test_ab_comparison_runs_two_variants_side_by_side(env):

@@ -285,8 +285,9 @@ def test_bento_dockerfile_runs_as_non_root_with_no_build_tools_in_the_final_stag
 def test_server_with_a_tampered_model_never_becomes_ready(serve, bentoml_home, tmp_path):
     home = tmp_path / "home"
     shutil.copytree(bentoml_home / "models", home / "models")
-    tampered = next((home / "models" / "tflite-classifier").glob("*/model.tflite"))
-    tampered.write_bytes(tampered.read_bytes() + b"\0")
+    # Every stored version: whichever is latest (other tests may register more), it is changed.
+    for tampered in (home / "models" / "tflite-classifier").glob("*/model.tflite"):
+        tampered.write_bytes(tampered.read_bytes() + b"\0")
     srv = serve({"BENTOML_HOME": str(home)})
     try:
         deadline = time.monotonic() + 90

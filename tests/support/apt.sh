@@ -1,7 +1,9 @@
 #!/bin/sh
 # The Debian packages the monitoring tests run (tests/k8s/test_monitoring.py,
 # tests/integration/test_observability.py): `prometheus` (prometheus and promtool) and
-# `prometheus-pushgateway`. `make test` runs this first. It installs only what is missing, and
+# `prometheus-pushgateway`; and h2load (`nghttp2-client`), the native load generator of
+# benchmarks.protocols, which its smoke test runs (tests/integration/test_benchmarks.py).
+# `make test` runs this first. It installs only what is missing, and
 # only as root (CI runs as root on a clean Debian clone); otherwise it says what to install.
 set -eu
 
@@ -11,6 +13,9 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
 fi
 if ! command -v prometheus-pushgateway >/dev/null 2>&1; then
     missing="$missing prometheus-pushgateway"
+fi
+if ! command -v h2load >/dev/null 2>&1; then
+    missing="$missing nghttp2-client"
 fi
 [ -z "$missing" ] && exit 0
 

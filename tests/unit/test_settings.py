@@ -127,8 +127,10 @@ def _environment_reads(path) -> list[int]:
         for node in ast.walk(ast.parse(text))
         if isinstance(node, ast.Attribute)
         and node.attr in ("environ", "getenv")
-        # A write for a library's own configuration (TensorFlow's log level) is not a read.
+        # A write for a library's own configuration (TensorFlow's log level, prometheus_client's
+        # multiprocess folder) is not a read.
         and ".setdefault(" not in lines[node.lineno - 1]
+        and not re.match(r"\s*os\.environ\[[^]]+\] = ", lines[node.lineno - 1])
     ]
 
 
