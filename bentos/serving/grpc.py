@@ -286,7 +286,11 @@ def serve(host: str, port: int, grace: float, metrics_port: int, settings: GrpcS
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, stop)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-        _serve_metrics(host, metrics_port, folder)
+        try:
+            _serve_metrics(host, metrics_port, folder)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s:%d: %s", host, metrics_port, exc)
+            return ExitCode.IO
         code = ExitCode.OK
         running = {w.sentinel: w for w in workers}
         while running:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ import pytest
 import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
-from benchmarks.servers import ROOT, Process, grpc_serve
+from benchmarks.servers import ROOT, Process, free_port, grpc_serve
 from tests.support import SERVER_ENV
 
 REQUESTS = 'bentos_requests_total{route="ModelInfer",status="200",transport="grpc"}'
@@ -141,3 +142,22 @@ def test_workers_below_one_is_a_usage_error_naming_the_flag():
     )
     assert proc.returncode == 2
     assert "--workers must be at least 1, got 0" in proc.stderr
+
+
+def test_a_metrics_port_in_use_stops_the_server_with_a_message(pinned):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", str(port)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "bentos.serving.grpc", *args],
+            cwd=ROOT,
+            env={**os.environ, **SERVER_ENV, **pinned},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
