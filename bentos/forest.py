@@ -21,7 +21,10 @@ the schema refuses NaN at the edge (scikit-learn would send it right, this walk 
 from __future__ import annotations
 
 import io
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numba import njit
@@ -37,12 +40,51 @@ _WALK = "float64[:, ::1](int32[::1], int64[::1], float64[:, ::1], float32[:, ::1
 def _compiled(walk):
     """The walk compiled once for every process: numba caches the machine code next to this
     module (or in NUMBA_CACHE_DIR), and a later process loads it in milliseconds instead of
-    compiling for a second or more. Where nothing is writable (a read-only image), each process
-    compiles its own."""
+    compiling for about a second. The image compiles it at build time (Dockerfile.template).
+
+    numba loads a cache only from a folder it could also write to, which a read-only image
+    (the pods' readOnlyRootFilesystem) is not: there, the cache the image was built with is
+    copied into a temporary folder and loaded from it. With no cache at all, or one made on
+    another CPU (numba checks), the process compiles its own."""
     try:
         return njit(_WALK, nogil=True, cache=True)(walk)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return njit(_WALK, nogil=True)(walk)
+        pass
+    seeded = _seed_cache(walk)
+    if seeded is not None:
+        from numba.core import config
+
+        before, config.CACHE_DIR = config.CACHE_DIR, seeded
+        try:
+            return njit(_WALK, nogil=True, cache=True)(walk)
+        except RuntimeError:
+            pass
+        finally:
+            # Compiled for its one signature and loaded now: nothing reads the copy again.
+            config.CACHE_DIR = before
+            shutil.rmtree(seeded, ignore_errors=True)
+    return njit(_WALK, nogil=True)(walk)
+
+
+def _seed_cache(walk) -> str | None:
+    """A writable copy of the cache files next to this module, laid out as numba looks for
+    them under a NUMBA_CACHE_DIR; None if there are none or no temporary folder is writable."""
+
+    from numba.core.caching import UserProvidedCacheLocator
+
+    here = Path(__file__)
+    files = sorted((here.parent / "__pycache__").glob(f"{here.stem}.{walk.__name__}-*.nb[ic]"))
+    if not files:
+        return None
+    try:
+        folder = tempfile.mkdtemp(prefix="bentos-numba-")
+        target = Path(folder) / UserProvidedCacheLocator.get_suitable_cache_subpath(str(here))
+        target.mkdir(parents=True)
+        for f in files:
+            shutil.copy2(f, target)
+    except OSError:
+        return None
+    return folder
 
 
 class PackError(ValueError):

@@ -33,3 +33,16 @@ def test_the_bento_carries_both_models_it_was_built_with(image, trained):
         "ls /home/bentoml/bento/models/rf-classifier /home/bentoml/bento/models/tflite-classifier",
     )
     assert trained.rf_tag.split(":")[1] in out and trained.tflite_tag.split(":")[1] in out, out
+
+
+def test_a_read_only_container_loads_the_walk_the_image_compiled(image):
+    """As the pods run it (read-only root, the server's user, a writable /tmp): the packed
+    forest's walk comes from the cache the build made, not from a compilation at start."""
+    out = docker(
+        *("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp"),
+        *("--user", "1034:1034", "--workdir", "/home/bentoml/bento/src"),
+        *("-e", "NUMBA_DEBUG_CACHE=1", "--entrypoint", "python", image.ref),
+        *("-c", "import bentos.forest"),
+    ).stdout
+    assert "[cache] data loaded from '/tmp/bentos-numba-" in out, out
+    assert "data saved" not in out, out
