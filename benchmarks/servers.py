@@ -8,6 +8,7 @@ log file for a failure message.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,9 +24,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range. A port the kernel picks for a
+    bind to port 0 is one it may hand out again, before the server binds it, to anything else
+    that binds to port 0 (BentoML's process manager and its ZeroMQ sockets do): a test once
+    failed on exactly that. Ports below the range are never picked so."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(1000):
+        port = random.randrange(low // 2, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port found in {low // 2}-{low - 1}")
 
 
 def http_ready(url: str) -> Callable[[], bool]:

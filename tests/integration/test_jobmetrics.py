@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 
@@ -15,21 +14,16 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.servers import free_port
 from bentos import jobmetrics
 from tests.integration.test_batch import iris, run_job
 
 GATEWAY = shutil.which("prometheus-pushgateway") or "/usr/bin/prometheus-pushgateway"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def pushgateway(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         # Debian's build persists to /var/lib/prometheus by default: this one keeps to itself.
         [
@@ -131,7 +125,7 @@ def test_a_failed_shard_pushes_success_0_and_keeps_the_last_success_time(
 
 def test_an_unreachable_gateway_leaves_the_shard_s_result_and_summary(job_env, tmp_path):
     iris(50).to_csv(tmp_path / "in.csv", index=False)
-    env = {**job_env, "BENTOS_PUSHGATEWAY": f"http://127.0.0.1:{_free_port()}"}
+    env = {**job_env, "BENTOS_PUSHGATEWAY": f"http://127.0.0.1:{free_port()}"}
     proc = run_job(env, "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     summary = next(e for e in events if e["event"] == "summary")
