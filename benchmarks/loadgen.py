@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -403,6 +404,15 @@ def run_h2load(
     errors = statuses[0] - ok + sum(statuses[1:]) + int(counts[1]) + int(counts[2])
     latencies = samples[:, 2] / 1000 if len(samples) else np.array([])
     return Result(ok, errors, duration, rows, latencies, {200: ok})
+
+
+def print_run(repeat: int, repeats: int, target: str, rows: int, clients: int, r: Result) -> None:
+    """One cell's progress line on stderr, as every grid benchmark prints it."""
+    print(
+        f"run {repeat + 1}/{repeats} {target:13} rows={rows:<3} clients={clients:<3} "
+        f"{r.rps:8.1f} req/s p99 {r.pct(99):7.2f} ms errors {r.errors}",
+        file=sys.stderr,
+    )
 
 
 def grid_args(allowed: tuple[str, ...], clients: list[int]) -> argparse.Namespace:

@@ -190,11 +190,7 @@ def main() -> None:
                     for clients in args.clients:
                         r = cell(target, servers, bodies[rows], clients, args.duration)
                         results.setdefault((target, rows, clients), []).append(r)
-                        print(
-                            f"run {repeat + 1}/{args.repeat} {target:13} rows={rows:<3} clients={clients:<3} "
-                            f"{r.rps:8.1f} req/s p99 {r.pct(99):7.2f} ms errors {r.errors}",
-                            file=sys.stderr,
-                        )
+                        loadgen.print_run(repeat, args.repeat, target, rows, clients, r)
             finally:
                 for srv in servers.values():
                     srv.stop()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 
 import numpy as np
 
@@ -138,7 +137,7 @@ def cell(
 ) -> loadgen.Result:
     instances, v2_json, x, _ = bodies
     rows = x.shape[0]
-    protocol = target.removesuffix("_h2load").replace("grpc_1w", "grpc")
+    protocol = "grpc" if target in GRPC_TARGETS else target.removesuffix("_h2load")
     if protocol == "grpc":
         address = servers["grpc"].address
         if target == "grpc":
@@ -207,12 +206,7 @@ def main() -> None:
                         for target in members:
                             r = cell(target, servers, bodies[rows], clients, args.duration, answers)
                             results.setdefault((target, rows, clients), []).append(r)
-                            print(
-                                f"run {repeat + 1}/{args.repeat} {target:13} rows={rows:<3} "
-                                f"clients={clients:<3} {r.rps:8.1f} req/s p99 {r.pct(99):7.2f} ms "
-                                f"errors {r.errors}",
-                                file=sys.stderr,
-                            )
+                            loadgen.print_run(repeat, args.repeat, target, rows, clients, r)
             finally:
                 for srv in servers.values():
                     srv.stop()

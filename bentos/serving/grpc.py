@@ -59,7 +59,6 @@ _CODES = {
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
-_STATUS = {code: status for status, code in _CODES.items()}
 
 
 def _rpc(method):

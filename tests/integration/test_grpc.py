@@ -13,7 +13,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
@@ -21,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from benchmarks.servers import ROOT, Process, free_port, grpc_serve
 from tests.support import SERVER_ENV
+from tests.support.monitoring import scrape
 
 REQUESTS = 'bentos_requests_total{route="ModelInfer",status="200",transport="grpc"}'
 
@@ -69,14 +69,6 @@ def _infer(address: str, rows: int = 1) -> None:
         client.close()
 
 
-def _series(url: str) -> dict[str, float]:
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in httpx.get(url, timeout=30).text.splitlines()
-        if line and not line.startswith("#")
-    }
-
-
 def test_calls_over_many_connections_are_answered_by_every_worker_and_counted_once(start):
     srv = start(BENTOS_GRPC_WORKERS="2")
     workers = _workers(srv)
@@ -84,7 +76,7 @@ def test_calls_over_many_connections_are_answered_by_every_worker_and_counted_on
     for _ in range(30):
         _infer(srv.address)
     # The supervisor's /metrics adds up the workers' series: every call once, no more.
-    assert _series(srv.metrics_url)[REQUESTS] == 30
+    assert scrape(srv.metrics_url)[REQUESTS] == 30
     # A worker writes its request counter once it has answered a request: both did (the
     # kernel spreads new connections over the port's listeners; all 30 on one is 2**-29).
     folder = _metrics_folder(srv)

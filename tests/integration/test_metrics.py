@@ -15,16 +15,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
 
+from tests.support.monitoring import scrape
 from tests.support.strategies import ROW
-
-
-def _series(url: str) -> dict[str, float]:
-    text = httpx.get(url, timeout=30).text
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
 
 
 def _identity(series: str) -> str:
@@ -34,7 +26,7 @@ def _identity(series: str) -> str:
 
 
 def test_ten_thousand_random_paths_add_only_a_handful_of_series(server):
-    before = _series(server.url + "/metrics")
+    before = scrape(server.url + "/metrics")
 
     def scan(_: int) -> int:
         with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -45,7 +37,7 @@ def test_ten_thousand_random_paths_add_only_a_handful_of_series(server):
 
     with ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(scan, range(8))) == 10_000
-    after = _series(server.url + "/metrics")
+    after = scrape(server.url + "/metrics")
     # A histogram is a series per bucket: count each metric and label set once.
     new = {_identity(s) for s in after} - {_identity(s) for s in before}
     assert len(new) <= 6, sorted(new)
@@ -58,7 +50,7 @@ def test_each_model_reports_inference_time_rows_per_call_and_refusals_by_reason(
     for route in ("/predict", "/predict_edge"):
         assert httpx.post(server.url + route, json={"instances": [ROW] * 3}).status_code == 200
     assert httpx.post(server.url + "/predict", json={"instances": [{"x": 1}]}).status_code == 400
-    series = _series(server.url + "/metrics")
+    series = scrape(server.url + "/metrics")
     for model in ("rf", "tflite"):
         assert series[f'bentos_model_inference_seconds_count{{model="{model}"}}'] >= 1
         assert series[f'bentos_model_batch_rows_sum{{model="{model}"}}'] >= 3
@@ -75,7 +67,7 @@ def test_the_grpc_server_reports_the_same_metrics_on_its_own_port(grpc_server):
     inp = tgrpc.InferInput("features", [1, 4], "FP32")
     inp.set_data_from_numpy(x)
     client.infer("rf", [inp])
-    series = _series(grpc_server.metrics_url)
+    series = scrape(grpc_server.metrics_url)
     assert series['bentos_requests_total{route="ModelInfer",status="200",transport="grpc"}'] >= 1
     assert series['bentos_model_inference_seconds_count{model="rf"}'] >= 1
     assert series['bentos_model_batch_rows_count{model="rf"}'] >= 1
@@ -112,7 +104,7 @@ def test_both_servers_expose_the_served_versions_and_when_they_were_registered(
     served = httpx.get(server.url + "/models", timeout=30).json()
     assert {m["tag"] for m in served["models"]} == {trained.rf_tag, trained.tflite_tag}
     for url in (server.url + "/metrics", grpc_server.metrics_url):
-        versions = _model_versions(_series(url))
+        versions = _model_versions(scrape(url))
         assert set(versions) == set(expected), url
         for key, created in expected.items():
             assert versions[key] == pytest.approx(created, abs=1e-3), (url, key)

@@ -102,3 +102,15 @@ def sample_names(exposition: str) -> set[str]:
         for line in exposition.splitlines()
         if line and not line.startswith("#")
     }
+
+
+def scrape(url: str) -> dict[str, float]:
+    """A server's /metrics as {sample with its labels, as exposed: value}."""
+    import httpx
+
+    text = httpx.get(url, timeout=30).text
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
