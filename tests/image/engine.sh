@@ -5,12 +5,17 @@
 #   3. the base image the Bento's Dockerfile names (BASE, default python:3.11-slim), built
 #      locally from Debian packages when the engine lacks it: no registry can be reached here.
 #
+# Usage: engine.sh [BASE [SUITE PACKAGES]]: another image from another Debian release with other
+# packages (comma-separated), as tests/python.sh builds Debian 13's python3.13 for the suite.
+#
 # The stand-in is a test fixture, never part of the product: on a normal machine
 # `bentoml containerize` pulls the real base image (docs/deploy.md). It is labelled
 # org.bentos.stand-in=true, so a real image of the same name is never replaced.
 set -euo pipefail
 
 BASE=${1:-python:3.11-slim}
+SUITE=${2:-bookworm}
+PACKAGES=${3:-python3.11,python3-pip,python-is-python3,ca-certificates}
 # Debian's client (20.10): the newer client that may be on PATH refuses BuildKit builds without
 # the buildx plugin.
 DOCKER=/usr/bin/docker
@@ -46,17 +51,17 @@ ca=$(python3 -m pip config list 2>/dev/null | sed -n "s/^global\.cert='\(.*\)'$/
 ca=${ca:-${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}
 [ -f "$ca" ] || { say "no CA bundle at $ca"; exit 1; }
 
-say "building the stand-in $BASE from Debian bookworm (debootstrap, python3.11)"
+say "building the stand-in $BASE from Debian $SUITE (debootstrap, $PACKAGES)"
 work=$(mktemp -d /tmp/bentos-base-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-debootstrap --variant=minbase --include=python3.11,python3-pip,python-is-python3,ca-certificates \
-  bookworm "$work/rootfs" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
+debootstrap --variant=minbase --include="$PACKAGES" \
+  "$SUITE" "$work/rootfs" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
   || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
 root=$work/rootfs
 cp "$ca" "$root/etc/ssl/certs/bentos-build-ca.crt"
 # As in python:3.11-slim: pip may install into the system Python (Debian marks it externally
 # managed), and no package caches, lists or docs are kept.
-rm -f "$root"/usr/lib/python3.11/EXTERNALLY-MANAGED
+rm -f "$root"/usr/lib/python3*/EXTERNALLY-MANAGED
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
   "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/locale/*
 tar -C "$root" -c . | "$DOCKER" import \

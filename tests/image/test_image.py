@@ -1,6 +1,14 @@
-"""What the image holds: no build tools, a venv its user cannot change, the Bento's own models."""
+"""What the image holds: exactly its tested lock, no build tools, a venv its user cannot change,
+the Bento's own models."""
 
 from __future__ import annotations
+
+import json
+
+import pytest
+from packaging.utils import canonicalize_name
+
+from tests.support import locks
 
 from .pod import docker
 
@@ -46,3 +54,32 @@ def test_a_read_only_container_loads_the_walk_the_image_compiled(image):
     ).stdout
     assert "[cache] data loaded from '/tmp/bentos-numba-" in out, out
     assert "data saved" not in out, out
+
+
+# What the image's venv holds, as `pip freeze` lists it: every distribution and its version.
+_FREEZE = (
+    "import importlib.metadata as md, json; "
+    "print(json.dumps({d.metadata['Name']: d.version for d in md.distributions()}))"
+)
+# `pip check` of the image's venv: uv leaves no pip in it, so the base image's own pip runs
+# against it (pip's --python), whichever Python the base has.
+_PIP_CHECK = (
+    "for p in /usr/local/bin/python3 /usr/bin/python3; do "
+    "[ -x $p ] && exec $p -m pip --python /app/.venv/bin/python check; done; exit 127"
+)
+
+
+@pytest.mark.parametrize("which", ["image", "train_image"])
+def test_the_image_holds_exactly_its_tested_lock_and_pip_check_passes(which, request):
+    built = request.getfixturevalue(which)
+    bento = "tabular-classifier-train" if which == "train_image" else "tabular-classifier"
+    frozen = json.loads(_sh(built.ref, f'python -c "{_FREEZE}"'))
+    installed = {canonicalize_name(name): version for name, version in frozen.items()}
+    locked = locks.read(locks.IMAGE_LOCKS[bento].read_text(), locks.IMAGE_PYTHON)
+    tested = locks.read(locks.TESTED.read_text(), locks.IMAGE_PYTHON)
+    assert installed == locks.versions(locked)
+    assert locked.items() <= tested.items()
+    proc = docker("run", "--rm", "--network", "none", "--entrypoint", "sh", built.ref, "-c",
+                  _PIP_CHECK, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "No broken requirements found" in proc.stdout

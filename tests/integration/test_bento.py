@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,8 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from benchmarks.servers import ROOT
+from tests.support import locks
 
 
 def _build(bentoml_home: Path, bentofile: str) -> Path:
@@ -83,22 +84,11 @@ def test_the_bento_s_models_carry_their_training_reports(bento_dir, tmp_path):
         assert {p.suffix for p in report.iterdir()} == {".html", ".png"}, model["tag"]
 
 
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _pins(text: str) -> dict[str, str]:
-    """A requirements file's `name==version` lines, names normalized (PEP 503)."""
-    return {
-        _normalize(name): version.strip()
-        for name, _, version in (line.partition("==") for line in text.splitlines())
-        if version
-    }
-
-
-def _image_pins(bento_dir: Path) -> dict[str, str]:
-    """What the image installs: the lock `bentoml build` resolved (install.sh prefers it)."""
-    return _pins((bento_dir / "env" / "python" / "requirements.lock.txt").read_text())
+def _image_pins(bento_dir: Path) -> dict[str, locks.Pin]:
+    """What the image installs: the Bento's requirements as `bentoml build` wrote them, for the
+    image's Python (Dockerfile.template installs them with --no-deps)."""
+    text = (bento_dir / "env" / "python" / "requirements.txt").read_text()
+    return locks.read(text, locks.IMAGE_PYTHON)
 
 
 def test_bento_locked_requirements_serve_without_tensorflow_or_matplotlib(bento_dir):
@@ -243,31 +233,39 @@ def test_each_image_s_requirements_provide_every_package_its_manifest_entry_poin
     missing = {
         top: dists
         for top, dists in imported.items()
-        if not {_normalize(d) for d in dists} & (pins | _NOT_REQUIRED)
+        if not {canonicalize_name(d) for d in dists} & (pins | _NOT_REQUIRED)
     }
     assert {"sklearn", "pyarrow", "fsspec"} <= set(imported)  # the check sees what the jobs load
     assert not missing, f"imported by the image but not in the Bento's requirements: {missing}"
 
 
-def test_the_training_bento_packs_every_serving_package_at_the_same_version():
-    def packages(name: str) -> dict[str, str]:
-        listed = yaml.safe_load((ROOT / name).read_text())["python"]["packages"]
-        return _pins("\n".join(listed))
-
-    serving, training = packages("bentofile.yaml"), packages("bentofile-train.yaml")
+def test_the_training_bento_packs_every_serving_package_at_the_same_version(
+    bento_dir, train_bento_dir
+):
+    serving, training = _image_pins(bento_dir), _image_pins(train_bento_dir)
     assert serving.items() <= training.items(), set(serving.items()) - set(training.items())
     assert {"tensorflow", "keras", "kubernetes", "matplotlib"} <= set(training)
 
 
 @pytest.mark.parametrize("image", sorted(IMAGES))
+def test_each_bento_installs_its_lock_every_package_with_hashes(image, request):
+    bento_dir = request.getfixturevalue(IMAGES[image])
+    # Nothing resolved at build time: no lock of BentoML's own beside the requirements.
+    assert not (bento_dir / "env" / "python" / "requirements.lock.txt").exists()
+    image_pins = _image_pins(bento_dir)
+    assert image_pins == locks.read(locks.IMAGE_LOCKS[image].read_text(), locks.IMAGE_PYTHON)
+    assert all(pin.hashes for pin in image_pins.values())
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
 def test_each_bento_locks_the_versions_the_suite_tests(image, request):
     bento_dir = request.getfixturevalue(IMAGES[image])
-    # `bentoml build` resolves the image's requirements itself; any version it picks must be
-    # the one requirements.lock installed here, or the image runs code no test ran.
+    # Every version (and every hash) the image installs is the one requirements.lock installed
+    # here, or the image runs code no test ran.
     image_pins = _image_pins(bento_dir)
-    tested = _pins((ROOT / "requirements.lock").read_text())
+    tested = locks.read(locks.TESTED.read_text(), locks.IMAGE_PYTHON)
     assert set(image_pins) <= set(tested), sorted(set(image_pins) - set(tested))
-    drift = {name: (tested[name], v) for name, v in image_pins.items() if tested[name] != v}
+    drift = {name: (tested[name], pin) for name, pin in image_pins.items() if tested[name] != pin}
     assert not drift, f"(tested, in the image): {drift}"
 
 
@@ -279,7 +277,8 @@ def test_bento_dockerfile_runs_as_non_root_with_no_build_tools_in_the_final_stag
     assert "EXPOSE 3000" in final
     for tool in ("build-essential", "gnupg2", "git", "apt-get install", "binutils"):
         assert tool not in final, tool
-    assert "install.sh" in dockerfile  # the locked requirements, in the build stage
+    # The locked requirements, in the build stage, hash-checked, nothing resolved.
+    assert "--no-deps --require-hashes" in dockerfile
 
 
 def test_server_with_a_tampered_model_never_becomes_ready(serve, bentoml_home, tmp_path):
