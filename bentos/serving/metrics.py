@@ -30,6 +30,7 @@ REASONS = {
     408: "body_timeout",
     413: "too_large",
     429: "too_many_in_flight",
+    499: "client_gone",  # nginx's code: the client closed the connection before the answer
     503: "overloaded",
     504: "timeout",
 }

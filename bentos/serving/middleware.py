@@ -201,7 +201,11 @@ class Admission:
                     message = await receive()
                     messages.append(message)
                     if message["type"] != "http.request":
-                        return  # the client went away
+                        # The client went away. The answer goes nowhere (the server drops what
+                        # is sent to a closed connection) but ends the request: BentoML's
+                        # TimeoutMiddleware, outside this one, waits for a response until its
+                        # timeout, and a stop waits for it (30 s); and the metrics count it.
+                        return await _send_json(send, 499, {"error": "the client went away"})
                     size += len(message.get("body", b""))
                     if size > self.max_body_bytes:
                         break  # the app refuses it with a 413, from what arrived

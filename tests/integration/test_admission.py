@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from tests.support.monitoring import scrape
 from tests.support.strategies import ROW
 
 PER_WORKER = 3  # BENTOS_MAX_CONCURRENCY
@@ -90,3 +91,30 @@ def test_a_body_that_does_not_arrive_in_time_is_a_json_408(small):
     assert reply.startswith("HTTP/1.1 408"), reply
     assert '"error":"the request body did not arrive within 3 s"' in reply
     assert 2.5 < took < 8, took  # the configured 3 s, not BentoML's 30 s request timeout
+
+
+def test_clients_that_leave_mid_body_are_counted_and_do_not_hold_up_a_stop(serve, pinned):
+    """BentoML's request timeout waits for an answer that a request whose client left never
+    gave: a stop then waited 30 s for it. Each such request now ends at once, counted as
+    `client_gone`, and the server stops about as fast as an idle one."""
+    srv = serve({**pinned, "BENTOS_BODY_TIMEOUT_SECONDS": "3"}).wait_ready()
+    try:
+        gone = _slow(srv, 2 * PER_WORKER * WORKERS)
+        time.sleep(0.3)
+        for s in gone:
+            s.close()
+        time.sleep(0.5)
+        samples = scrape(srv.url + "/metrics")
+        counted = sum(
+            value
+            for sample, value in samples.items()
+            if sample.startswith("bentos_rejected_requests_total{")
+            and 'reason="client_gone"' in sample
+            and 'route="/predict"' in sample
+        )
+        assert counted == len(gone), samples
+    finally:
+        t0 = time.monotonic()
+        srv.stop()
+        took = time.monotonic() - t0
+    assert took < 5, f"the stop took {took:.1f} s"
