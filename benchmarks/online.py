@@ -117,10 +117,11 @@ def cell(target: str, servers, bodies, clients: int, duration: float) -> loadgen
 
 
 def serving_requirements_size() -> tuple[int, int]:
-    """(bytes installed for the Bento's pinned serving packages, bytes of TensorFlow + Keras)."""
+    """(bytes installed for the serving Bento's locked packages, bytes of what the training
+    image adds: TensorFlow, Keras and what they need)."""
     import importlib.metadata as md
 
-    import yaml
+    from tests.support import locks
 
     def size(name: str) -> int:
         try:
@@ -133,38 +134,8 @@ def serving_requirements_size() -> tuple[int, int]:
             if dist.locate_file(f).exists()
         )
 
-    def closure(names: list[str]) -> set[str]:
-        seen: set[str] = set()
-        todo = list(names)
-        while todo:
-            name = todo.pop().lower().replace("_", "-")
-            if name in seen:
-                continue
-            seen.add(name)
-            try:
-                reqs = md.requires(name) or []
-            except md.PackageNotFoundError:
-                continue
-            for req in reqs:
-                if "extra ==" in req:
-                    continue
-                todo.append(
-                    req.split(";")[0]
-                    .split("[")[0]
-                    .split("<")[0]
-                    .split(">")[0]
-                    .split("=")[0]
-                    .split("!")[0]
-                    .split("~")[0]
-                    .strip()
-                )
-        return seen
-
-    spec = yaml.safe_load(Path("bentofile.yaml").read_text())
-    names = [p.split("==")[0].split("[")[0] for p in spec["python"]["packages"]]
-    serving = sum(size(n) for n in closure(names))
-    tf = sum(size(n) for n in closure(["tensorflow"]) - closure(names))
-    return serving, tf
+    serving, train = (set(locks.read(path.read_text())) for path in locks.IMAGE_LOCKS.values())
+    return sum(map(size, serving)), sum(map(size, train - serving))
 
 
 def main() -> None:
