@@ -13,9 +13,12 @@ milliseconds per call (docs/service-design.md). Each runner keeps its own adapti
 in-process (bentos.serving.batching); nothing waits on a timer.
 """
 
+import logging
+
 import bentoml
 
 from bentos import logs
+from bentos.errors import ExitCode, ModelError
 from bentos.models import schema_of
 from bentos.runners import RandomForestRunner, TFLiteRunner
 from bentos.serving import native
@@ -33,8 +36,12 @@ SETTINGS = load(ServingSettings)
 app = create_app()
 # The API's types, from the schemas the models were trained with (read from the model store or
 # the Bento's own models, without loading a model).
-RF = native.api_types(schema_of(SETTINGS.rf_model), "Forest")
-EDGE = native.api_types(schema_of(SETTINGS.tflite_model), "Edge")
+try:
+    RF = native.api_types(schema_of(SETTINGS.rf_model), "Forest")
+    EDGE = native.api_types(schema_of(SETTINGS.tflite_model), "Edge")
+except ModelError as exc:  # one line and exit 4, as every command (`bentos serve` checks first)
+    logging.getLogger("bentos.serving").error("%s", exc)
+    raise SystemExit(ExitCode.MODEL) from None
 RfRow, RfPrediction, EdgeRow, EdgePrediction = RF.row, RF.prediction, EDGE.row, EDGE.prediction
 
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from bentos import cli_models
 from bentos.errors import BentosError, ExitCode, SettingsError
 from bentos.models import MODEL_FILES, TFLITE_NAME
 from bentos.settings import ModelSettings, load
@@ -96,9 +97,16 @@ def _parser() -> argparse.ArgumentParser:
         "--epochs", type=int, default=None, help="Keras epochs (default: by data size)"
     )
 
+    settings = load(ModelSettings)
     serve = command("serve", "the online service over HTTP: `bentoml serve` of this service")
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument(
+        "--registry",
+        default=settings.registry,
+        metavar="URL",
+        help="pull its champions first and serve them (default: BENTOS_REGISTRY)",
+    )
     serve.add_argument(
         "target",
         nargs="?",
@@ -108,7 +116,6 @@ def _parser() -> argparse.ArgumentParser:
         # Parsed by the command itself (main() hands it the rest): listed here for --help.
         command(name, text, add_help=False).add_argument("args", nargs=argparse.REMAINDER)
 
-    settings = load(ModelSettings)
     edge = command("export-edge", "write the TFLite model and its manifest for a device")
     edge.add_argument("--out", required=True, metavar="DIR")
     edge.add_argument("--model", default=settings.tflite_model, metavar="TAG")
@@ -119,7 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     models = command("models", "the models: list, show, pull, promote, rollback")
     verbs = models.add_subparsers(dest="verb", required=True)
     for verb, text, example in (
-        ("list", "every pushed version of each model, and its champion", "list --registry URL"),
+        (
+            "list",
+            "each model's versions and dates: the local store's, or the registry's and its champion",
+            "list --registry URL",
+        ),
         (
             "show",
             "one model: its metrics, data, report; with --registry, its record",
@@ -127,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
         (
             "pull",
-            "import each champion into the local model store (sha256-checked)",
+            "import each champion into the local store (sha256-checked) and serve it here",
             "pull --registry URL",
         ),
         (
@@ -150,8 +161,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--registry", default=settings.registry, metavar="URL")
         if verb in ("promote", "rollback"):
-            cmd.add_argument("name", choices=MODEL_FILES)
-            cmd.add_argument("version")
+            cmd.add_argument("name", metavar="NAME[:VERSION]", help=", ".join(MODEL_FILES))
+            cmd.add_argument("version", nargs="?", help="or give it as NAME:VERSION")
         if verb == "show":
             cmd.add_argument("model", metavar="NAME[:VERSION]")
 
@@ -200,6 +211,9 @@ def _train(args: argparse.Namespace) -> int:
         n_estimators=args.n_estimators,
         epochs=args.epochs,
     )
+    from bentos.models import champions
+
+    pinned = champions()
     try:
         result = train(config, step)
     except BentosError as exc:
@@ -209,6 +223,13 @@ def _train(args: argparse.Namespace) -> int:
             console.print(f"[red]data error:[/red] {exc}; nothing was registered")
         return exc.exit_code
     _summary(result)
+    for tag in (t for t in (result.rf_tag, result.tflite_tag) if t):
+        pin = pinned.get(tag.split(":")[0])
+        if pin:  # registering unpinned it (bentos.models): say what serves now
+            print(
+                f"{tag} is the newest and serves here now, not {pin['version']}, the champion "
+                f"pulled from {pin['registry']}; `bentos models pull` serves the champion again"
+            )
     # Plain print: rich would read a path's [...] as markup, and wrap a long one.
     print("\n".join(f"report of {tag}: {page}" for tag, page in result.reports.items()))
     return ExitCode.OK
@@ -280,124 +301,14 @@ def _export_edge(args: argparse.Namespace) -> int:
     from bentos.edge import export_edge
 
     try:
-        model = args.model
         if args.registry:
-            from bentos.registry import Registry
+            from bentos.registry import pull_champions
 
-            model = Registry(args.registry).pull(TFLITE_NAME)
-        manifest = export_edge(args.out, model)
+            pull_champions(args.registry, (TFLITE_NAME,))
+        manifest = export_edge(args.out, args.model)
     except BentosError as exc:
-        _console().print(f"[red]error:[/red] {exc}")
-        return exc.exit_code
+        return cli_models.error(exc)
     print(f"exported {manifest['model']} to {args.out} (model.tflite, model.json)")
-    return ExitCode.OK
-
-
-def _models(args: argparse.Namespace) -> int:
-    import json
-
-    from bentos.registry import Registry
-
-    if args.verb == "show" and not args.registry:
-        return _show_local(args.model)
-    if not args.registry:
-        _console().print("error: --registry (or BENTOS_REGISTRY) is required")
-        return ExitCode.USAGE
-    try:
-        registry = Registry(args.registry)
-        if args.verb == "show":
-            name, _, version = args.model.partition(":")
-            record = registry.version(name, version) if version else registry.champion(name)
-            if record is None:
-                _console().print(f"error: {args.registry} has no champion of {name}")
-                return ExitCode.USAGE
-            print(json.dumps(record, indent=2))
-        elif args.verb == "pull":
-            for name in MODEL_FILES:
-                if registry.champion(name) is None:
-                    # A first install, before the first retrain: the Bento's own model serves.
-                    print(f"{name}: no champion in {args.registry} yet; the Bento's own serves")
-                    continue
-                print(f"pulled {registry.pull(name)}")
-        elif args.verb == "list":
-            for name in MODEL_FILES:
-                champion = (registry.champion(name) or {}).get("version")
-                for record in registry.versions(name):
-                    mark = "*" if record["version"] == champion else " "
-                    print(f"{mark} {name}:{record['version']}  {json.dumps(record['metrics'])}")
-        elif args.verb == "promote":
-            pointer = registry.set_champion(args.name, args.version, "promoted by hand")
-            print(f"{args.name}: champion {pointer['version']}")
-        else:
-            pointer = registry.rollback(args.name, args.version)
-            print(f"{args.name}: champion {pointer['version']} ({pointer['reason']})")
-    except BentosError as exc:
-        _console().print(f"[red]error:[/red] {exc}")
-        return exc.exit_code
-    except OSError as exc:
-        _console().print(f"[red]error:[/red] registry {args.registry}: {exc}")
-        return ExitCode.IO
-    return ExitCode.OK
-
-
-def _stored(tag: str) -> Any:
-    from bentos import models
-
-    return models.get(tag if ":" in tag else f"{tag}:latest")
-
-
-def _show_local(tag: str) -> int:
-    import json
-
-    try:
-        model = _stored(tag)
-    except BentosError as exc:
-        _console().print(f"[red]error:[/red] {exc}")
-        return exc.exit_code
-    meta = model.info.metadata
-    report = _report_page(model)
-    shown = {
-        "tag": str(model.tag),
-        "created": model.info.creation_time.isoformat(),
-        "path": str(model.path),
-        "metrics": meta.get("metrics"),
-        "training_data": meta.get("training_data"),
-        "size_bytes": meta.get("size_bytes"),
-        "report": None if report is None else str(report),
-    }
-    print(json.dumps(shown, indent=2, default=str))
-    return ExitCode.OK
-
-
-def _report_page(model: Any) -> Any:
-    from pathlib import Path
-
-    from bentos.models import REPORT_DIR, REPORT_PAGE
-
-    page = Path(model.path) / REPORT_DIR / REPORT_PAGE
-    return page if page.is_file() else None
-
-
-def _report(args: argparse.Namespace) -> int:
-    import shutil
-    from pathlib import Path
-
-    try:
-        model = _stored(args.model)
-    except BentosError as exc:
-        _console().print(f"[red]error:[/red] {exc}")
-        return exc.exit_code
-    page = _report_page(model)
-    if page is None:
-        _console().print(
-            f"error: {model.tag} has no training report (it was registered before reports "
-            "existed); retrain it with `bentos train` or `bentos retrain`"
-        )
-        return ExitCode.MODEL
-    if args.out:
-        shutil.copytree(page.parent, args.out, dirs_exist_ok=True)
-        page = Path(args.out) / page.name
-    print(page)
     return ExitCode.OK
 
 
@@ -406,9 +317,22 @@ def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bentos.models import bento_path
+    from bentos.registry import local_models
+    from bentos.settings import ServingSettings
 
     root = Path(__file__).resolve().parents[1]
     target = args.target or bento_path() or (root if (root / "service.py").is_file() else ".")
+    if (Path(target) / "service.py").is_file() or target == bento_path():
+        # This project's service, or the Bento it was built into: its models must be there, or
+        # the server would stop with a traceback as it imports the service.
+        settings = load(ServingSettings)
+        try:
+            for line in local_models((settings.rf_model, settings.tflite_model), args.registry):
+                print(line)
+        except BentosError as exc:
+            return cli_models.error(exc)
+        except OSError as exc:
+            return cli_models.error(f"registry {args.registry}: {exc}", ExitCode.IO)
     command = [sys.executable, "-m", "bentoml", "serve", str(target)]
     os.execv(sys.executable, [*command, "--port", str(args.port), "--host", args.host])
     return ExitCode.OK  # not reached: the server replaces this process
@@ -437,8 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _train,
         "serve": _serve,
         "export-edge": _export_edge,
-        "models": _models,
-        "report": _report,
+        "models": cli_models.run,
+        "report": cli_models.report,
     }[args.command]
     return handler(args)
 

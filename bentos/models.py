@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ MODEL_FILES = {RF_NAME: RF_FILE, TFLITE_NAME: TFLITE_FILE}
 REPORT_DIR = "report"
 REPORT_PAGE = "index.html"  # its page; the pictures beside it
 ReportFiles = Callable[[str], dict[str, bytes]]  # the model's tag -> its report's files by name
+# The registry's champions as the last pull (or retrain) found them, in BENTOML_HOME beside the
+# store: a version already in the store is not imported again, so `:latest` alone would name
+# the newest version, not the champion (a rollback would change nothing locally).
+CHAMPIONS_FILE = "champions.json"
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class StoredModel:
     schema: FeatureSchema
     metadata: dict[str, Any]
     created: float  # when the model was registered in its store, unix seconds
+    # Why this version: {"by": "champion", "registry", "pulled_at"}, {"by": "latest"} or
+    # {"by": "tag"} (a version asked for by name); GET /models shows it.
+    selected: dict[str, Any]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -75,10 +83,75 @@ def _own_store() -> Any:
     return None
 
 
+def champions() -> dict[str, dict[str, Any]]:
+    """By model name, the champion pinned in this store: {"version", "registry", "pulled_at"}."""
+    path = _champions_path()
+    try:
+        pins = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} cannot be read ({exc}); remove it, or pull again") from None
+    return pins if isinstance(pins, dict) else {}
+
+
+def pin_champion(name: str, version: str, registry: str) -> None:
+    """Make `name:latest` mean `name:version`, the champion of `registry`, in this store."""
+    from datetime import UTC, datetime
+
+    pins = champions()
+    pins[name] = {
+        "version": version,
+        "registry": registry,
+        "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    _write_pins(pins)
+
+
+def unpin(name: str) -> dict[str, Any] | None:
+    """Let `name:latest` mean the newest version again; returns the pin removed, if any."""
+    pins = champions()
+    removed = pins.pop(name, None)
+    if removed is not None:
+        _write_pins(pins)
+    return removed
+
+
+def _champions_path() -> Path:
+    return Path(_home()) / CHAMPIONS_FILE
+
+
+def _write_pins(pins: dict[str, Any]) -> None:
+    path = _champions_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(pins, indent=2) + "\n")
+    tmp.replace(path)  # whole or not at all: a process starting now reads the old or the new
+
+
+def resolve(tag: str) -> tuple[str, dict[str, Any]]:
+    """The tag a process opens for `tag`, and why: `name` or `name:latest` is the champion the
+    last pull pinned, when there is one, else the newest version; any other tag is itself."""
+    name, _, version = tag.partition(":")
+    if version not in ("", "latest"):
+        return tag, {"by": "tag"}
+    pin = champions().get(name)
+    if pin is None:
+        return f"{name}:latest", {"by": "latest"}
+    return f"{name}:{pin['version']}", {
+        "by": "champion",
+        "registry": pin.get("registry"),
+        "pulled_at": pin.get("pulled_at"),
+    }
+
+
 def get(tag: str) -> bentoml.Model:
-    """The model `tag`: from the process's own store (BENTOML_HOME) when it holds it, as it
-    holds the champions a pod's init container pulled from the registry; else from the
-    Bento's own models; else from wherever BentoML's default store is."""
+    """The model `tag` (`name:latest`: the pinned champion, see resolve()): from the process's
+    own store (BENTOML_HOME) when it holds it, as it holds the champions a pod's init container
+    pulled from the registry; else from the Bento's own models; else from wherever BentoML's
+    default store is."""
+    asked = tag
+    tag, selected = resolve(tag)
     stores = [s for s in (_own_store(), _bento_store()) if s is not None]
     for store in stores:
         try:
@@ -87,12 +160,48 @@ def get(tag: str) -> bentoml.Model:
             continue
     try:
         return bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound:
+    except (bentoml.exceptions.NotFound, ValueError):
         pass
     bento = " nor the Bento's models" if _bento_store() is not None else ""
-    raise ModelError(
-        f"model {tag!r} is not in the model store ({_home()}){bento}; run `bentos train` first"
-    )
+    where = f"model {asked!r} is not in the model store ({_home()}){bento}"
+    if selected["by"] == "champion":
+        raise ModelError(
+            f"{where}: its pinned champion {tag} (from {selected['registry']}) is missing; "
+            f"pull again: `bentos models pull --registry {selected['registry']}`"
+        )
+    raise ModelError(f"{where}; {_what_exists(stores)}")
+
+
+def stored_versions(name: str | None = None, stores: list[Any] | None = None) -> list[Any]:
+    """The models of this project in the stores a process reads, oldest first."""
+    found: dict[str, Any] = {}
+    for store in stores if stores is not None else _stores():
+        try:
+            listed = store.list(name) if name else store.list()
+        except bentoml.exceptions.NotFound:
+            continue
+        for model in listed:
+            if model.tag.name in MODEL_FILES:
+                found.setdefault(str(model.tag), model)
+    return sorted(found.values(), key=lambda m: (m.tag.name, _unix_seconds(m.info.creation_time)))
+
+
+def _stores() -> list[Any]:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    own = [s for s in (_own_store(), _bento_store()) if s is not None]
+    return [*own, BentoMLContainer.model_store.get()]
+
+
+def _what_exists(stores: list[Any]) -> str:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    models = stored_versions(stores=[*stores, BentoMLContainer.model_store.get()])
+    if not models:
+        return "the store has no models yet: run `bentos train` first"
+    shown = ", ".join(str(m.tag) for m in models[-8:])
+    more = f" (and {len(models) - 8} older)" if len(models) > 8 else ""
+    return f"it has {shown}{more}; `bentos models list` shows them with their dates"
 
 
 def schema_of(tag: str) -> FeatureSchema:
@@ -113,7 +222,9 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
     code; a file changed after registration is refused rather than loaded. `filename`: the
     model's main file by default, or one of the forest's other forms (RF_FORMS).
     """
+    selected: dict[str, Any] = {"by": "tag"}
     if isinstance(model, str):
+        selected = resolve(model)[1]
         model = get(model)
     name = model.tag.name
     if name not in MODEL_FILES:
@@ -152,6 +263,7 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
         FeatureSchema.from_dict(metadata["schema"]),
         metadata,
         _unix_seconds(model.info.creation_time),
+        selected,
     )
 
 
@@ -205,6 +317,7 @@ def register_rf(
     if any(sha256_file(saved.path_of(f)) != digest for f, digest in expected.items()):
         bentoml.models.delete(saved.tag)
         raise ModelError(f"{saved.tag}: a stored file differs from the one hashed; not registered")
+    unpin(RF_NAME)  # the version just trained is the newest, and `latest` names it again
     return saved
 
 
@@ -217,4 +330,5 @@ def register_tflite(
     ) as model:
         Path(model.path_of(TFLITE_FILE)).write_bytes(content)
         _write_report(model.path, model.tag, report)
+    unpin(TFLITE_NAME)
     return model

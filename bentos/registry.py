@@ -73,7 +73,9 @@ class Registry:
     def version(self, name: str, version: str) -> dict[str, Any]:
         record = self._read(self._path(name, f"{version}.json"))
         if record is None:
-            raise RegistryError(f"{self.url} has no {name}:{version}")
+            pushed = [r["version"] for r in self.versions(name)]
+            has = f"its versions of {name}: {', '.join(pushed)}" if pushed else f"no {name} at all"
+            raise RegistryError(f"{self.url} has no {name}:{version}; {has}")
         return record
 
     def versions(self, name: str) -> list[dict[str, Any]]:
@@ -175,6 +177,45 @@ class Registry:
             except bentoml.exceptions.NotFound:
                 bentoml.models.import_model(str(archive))
         return tag
+
+
+def pull_champions(url: str, names: tuple[str, ...] | None = None) -> dict[str, str | None]:
+    """Import each model's champion into the local store and pin it there, so that every local
+    process (serve, grpc, batch, export-edge) opens it for `name:latest`; a model without a
+    champion yet is unpinned (its newest local version, or the Bento's own, serves). Returns
+    name -> the tag pinned, or None."""
+    from bentos import models
+
+    registry, pinned = Registry(url), {}
+    for name in names or tuple(models.MODEL_FILES):
+        if registry.champion(name) is None:
+            models.unpin(name)
+            pinned[name] = None
+            continue
+        tag = registry.pull(name)
+        models.pin_champion(name, tag.split(":", 1)[1], registry.url)
+        pinned[name] = tag
+    return pinned
+
+
+def local_models(tags: tuple[str, ...], registry: str | None = None) -> list[str]:
+    """Before a server or a job starts: with `registry`, pull its champions (pull_champions);
+    then find each of `tags` in the stores, so that a missing model is one ModelError line
+    (exit 4) before anything starts, not a traceback from inside it. Returns what was done, a
+    line each."""
+    from bentos import models
+
+    lines = []
+    if registry:
+        for name, tag in pull_champions(registry).items():
+            lines.append(
+                f"{name}: {registry} has no champion yet" if tag is None else f"pulled {tag}"
+            )
+    for tag in tags:
+        model, selected = models.get(tag), models.resolve(tag)[1]
+        why = f"the champion of {selected['registry']}" if selected["by"] == "champion" else ""
+        lines.append(f"{tag}: {model.tag}" + (f" ({why})" if why else ""))
+    return lines
 
 
 def _entry(pointer: dict[str, Any]) -> dict[str, Any]:

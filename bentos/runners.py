@@ -26,6 +26,7 @@ class Runner:
     metadata: dict[str, Any]
     path: Path  # the model's folder, in whichever store it was opened from
     created: float  # when the model was registered (unix seconds)
+    selected: dict[str, Any]  # why this version (bentos.models.resolve): champion, latest, tag
     # Rows a call may take in the event loop rather than a thread (bentos.serving.batching): only for
     # models that answer in microseconds.
     inline_rows: int = 0
@@ -36,6 +37,7 @@ class Runner:
         self.metadata = stored.metadata
         self.path = stored.file.parent
         self.created = stored.created
+        self.selected = stored.selected
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -112,6 +112,8 @@ class BatchSettings(BaseSettings):
     shard_count: int = Field(1, gt=0, validation_alias="BENTOS_SHARD_COUNT")
     rf_model: str = Field(ModelSettings().rf_model, validation_alias="BENTOS_RF_MODEL")
     tflite_model: str = Field(ModelSettings().tflite_model, validation_alias="BENTOS_TFLITE_MODEL")
+    # Pull its champions before scoring (a pod's init container does it in Kubernetes).
+    registry: str | None = Field(None, validation_alias="BENTOS_REGISTRY")
     # A Prometheus Pushgateway (http://host:9091) the job pushes its figures to (bentos.jobmetrics).
     pushgateway: str | None = Field(None, validation_alias="BENTOS_PUSHGATEWAY")
 

@@ -48,6 +48,34 @@ def predict(interp: Interpreter, rows: np.ndarray) -> np.ndarray:
     return result
 
 
+def _parse(reader: csv.DictReader, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """The feature matrix, and a line per cell that is not a finite number: its row (counting
+    from 0, as the server and the batch job do), line in the file, and column."""
+    rows, problems = [], []
+    for i, record in enumerate(reader):
+        values = []
+        for name in names:
+            cell = record[name]
+            try:
+                value = float(cell)
+            except (TypeError, ValueError):
+                value = float("nan")
+                what = "an empty cell" if not cell else f"text {cell[:40]!r}"
+                problems.append(
+                    f"row {i} (line {reader.line_num}), column {name!r}: expected a number, "
+                    f"got {what}"
+                )
+            else:
+                if not np.isfinite(value):
+                    problems.append(
+                        f"row {i} (line {reader.line_num}), column {name!r}: expected a finite "
+                        f"number, got {cell!r}"
+                    )
+            values.append(value)
+        rows.append(values)
+    return np.array(rows, dtype=np.float32).reshape(len(rows), len(names)), problems
+
+
 def main(folder: str, csv_path: str) -> int:
     interp, manifest = load(Path(folder))
     names, labels = manifest["feature_order"], manifest["class_labels"]
@@ -57,7 +85,13 @@ def main(folder: str, csv_path: str) -> int:
         if missing:
             print(f"{csv_path}: missing column(s) {', '.join(missing)}", file=sys.stderr)
             return 2
-        rows = np.array([[float(r[n]) for n in names] for r in reader], dtype=np.float32)
+        rows, problems = _parse(reader, names)
+    if problems:
+        # Nothing is predicted from a file with a bad cell, as the server refuses a request.
+        print(f"{csv_path}: {len(problems)} bad cell(s); nothing was predicted", file=sys.stderr)
+        for problem in problems[:10]:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
     writer = csv.writer(sys.stdout)
     writer.writerow(["label", *(f"p_{label}" for label in labels)])
     for proba in predict(interp, rows):

@@ -49,6 +49,17 @@ def _parser(settings: BatchSettings) -> argparse.ArgumentParser:
     p.add_argument("--rf-backend", choices=RF_BACKENDS, default=settings.rf_backend)
     p.add_argument("--max-reject-fraction", type=float, default=settings.max_reject_fraction)
     p.add_argument(
+        "--registry",
+        default=settings.registry,
+        metavar="URL",
+        help="pull its champions first and score with them (default: BENTOS_REGISTRY)",
+    )
+    p.add_argument(
+        "--show-rejected",
+        metavar="OUTPUT",
+        help="print the rows an earlier run rejected into OUTPUT, and why; then exit",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=settings.threads,
@@ -133,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     parser = _parser(settings)
     args = parser.parse_args(argv)
+    if args.show_rejected:
+        return _show_rejected(args.show_rejected)
     if not args.input or not args.output:
         parser.print_usage(sys.stderr)
         print(
@@ -178,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0, model, code = time.perf_counter(), None, ExitCode.OK
     manifest: dict[str, Any] = {}
     try:
+        if args.registry:
+            from bentos.registry import pull_champions
+
+            pull_champions(args.registry)
         runner = (
             RandomForestRunner(settings.rf_model, args.rf_backend)
             if args.model == "rf"
@@ -208,6 +225,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:  # the figures are in the summary; the shard's result stands
             logs.event(log, "push_failed", f"pushgateway {settings.pushgateway}: {exc}")
     return code
+
+
+def _show_rejected(output: str) -> int:
+    """The rejected rows of a run, a tab-separated line each: file, row, reason."""
+    from bentos.batch.files import read_rejected
+
+    try:
+        rows = read_rejected(output)
+        print("source_file\tsource_row\treason")
+        shown = 0
+        for source, row, reason in rows:
+            print(f"{source}\t{row}\t{reason}")
+            shown += 1
+    except (BentosError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_code(exc)
+    print(f"{shown} rejected row(s) in {output}", file=sys.stderr)
+    return ExitCode.OK
 
 
 def _compile_walk_in_background() -> None:

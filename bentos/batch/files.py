@@ -257,3 +257,23 @@ def rejections(source: str, bad: list[tuple[int, str]]) -> pa.Table:
         },
         schema=REJECTED_SCHEMA,
     )
+
+
+def read_rejected(output: str) -> Iterator[tuple[str, int, str]]:
+    """Every rejected row a run wrote into `output` (OUTPUT/rejected/*.parquet), by file and
+    row: (source_file, source_row, reason). Read with pyarrow, a batch at a time."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(output)
+    root = root.rstrip("/")
+    if not fs.isdir(root):
+        raise InputError(f"{output}: no such output folder")
+    parts = sorted(fs.glob(f"{root}/rejected/part-*.parquet"))
+    if not parts:
+        raise InputError(f"{output} holds no rejected rows (no rejected/part-*.parquet)")
+    for part in parts:
+        with fs.open(part, "rb") as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(columns=REJECTED_SCHEMA.names):
+                yield from zip(
+                    *(batch.column(n).to_pylist() for n in REJECTED_SCHEMA.names), strict=True
+                )

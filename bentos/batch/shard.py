@@ -141,6 +141,7 @@ def run_shard(
     log({"event": "started", "total": total, "unit": unit, "files": len(files), "threads": threads})
     started, t0 = datetime.now(UTC), time.perf_counter()
     counts = {"rows_read": 0, "rows_written": 0, "rows_rejected": 0}
+    first_rejected: list[str] = []  # the first few reasons, for the failure's message
     read_bytes: dict[str, int] = {}  # per file, how far its chunks have come
     schema = runner.schema
     out_schema = output_schema(schema.labels)
@@ -161,6 +162,10 @@ def run_shard(
                 part.write_table(done_chunk.table)
             if done_chunk.rejected:
                 rejected.write_table(rejections(done_chunk.source, done_chunk.rejected))
+                first_rejected += [
+                    f"{done_chunk.source} row {row}: {why}"
+                    for row, why in done_chunk.rejected[: 3 - len(first_rejected)]
+                ]
             counts["rows_read"] += done_chunk.rows_read
             counts["rows_written"] += done_chunk.rows_written
             counts["rows_rejected"] += len(done_chunk.rejected)
@@ -185,11 +190,21 @@ def run_shard(
     fraction = counts["rows_rejected"] / counts["rows_read"] if counts["rows_read"] else 0.0
     if fraction > cfg.max_reject_fraction:
         fs.rm(tmp_part)
-        manifest.update(status="failed", reject_fraction=round(fraction, 6))
+        # Nothing was published but the rejected rows: the manifest says so.
+        manifest.update(
+            status="failed",
+            reject_fraction=round(fraction, 6),
+            rows_valid=counts["rows_written"],
+            rows_written=0,
+            outputs={"rejected": names["rejected"]},
+        )
         _publish_json(fs, root, names["failed"], names["tmp_prefix"], manifest)
+        output = cfg.output.rstrip("/")
         raise TooManyRejected(
             f"{counts['rows_rejected']} of {counts['rows_read']} rows rejected ({fraction:.2%}), "
-            f"more than --max-reject-fraction {cfg.max_reject_fraction}; reasons in {cfg.output}/{names['rejected']}",
+            f"more than --max-reject-fraction {cfg.max_reject_fraction}; nothing was published. "
+            f"First: {'; '.join(first_rejected)}. All of them: {output}/{names['rejected']} "
+            f"(`bentos batch --show-rejected {output}`)",
             manifest,
         )
     fs.mv(tmp_part, f"{root}/{names['part']}")

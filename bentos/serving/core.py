@@ -53,6 +53,9 @@ class ServedModel:
             "name": self.name,
             "route": self.route,
             "tag": self.runner.tag,
+            # Why this version serves: the registry's champion (pinned by the last pull), the
+            # newest in the store, or the tag asked for.
+            "selected": self.runner.selected,
             "schema": self.runner.schema.to_dict(),
             "labels": list(self.runner.schema.labels),
             "metrics": meta.get("metrics", {}),

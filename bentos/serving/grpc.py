@@ -42,7 +42,8 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from bentos import logs
-from bentos.errors import BentosError, ClientError, ExitCode, SettingsError
+from bentos.errors import BentosError, ClientError, ExitCode, SettingsError, exit_code
+from bentos.registry import local_models
 from bentos.schema import TENSOR
 from bentos.serving import v2
 from bentos.serving.core import Core
@@ -341,10 +342,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=settings.workers,
         help="server processes on the one port (BENTOS_GRPC_WORKERS)",
     )
+    parser.add_argument(
+        "--registry", default=settings.serving.registry, help="pull its champions, serve them"
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     settings = settings.model_copy(update={"workers": args.workers})
+    try:  # a missing model is one line and exit 4 here, not a worker's traceback
+        models = (settings.serving.rf_model, settings.serving.tflite_model)
+        for line in local_models(models, args.registry):
+            log.info("%s", line)
+    except (BentosError, OSError) as exc:
+        log.error("%s", exc)
+        return exit_code(exc)
     return serve(args.host, args.port, args.grace, args.metrics_port, settings)
 
 

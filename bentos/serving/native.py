@@ -46,11 +46,20 @@ def api_types(schema: FeatureSchema, prefix: str) -> ApiTypes:
         for f in schema.features
     }
     example = {f.name: f.min for f in schema.features}
+
+    def row_schema(doc: dict[str, Any]) -> None:
+        # BentoML's HTTP client encodes an object by its schema's properties and drops every
+        # other key (_bentoml_impl.serde), so a misspelt or extra feature never reached the
+        # server, where curl's body with it gets a 400 naming it. Stated as oneOf (BentoML
+        # flattens allOf and anyOf back into the schema), the same
+        # constraint leaves the row as given, and the client gets curl's answer.
+        doc["example"] = example
+        if doc.pop("type", None) == "object":
+            doc["oneOf"] = [{"type": "object"}]
+
     row = create_model(
         f"{prefix}Row",
-        __config__=ConfigDict(
-            extra="forbid", populate_by_name=True, json_schema_extra={"example": example}
-        ),
+        __config__=ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra=row_schema),
         **fields,
     )
     label_type: Any = Literal[tuple(schema.labels)] if schema.labels else str

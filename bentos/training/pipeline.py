@@ -128,7 +128,9 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
         ) from None
     if "tflite" in config.models:
         try:
-            import tensorflow  # noqa: F401
+            from bentos.training.tflite import tensorflow
+
+            tensorflow()
         except ImportError as exc:  # the Bento image serves TFLite but cannot train it
             raise DataError(
                 f"training the TFLite model needs TensorFlow ({exc}); install the 'train' extra, "
@@ -271,7 +273,7 @@ def _tflite(
     failures += [f"TFLite parity: {f}" for f in par.failures(config.quantize)]
 
     def register(common: dict[str, Any]) -> None:
-        import tensorflow as tf
+        tf = tflite.tensorflow()
 
         meta = {
             **common,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bentos import models
 from bentos.registry import Registry
 from bentos.training.evaluate import decide, report, score
 from bentos.training.pipeline import TrainConfig, TrainResult, held_out
@@ -62,6 +63,11 @@ def promote(
         registry.write_report(name, version, data, page)
         if promoted:
             registry.set_champion(name, version, why)
+        # This store holds the champion now (the challenger, or the one pulled to judge it):
+        # pinned, local processes serve it, not a challenger that lost.
+        current = version if promoted else None if champion is None else champion[0]
+        if current is not None:
+            models.pin_champion(name, current, registry.url)
         decisions[name] = data
         log(
             event="decision",

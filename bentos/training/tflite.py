@@ -12,14 +12,49 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# TensorFlow's C++ start-up chatter (CUDA probes, graph notes) is noise for people training.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import numpy as np
 
 from bentos.errors import ConversionError
 
 QUANTIZE_MODES = ("dynamic", "float16", "int8")
+
+
+def tensorflow() -> Any:
+    """TensorFlow, imported without its C++ start-up lines unless BENTOS_LOG_LEVEL=debug.
+
+    On a machine without a GPU, TensorFlow 2.21 writes "Could not find cuda drivers", a oneDNN
+    note and "failed call to cuInit" to stderr on every run. TF_CPP_MIN_LOG_LEVEL=3 silences
+    the later ones only: the first are written before absl's logging reads it. So the import
+    writes into a file rather than stderr, replayed if the import fails.
+    """
+    import sys
+    import tempfile
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    from bentos.settings import LogSettings, load
+
+    if load(LogSettings).level == "debug":
+        import tensorflow as tf
+
+        return tf
+    # TensorFlow reads its log level from the environment, and from nowhere else.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow as tf
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return tf
 
 
 @dataclass(frozen=True)
@@ -64,8 +99,8 @@ def train_keras(
 ) -> Any:
     """A small MLP whose first layer normalizes, so raw feature values go in (online and edge).
     `on_epoch(epoch, logs)` is called after each epoch (1-based), for progress."""
+    tf = tensorflow()
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -113,7 +148,7 @@ def default_epochs(n_rows: int) -> int:
 
 def convert(model: Any, mode: str, representative: np.ndarray) -> bytes:
     """Keras to TFLite with builtin ops only, so a device needs no TF Select (Flex) delegate."""
-    import tensorflow as tf
+    tf = tensorflow()
 
     if mode not in QUANTIZE_MODES:
         raise ConversionError(
@@ -143,7 +178,7 @@ def convert(model: Any, mode: str, representative: np.ndarray) -> bytes:
 
 def float32_size(model: Any) -> int:
     """Size of the same model converted without quantization, for the size ratio."""
-    import tensorflow as tf
+    tf = tensorflow()
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

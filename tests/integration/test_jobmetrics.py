@@ -116,7 +116,8 @@ def test_a_failed_shard_pushes_success_0_and_keeps_the_last_success_time(
     proc = run_job(env, "--input", tmp_path / "bad.csv", "--output", tmp_path / "out2", check=3)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["metrics"]["success"] is False
-    assert summary["metrics"]["rows"] == {"read": 50, "written": 40, "rejected": 10}
+    # Nothing was published: the 40 valid rows are not written (the manifest's rows_valid).
+    assert summary["metrics"]["rows"] == {"read": 50, "written": 0, "rejected": 10}
     series = _series(pushgateway)
     assert _of(series, "bentos_job_success", job="bentos-batch") == 0
     assert _of(series, "bentos_job_rows", job="bentos-batch", kind="rejected") == 10
