@@ -26,7 +26,7 @@ from typing import Any
 
 from bentos import cli_models
 from bentos.errors import BentosError, ExitCode, SettingsError
-from bentos.models import MODEL_FILES, TFLITE_NAME
+from bentos.models import MODEL_FILES, TFLITE_NAME, champions
 from bentos.settings import ModelSettings, load
 
 EXAMPLES = {
@@ -211,8 +211,6 @@ def _train(args: argparse.Namespace) -> int:
         n_estimators=args.n_estimators,
         epochs=args.epochs,
     )
-    from bentos.models import champions
-
     pinned = champions()
     try:
         result = train(config, step)

@@ -13,12 +13,6 @@ from bentos import models
 from bentos.errors import BentosError, ExitCode, UsageError
 
 
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
 def error(exc: BentosError | str, code: ExitCode = ExitCode.USAGE) -> int:
     """One line on stderr; the error's exit code. Plain print: rich would read a tag's [...]
     as markup."""
@@ -109,7 +103,7 @@ def _list_local() -> int:
         if not mine:
             print(f"  {name}: none in the store")
             continue
-        serving = models.resolve(name)[0] if name in pins else str(mine[-1].tag)
+        serving = f"{name}:{pins[name]['version']}" if name in pins else str(mine[-1].tag)
         for m in mine:
             mark = "*" if str(m.tag) == serving else " "
             when = m.info.creation_time.strftime("%Y-%m-%d %H:%M:%S")
@@ -121,12 +115,8 @@ def _list_local() -> int:
     return ExitCode.OK
 
 
-def _stored(tag: str) -> Any:
-    return models.get(tag if ":" in tag else f"{tag}:latest")
-
-
 def _show_local(tag: str) -> int:
-    model = _stored(tag)
+    model = models.get(tag)
     meta = model.info.metadata
     report = report_page(model)
     shown = {
@@ -152,16 +142,16 @@ def report(args: argparse.Namespace) -> int:
     import shutil
 
     try:
-        model = _stored(args.model)
+        model = models.get(args.model)
     except BentosError as exc:
         return error(exc)
     page = report_page(model)
     if page is None:
-        _console().print(
-            f"error: {model.tag} has no training report (it was registered before reports "
-            "existed); retrain it with `bentos train` or `bentos retrain`"
+        return error(
+            f"{model.tag} has no training report (it was registered before reports existed); "
+            "retrain it with `bentos train` or `bentos retrain`",
+            ExitCode.MODEL,
         )
-        return ExitCode.MODEL
     if args.out:
         shutil.copytree(page.parent, args.out, dirs_exist_ok=True)
         page = Path(args.out) / page.name

@@ -169,13 +169,13 @@ def get(tag: str) -> bentoml.Model:
             f"{where}: its pinned champion {tag} (from {selected['registry']}) is missing; "
             f"pull again: `bentos models pull --registry {selected['registry']}`"
         )
-    raise ModelError(f"{where}; {_what_exists(stores)}")
+    raise ModelError(f"{where}; {_what_exists()}")
 
 
-def stored_versions(name: str | None = None, stores: list[Any] | None = None) -> list[Any]:
+def stored_versions(name: str | None = None) -> list[Any]:
     """The models of this project in the stores a process reads, oldest first."""
     found: dict[str, Any] = {}
-    for store in stores if stores is not None else _stores():
+    for store in _stores():
         try:
             listed = store.list(name) if name else store.list()
         except bentoml.exceptions.NotFound:
@@ -193,10 +193,8 @@ def _stores() -> list[Any]:
     return [*own, BentoMLContainer.model_store.get()]
 
 
-def _what_exists(stores: list[Any]) -> str:
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    models = stored_versions(stores=[*stores, BentoMLContainer.model_store.get()])
+def _what_exists() -> str:
+    models = stored_versions()
     if not models:
         return "the store has no models yet: run `bentos train` first"
     shown = ", ".join(str(m.tag) for m in models[-8:])

@@ -261,7 +261,8 @@ def rejections(source: str, bad: list[tuple[int, str]]) -> pa.Table:
 
 def read_rejected(output: str) -> Iterator[tuple[str, int, str]]:
     """Every rejected row a run wrote into `output` (OUTPUT/rejected/*.parquet), by file and
-    row: (source_file, source_row, reason). Read with pyarrow, a batch at a time."""
+    row: (source_file, source_row, reason). The folder is checked at once, before the first
+    row is asked for; the rows are read with pyarrow, a batch at a time."""
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(output)
@@ -271,9 +272,12 @@ def read_rejected(output: str) -> Iterator[tuple[str, int, str]]:
     parts = sorted(fs.glob(f"{root}/rejected/part-*.parquet"))
     if not parts:
         raise InputError(f"{output} holds no rejected rows (no rejected/part-*.parquet)")
-    for part in parts:
-        with fs.open(part, "rb") as fh:
-            for batch in pq.ParquetFile(fh).iter_batches(columns=REJECTED_SCHEMA.names):
-                yield from zip(
-                    *(batch.column(n).to_pylist() for n in REJECTED_SCHEMA.names), strict=True
-                )
+
+    def rows() -> Iterator[tuple[str, int, str]]:
+        for part in parts:
+            with fs.open(part, "rb") as fh:
+                for batch in pq.ParquetFile(fh).iter_batches(columns=REJECTED_SCHEMA.names):
+                    columns = (batch.column(n).to_pylist() for n in REJECTED_SCHEMA.names)
+                    yield from zip(*columns, strict=True)
+
+    return rows()
