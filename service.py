@@ -21,7 +21,7 @@ from bentos import logs
 from bentos.errors import ExitCode, ModelError
 from bentos.models import schema_of
 from bentos.runners import RandomForestRunner, TFLiteRunner
-from bentos.serving import native
+from bentos.serving import native, protocol
 from bentos.serving.app import attach, create_app
 from bentos.serving.core import Core
 from bentos.serving.metrics import bentoml_metrics
@@ -32,6 +32,8 @@ from bentos.settings import ServingSettings, load
 # BentoML has configured its logging by the time a server process imports this file: the one
 # format replaces it (bentos.logs), in the main process and in each worker.
 logs.configure("server", loggers=logs.SERVER_LOGGERS)
+# Clients that pipeline requests and leave are not server errors (bentos.serving.protocol).
+protocol.install()
 SETTINGS = load(ServingSettings)
 app = create_app()
 # The API's types, from the schemas the models were trained with (read from the model store or

@@ -71,14 +71,24 @@ class GrpcSettings(BaseSettings):
     grace_seconds: Annotated[float, Field(gt=0)] = 25.0
     # Prometheus /metrics of the gRPC server (the HTTP server serves its own on its port).
     metrics_port: Annotated[int, Field(gt=0, lt=65536)] = 3002
-    # Processes on the one port (SO_REUSEPORT), as the HTTP service has two workers, and the
-    # threads each answers calls in (the forest's walk runs without the GIL). Chosen by
-    # measurement: BENCHMARKS.md, "Protocols, side by side".
+    # Processes on the one port (SO_REUSEPORT), as the HTTP service has two workers.
     workers: Annotated[int, Field(gt=0, le=64)] = 2
-    threads: Annotated[int, Field(gt=0, le=256)] = 4
     # A connection is closed (GOAWAY, calls in flight finish) after this long, so that
     # long-lived client channels spread over the workers and over new pods.
     max_connection_age_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # What clients that hold calls open may cost (docs/reliability.md, "Slow and vanishing
+    # clients"): a call's message must arrive within message_timeout_seconds (else
+    # DEADLINE_EXCEEDED; the HTTP door's body timeout), and only then counts against the
+    # service's max_concurrency. Of the calls waiting for their message a worker keeps
+    # max_waiting_calls (each costs about 24 KiB), dropping the one that has waited longest
+    # for a new one; calls at once on one connection (more are refused with REFUSED_STREAM);
+    # connections at once per worker (about 18 KiB each; more are closed as they come); a
+    # connection without calls is closed after idle_timeout_seconds.
+    message_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    max_waiting_calls: Positive = 4096
+    max_streams_per_connection: Annotated[int, Field(gt=0, le=65536)] = 100
+    max_connections: Positive = 2048
+    idle_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     serving: ServingSettings = Field(default_factory=ServingSettings, exclude=True)
 
 

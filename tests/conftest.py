@@ -4,6 +4,7 @@ servers over it (benchmarks.servers, the one launcher). Helpers live in tests/su
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -46,8 +47,12 @@ def trained(bentoml_home: Path) -> TrainResult:
     return train(TrainConfig(**FAST))
 
 
+_SERVE_HOMES: list[Path] = []
+
+
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_HOME, ignore_errors=True)
+    for home in [_HOME, *_SERVE_HOMES]:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +67,7 @@ def serve() -> Callable[..., Process]:
         env = dict(env or {})
         if "BENTOML_HOME" not in env:
             home = Path(tempfile.mkdtemp(prefix="bentoml-serve-home-"))
+            _SERVE_HOMES.append(home)
             (home / "models").symlink_to(_HOME / "models", target_is_directory=True)
             env["BENTOML_HOME"] = str(home)
         srv = bentoml_serve(".", env, **kw)
@@ -93,6 +99,28 @@ def server(serve, pinned) -> Process:
     srv = serve({**SERVER_ENV, **pinned}).wait_ready()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def grpc_start(pinned) -> Callable[..., Process]:
+    """Start gRPC servers (bentos.serving.grpc) of the session's models with `env` added:
+    `grpc_start(**env)`, ready; each is stopped at the test's end. Held-call tests open a
+    thousand connections, a descriptor each here and in the server's workers (which inherit
+    the limit): the soft limit is raised for the test."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 8192:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(8192, hard), hard))
+    started: list[Process] = []
+
+    def start(**env: str) -> Process:
+        srv = grpc_serve({**SERVER_ENV, **pinned, **env}).wait_ready()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.fixture(scope="session")

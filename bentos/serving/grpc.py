@@ -10,16 +10,20 @@ package, not from protobuf code of our own.
 
 Processes: a supervisor forks `--workers` servers (BENTOS_GRPC_WORKERS, 2, as the HTTP service
 has two workers) that bind the one port with SO_REUSEPORT, so the kernel spreads connections
-over them, and serves their metrics, added up, on the metrics port. Each is a synchronous
-`grpc.server` answering calls in a pool of threads straight from the runner: the forest's walk
-releases the GIL, and grpc.aio's event loop cost more per call (BENCHMARKS.md, "Protocols, side
-by side"). If a worker dies, the supervisor stops the others and exits with its code, so the
-container restarts whole rather than serving on with fewer processes.
+over them, and serves their metrics, added up, on the metrics port. Each is a grpc.aio server
+on uvloop whose calls go through the models' batchers, as the HTTP service's do
+(bentos.serving.core). Why asynchronous: the synchronous `grpc.server` held a thread of its pool
+for each call whose message had not arrived, so a few clients that sent headers and part of a
+message stopped a worker; here such a call costs a coroutine and is dropped after a deadline
+(bentos.serving.grpc_calls, docs/reliability.md). If a worker dies, the supervisor stops the
+others and exits with its code, so the container restarts whole rather than serving on with
+fewer processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -28,105 +32,53 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
-import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from bentos import logs
-from bentos.errors import BentosError, ClientError, ExitCode, SettingsError, exit_code
+from bentos.errors import BentosError, ExitCode, SettingsError, exit_code
 from bentos.registry import local_models
 from bentos.schema import TENSOR
 from bentos.serving import v2
 from bentos.serving.core import Core
+from bentos.serving.grpc_calls import Calls
 from bentos.serving.metrics import Metrics
 from bentos.serving.runtime import tune_gc
 from bentos.settings import GrpcSettings, ServingSettings, load
 
 log = logging.getLogger("bentos.serving.grpc")
 SERVICE = "inference.GRPCInferenceService"
-# The error family (bentos.errors.ClientError) to gRPC status codes, once.
-_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
-
-
-def _rpc(method):
-    """Map the error family once, and count and time every call (by RPC name) when metrics are
-    on; an unexpected error is logged and answered INTERNAL, never dropped."""
-
-    def call(self, request, context):
-        t0 = time.perf_counter()
-        status = 200
-        try:
-            return method(self, request, context)
-        except ClientError as exc:
-            status = exc.status
-            # abort() raises: the call ends here with this status and message.
-            context.abort(_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
-        except Exception:
-            status = 500
-            metadata = dict(context.invocation_metadata() or ())
-            request_id = metadata.get("x-request-id") or uuid.uuid4().hex
-            log.exception(
-                "%s failed",
-                method.__name__,
-                extra={
-                    "event": "request_failed",
-                    "request_id": request_id,
-                    "model": getattr(request, "model_name", None) or None,
-                },
-            )
-            context.abort(
-                grpc.StatusCode.INTERNAL,
-                f"internal error (request id {request_id}); it is logged on the server",
-            )
-        finally:
-            if self.core.metrics is not None:
-                seconds = time.perf_counter() - t0
-                self.core.metrics.observe("grpc", method.__name__, status, seconds)
-
-    call.__name__ = method.__name__
-    return call
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, core: Core):
         self.core = core
 
-    @_rpc
-    def ServerLive(self, request, context):
+    async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
-    @_rpc
-    def ServerReady(self, request, context):
+    async def ServerReady(self, request, context):
         return pb.ServerReadyResponse(ready=True)
 
-    @_rpc
-    def ModelReady(self, request, context):
+    async def ModelReady(self, request, context):
         self.core.model(request.name, request.version)
         return pb.ModelReadyResponse(ready=True)
 
-    @_rpc
-    def ServerMetadata(self, request, context):
+    async def ServerMetadata(self, request, context):
         meta = v2.server_metadata()
         return pb.ServerMetadataResponse(
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
 
-    @_rpc
-    def ModelMetadata(self, request, context):
+    async def ModelMetadata(self, request, context):
         meta = v2.model_metadata(self.core.model(request.name, request.version))
 
         def tensors(items):
@@ -140,8 +92,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=tensors(meta["outputs"]),
         )
 
-    @_rpc
-    def ModelConfig(self, request, context):
+    async def ModelConfig(self, request, context):
         # The gRPC metadata message has no parameters: the labels and feature names travel in
         # the model configuration, as Triton's clients expect to find them.
         model = self.core.model(request.name, request.version)
@@ -162,13 +113,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         return pb.ModelConfigResponse(config=config)
 
-    @_rpc
-    def ModelInfer(self, request, context):
+    async def ModelInfer(self, request, context):
         model = self.core.model(request.model_name, request.model_version)
         decoded = v2.grpc_request(request)
         x = v2.features(model.runner.schema, decoded, self.core.settings.max_rows)
-        # In this call's own thread: no batcher, the threads of the pool run the model at once.
-        proba = model.predict(x)
+        # Through the model's batcher, as on HTTP: small calls that arrive together share one
+        # model call in the event loop, large ones run in a thread, and a call whose client has
+        # gone before its turn is skipped.
+        proba = await self.core.infer(model, x)
         outs = v2.outputs(proba, decoded.outputs)
         return v2.grpc_response(model.name, model.version, decoded.id, outs)
 
@@ -210,9 +162,8 @@ def _worker_metrics() -> Metrics:
 
 
 def _worker(host: str, port: int, grace: float, settings: GrpcSettings) -> None:
-    # SIGTERM and SIGINT stay blocked (as the supervisor forked it, and in every thread started
-    # here) until the main thread takes them with sigwait below: no handler runs at a random
-    # point, and one that comes while the models load waits for them.
+    # SIGTERM and SIGINT stay blocked (as the supervisor forked it) until the event loop has its
+    # handlers: one that comes while the models load waits for them.
     serving = settings.serving
     try:
         # Fails loudly, before the port opens, if a model is missing or changed.
@@ -221,22 +172,37 @@ def _worker(host: str, port: int, grace: float, settings: GrpcSettings) -> None:
         log.error("%s", exc)
         sys.exit(exc.exit_code)
     tune_gc(serving.gc_gen0_threshold)
-    server = grpc.server(
-        ThreadPoolExecutor(settings.threads, thread_name_prefix="grpc"),
+    uvloop.run(_serve(core, host, port, grace, settings))
+
+
+async def _serve(core: Core, host: str, port: int, grace: float, settings: GrpcSettings) -> None:
+    serving = settings.serving
+    server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", serving.max_body_bytes),
             ("grpc.max_send_message_length", 64 << 20),
             ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
             ("grpc.max_connection_age_grace_ms", int(grace * 1000)),
+            # What held streams may cost (docs/reliability.md): streams per connection (HTTP/2's
+            # SETTINGS_MAX_CONCURRENT_STREAMS), connections per worker, a connection without
+            # calls closed after the idle timeout, and one that has not said it speaks HTTP/2
+            # within the message timeout.
+            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+            ("grpc.max_allowed_incoming_connections", settings.max_connections),
+            ("grpc.max_connection_idle_ms", int(settings.idle_timeout_seconds * 1000)),
+            ("grpc.server_handshake_timeout_ms", int(settings.message_timeout_seconds * 1000)),
         ],
-        # Past this many calls at once (running or waiting for a thread), an immediate
-        # RESOURCE_EXHAUSTED: the HTTP service's per-worker limit, BENTOS_MAX_CONCURRENCY.
-        maximum_concurrent_rpcs=serving.max_concurrency,
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
-    health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    calls = Calls(settings, core.metrics)
+    calls.register(
+        server,
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server,
+        InferenceServicer(core),
+        admit=True,
+    )
+    health = health_aio.HealthServicer()
+    calls.register(server, health_pb2_grpc.add_HealthServicer_to_server, health, admit=False)
     # Reflection lets grpcurl-style tools list and call the services without .proto files.
     reflection.enable_server_reflection(
         (
@@ -247,15 +213,27 @@ def _worker(host: str, port: int, grace: float, settings: GrpcSettings) -> None:
         server,
     )
     server.add_insecure_port(f"{host}:{port}")
-    server.start()
+    await server.start()
     for name in ("", SERVICE):
-        health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC listening on %s:%d (worker %d)", host, port, os.getpid())
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    await stop.wait()
     # Report NOT_SERVING first so probes and balancers stop sending, then let calls in flight end.
     for name in ("", SERVICE):
-        health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    server.stop(grace).wait()
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    # grpc's own graceful stop also waits, up to 20 s (fixed in grpc core), for each client to
+    # acknowledge its goodbye, and until the grace ends for streams such as health's Watch: a
+    # client that held calls and went silent would hold the stop that long. So it waits only
+    # for the calls this server answers, then cuts what remains.
+    stopping = asyncio.ensure_future(server.stop(grace))
+    await calls.ended(grace)
+    await server.stop(None)
+    await stopping
 
 
 def serve(host: str, port: int, grace: float, metrics_port: int, settings: GrpcSettings) -> int:

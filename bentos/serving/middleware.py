@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from bentos.serving.metrics import Metrics
+from bentos.serving.protocol import GONE
 
 _STATIC = {
     "/predict",
@@ -171,7 +172,9 @@ class Observe:
             await self.app(scope, receive, observed)
         finally:
             route, _ = route_of(scope["path"])
-            metrics.observe("http", route, status[0] or 500, time.perf_counter() - t0)
+            # An answer the client left before getting is dropped (bentos.serving.protocol).
+            code = 499 if scope.get(GONE) else status[0] or 500
+            metrics.observe("http", route, code, time.perf_counter() - t0)
 
 
 class Admission:
@@ -216,6 +219,8 @@ class Admission:
             return await _send_json(
                 send, 408, {"error": f"the request body did not arrive within {seconds:g} s"}
             )
+        if scope.get(GONE):  # its client left while the body arrived: no work for no one
+            return await _send_json(send, 499, {"error": "the client went away"})
         if self.in_flight >= self.max_concurrency:
             return await _send_json(
                 send,

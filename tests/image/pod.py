@@ -88,6 +88,11 @@ class Container:
         """The exit code, once the container has ended."""
         return int(docker("wait", self.docker_name, timeout=timeout).stdout.strip())
 
+    def memory_bytes(self) -> int:
+        """The memory the container's cgroup charges now (what its limit is held against)."""
+        proc = docker("exec", self.docker_name, "cat", "/sys/fs/cgroup/memory.current")
+        return int(proc.stdout.strip())
+
     def kill(self, signal: str = "KILL") -> None:
         docker("kill", "--signal", signal, self.docker_name)
 

@@ -12,10 +12,11 @@ import tritonclient.http as thttp
 import bentos
 from bentos.runners import RandomForestRunner, TFLiteRunner
 from bentos.training.data import load_builtin
+from tests.support.held import HeldCalls, timed_calls
 from tests.support.k8s import container, container_port, one
 
 from .harness import render_overlay
-from .pod import Pod
+from .pod import Pod, quantity_bytes
 
 ROUTES = {"rf": "/predict", "tflite": "/predict_edge"}
 
@@ -150,3 +151,26 @@ def test_grpc_container_answers_tritonclient(pod, objects, rows, source_tree):
         inp.set_data_from_numpy(x)
         result = client.infer(model, [inp], outputs=[tgrpc.InferRequestedOutput("probabilities")])
         np.testing.assert_array_equal(result.as_numpy("probabilities"), runner.predict_proba(x))
+
+
+def test_grpc_container_answers_within_a_second_while_a_thousand_calls_are_held(pod, objects):
+    """Raw HTTP/2 connections that each send a ModelInfer call's headers and 5 bytes of its
+    message, then wait (docs/reliability.md, "Slow and vanishing clients")."""
+    spec = container(one(objects, "Deployment", "tabular-classifier"), "grpc")
+    grpc_ctr = next(c for c in pod.containers if c.name == "grpc")
+    address = f"127.0.0.1:{container_port(spec, 'grpc')}"
+    client = tgrpc.InferenceServerClient(address)
+    timed_calls(client)
+    before = grpc_ctr.memory_bytes()
+    with HeldCalls(address, connections=1000) as held:
+        took, memory = [], []
+        while held.held == 1000 or not took:  # until the message timeout drops them
+            held.read(0.25)
+            took.append(max(timed_calls(client)))
+            memory.append(grpc_ctr.memory_bytes())
+        held.read(1.0)
+        assert held.statuses == {"4": 1000}, held.statuses  # DEADLINE_EXCEEDED
+    client.close()
+    assert len(took) >= 5 and max(took) < 1.0, took
+    limit = quantity_bytes(spec["resources"]["limits"]["memory"])
+    assert max(memory) - before < 100 << 20 and max(memory) < limit, (before, memory, limit)

@@ -14,39 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
-from benchmarks.servers import ROOT, Process, free_port, grpc_serve
+from benchmarks.servers import ROOT, Process, free_port
 from tests.support import SERVER_ENV
 from tests.support.monitoring import scrape
 
 REQUESTS = 'bentos_requests_total{route="ModelInfer",status="200",transport="grpc"}'
-
-
-@pytest.fixture
-def start(pinned):
-    started: list[Process] = []
-
-    def start(**env: str) -> Process:
-        srv = grpc_serve({**SERVER_ENV, **pinned, **env}).wait_ready()
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        srv.stop()
-
-
-def _workers(srv: Process) -> list[int]:
-    pid = srv.proc.pid
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+REFUSED = 'bentos_rejected_requests_total{reason="too_many_in_flight",route="ModelInfer",transport="grpc"}'
 
 
 def _metrics_folder(srv: Process) -> Path:
     """The workers' prometheus_client folder: its files are mapped into each worker."""
-    maps = Path(f"/proc/{_workers(srv)[0]}/maps").read_text().split()
+    maps = Path(f"/proc/{srv.children()[0]}/maps").read_text().split()
     return next(Path(p).parent for p in maps if "/bentos-grpc-metrics-" in p)
 
 
@@ -69,9 +50,9 @@ def _infer(address: str, rows: int = 1) -> None:
         client.close()
 
 
-def test_calls_over_many_connections_are_answered_by_every_worker_and_counted_once(start):
-    srv = start(BENTOS_GRPC_WORKERS="2")
-    workers = _workers(srv)
+def test_calls_over_many_connections_are_answered_by_every_worker_and_counted_once(grpc_start):
+    srv = grpc_start(BENTOS_GRPC_WORKERS="2")
+    workers = srv.children()
     assert len(workers) == 2
     for _ in range(30):
         _infer(srv.address)
@@ -83,10 +64,9 @@ def test_calls_over_many_connections_are_answered_by_every_worker_and_counted_on
     assert {p for p in workers if (folder / f"counter_{p}.db").exists()} == set(workers)
 
 
-def test_calls_past_the_concurrency_limit_are_refused_with_resource_exhausted(start):
-    srv = start(
+def test_calls_past_the_concurrency_limit_are_refused_with_resource_exhausted(grpc_start):
+    srv = grpc_start(
         BENTOS_GRPC_WORKERS="1",
-        BENTOS_GRPC_THREADS="1",
         BENTOS_MAX_CONCURRENCY="1",
         BENTOS_MAX_ROWS="1000",
         BENTOS_MAX_BODY_BYTES="100000",
@@ -103,11 +83,14 @@ def test_calls_past_the_concurrency_limit_are_refused_with_resource_exhausted(st
         answers = list(pool.map(call, range(64)))
     # Each call is answered: OK, or refused at once; nothing else (no timeout, no INTERNAL).
     assert set(answers) == {"OK", "StatusCode.RESOURCE_EXHAUSTED"}, answers
+    # The refusals are the server's own, after the message arrived, and say why in /metrics.
+    rejected = scrape(srv.metrics_url)[REFUSED]
+    assert rejected == answers.count("StatusCode.RESOURCE_EXHAUSTED")
 
 
-def test_sigterm_to_the_supervisor_stops_every_worker_and_exits_0(start):
-    srv = start(BENTOS_GRPC_WORKERS="2")
-    workers, folder = _workers(srv), _metrics_folder(srv)
+def test_sigterm_to_the_supervisor_stops_every_worker_and_exits_0(grpc_start):
+    srv = grpc_start(BENTOS_GRPC_WORKERS="2")
+    workers, folder = srv.children(), _metrics_folder(srv)
     _infer(srv.address)
     os.kill(srv.proc.pid, signal.SIGTERM)  # the container's main process only, as the kubelet does
     assert srv.proc.wait(30) == 0, srv.output()
@@ -115,9 +98,9 @@ def test_sigterm_to_the_supervisor_stops_every_worker_and_exits_0(start):
     assert not folder.exists()
 
 
-def test_a_worker_that_dies_stops_the_others_and_the_server_exits_with_an_error(start):
-    srv = start(BENTOS_GRPC_WORKERS="2")
-    dead, other = _workers(srv)
+def test_a_worker_that_dies_stops_the_others_and_the_server_exits_with_an_error(grpc_start):
+    srv = grpc_start(BENTOS_GRPC_WORKERS="2")
+    dead, other = srv.children()
     os.kill(dead, signal.SIGKILL)
     assert srv.proc.wait(30) == 1
     assert f"gRPC worker {dead} exited with -9; stopping the others" in srv.output()
