@@ -89,9 +89,11 @@ class Container:
         return int(docker("wait", self.docker_name, timeout=timeout).stdout.strip())
 
     def memory_bytes(self) -> int:
-        """The memory the container's cgroup charges now (what its limit is held against)."""
-        proc = docker("exec", self.docker_name, "cat", "/sys/fs/cgroup/memory.current")
-        return int(proc.stdout.strip())
+        """The memory the container's cgroup charges now (what its limit is held against), from
+        cgroup v2's file or else v1's."""
+        files = "/sys/fs/cgroup/memory.current /sys/fs/cgroup/memory/memory.usage_in_bytes"
+        proc = docker("exec", self.docker_name, "sh", "-c", f"cat {files} 2>/dev/null", check=False)
+        return int(proc.stdout.split()[0])
 
     def kill(self, signal: str = "KILL") -> None:
         docker("kill", "--signal", signal, self.docker_name)
