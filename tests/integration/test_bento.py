@@ -183,8 +183,9 @@ print(json.dumps({top: provided[top] for top in sorted(tops) if top in provided}
 # Imported here only because the test environment has them, and used only when present:
 # brotli (urllib3, aiohttp), charset-normalizer (numpy.f2py), cffi and pycparser (numba's
 # optional cffi support), blinker (oauthlib's optional signals, under the kubernetes client),
-# setuptools (its .pth start-up hook, in every virtualenv); bentos is this checkout, the
-# Bento's own source.
+# setuptools (its .pth start-up hook, in every virtualenv), h2 with hpack and hyperframe
+# (httpcore's optional HTTP/2, under httpx; the tests' raw HTTP/2 client); bentos is this
+# checkout, the Bento's own source.
 _NOT_REQUIRED = {
     "brotli",
     "charset-normalizer",
@@ -192,6 +193,9 @@ _NOT_REQUIRED = {
     "pycparser",
     "blinker",
     "setuptools",
+    "h2",
+    "hpack",
+    "hyperframe",
     "bentos",
 }
 
