@@ -46,7 +46,9 @@ def test_iso_dates_and_timestamps_are_datetime_with_the_parts_that_vary():
     frame = pd.DataFrame(
         {
             "day": ["2024-01-01", "2024-02-15", "2024-03-31", None],
-            "at": pd.to_datetime(["2024-01-01 10:00", "2024-01-01 11:30", None, "2024-01-01 00:00"]),
+            "at": pd.to_datetime(
+                ["2024-01-01 10:00", "2024-01-01 11:30", None, "2024-01-01 00:00"]
+            ),
             "y": [0, 1, 0, 1],
         }
     )

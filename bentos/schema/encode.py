@@ -1,0 +1,165 @@
+"""A column's values, as a JSON row, a V2 tensor or a table carries them, to the model's features:
+one path for every kind and every door (bentos.schema.kinds says what each kind is).
+
+Missing values (null, NaN, an empty cell, a Parquet null) are NaN in every kind: the forest
+routes them per split, and the dense form (bentos.schema.dense) fills them for the TFLite model.
+A categorical value outside the training levels is the "other" level, not an error; the count
+of such values comes back so that the doors can report it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bentos.schema.cells import column as numbers
+from bentos.schema.cells import short, type_name
+from bentos.schema.kinds import FALSE_WORDS, TRUE_WORDS, Column, date_part, parse_dates
+
+
+@dataclass
+class Encoded:
+    values: np.ndarray  # [n rows, len(column.features)], float64, NaN where missing
+    unknown: int = 0  # categorical values outside the training levels
+
+
+def encode(column: Column, values: Any, *, parse_strings: bool, problems: list) -> Encoded:
+    """`values` (a list of JSON values, or a table's Series) of one column; each value that
+    cannot be the column's kind adds (row, column, reason) to `problems`."""
+    if column.kind == "numeric":
+        out = numbers(column.name, values, parse_strings, problems, missing_ok=True)
+        return Encoded(out.reshape(-1, 1))
+    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    series = series.reset_index(drop=True)
+    if column.kind == "boolean":
+        return Encoded(_boolean(column.name, series, problems).reshape(-1, 1))
+    if column.kind == "categorical":
+        codes, unknown = _categorical(column, series, problems)
+        return Encoded(codes.reshape(-1, 1), unknown)
+    if column.kind == "datetime":
+        return Encoded(_datetime(column, series, problems))
+    raise ValueError(f"column {column.name!r} of kind {column.kind} is not a feature")
+
+
+def _missing(series: pd.Series) -> np.ndarray:
+    """Missing values, and empty or blank text (an empty CSV cell)."""
+    blank = series.map(lambda v: isinstance(v, str) and not v.strip())
+    return (series.isna() | blank).to_numpy(dtype=bool)
+
+
+def _boolean(name: str, series: pd.Series, problems: list) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=np.float64)
+    out = np.full(len(series), np.nan)
+    missing = _missing(series)
+    for i in np.flatnonzero(~missing):
+        v = series.iat[i]
+        if isinstance(v, bool | np.bool_):
+            out[i] = float(v)
+        elif isinstance(v, str) and v.strip().lower() in TRUE_WORDS:
+            out[i] = 1.0
+        elif isinstance(v, str) and v.strip().lower() in FALSE_WORDS:
+            out[i] = 0.0
+        elif isinstance(v, int | float | np.integer | np.floating) and v in (0, 1):
+            out[i] = float(v)
+        else:
+            problems.append(
+                (int(i), name, f"expected true or false, got {type_name(v)} {short(v)}")
+            )
+    return out
+
+
+def _categorical(column: Column, series: pd.Series, problems: list) -> tuple[np.ndarray, int]:
+    missing = _missing(series)
+    out = np.full(len(series), np.nan)
+    present = np.flatnonzero(~missing)
+    if not len(present):
+        return out, 0
+    values = series.iloc[present]
+    if not (pd.api.types.is_string_dtype(values) or pd.api.types.is_object_dtype(values)):
+        text = values.astype(str)
+    else:
+        # Text, and whole numbers as their text (a level "3" sent as 3); nothing else.
+        ok = values.map(lambda v: isinstance(v, str) or _whole(v)).to_numpy(dtype=bool)
+        for i in present[~ok]:
+            v = series.iat[i]
+            problems.append(
+                (
+                    int(i),
+                    column.name,
+                    f"expected text (a level such as {_levels_hint(column)}), "
+                    f"got {type_name(v)} {short(v)}",
+                )
+            )
+        present, values = present[ok], values[ok]
+        text = values.map(lambda v: v if isinstance(v, str) else str(int(v)))
+    codes = pd.Index(column.levels).get_indexer(text.to_numpy(dtype=object))
+    # Outside the levels: never seen in training, or too rare there. Both are "other".
+    unknown = codes < 0
+    codes[unknown] = len(column.levels)
+    out[present] = codes
+    return out, int(unknown.sum())
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
+
+
+def _levels_hint(column: Column) -> str:
+    shown = ", ".join(repr(v) for v in column.levels[:3])
+    return shown + (", ..." if len(column.levels) > 3 else "") if shown else "any text"
+
+
+def _datetime(column: Column, series: pd.Series, problems: list) -> np.ndarray:
+    out = np.full((len(series), len(column.parts)), np.nan)
+    missing = _missing(series)
+    present = np.flatnonzero(~missing)
+    if not len(present):
+        return out
+    values = series.iloc[present]
+    if not pd.api.types.is_datetime64_any_dtype(values):
+        values = values.map(lambda v: v.isoformat() if hasattr(v, "isoformat") else v)
+        bad = ~values.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    else:
+        bad = np.zeros(len(values), dtype=bool)
+    stamps = parse_dates(values.where(~bad, None))
+    bad |= stamps.isna().to_numpy(dtype=bool)
+    for i in present[bad]:
+        v = series.iat[i]
+        problems.append(
+            (
+                int(i),
+                column.name,
+                f"expected an ISO-8601 date such as 2024-05-31 or 2024-05-31T13:45:00, "
+                f"got {type_name(v)} {short(v)}",
+            )
+        )
+    for j, part in enumerate(column.parts):
+        out[present, j] = date_part(stamps, part).to_numpy(dtype=np.float64)
+    return out
+
+
+def encode_columns(
+    columns: Sequence[Column], values_of: Callable[[str], Any], n_rows: int, *, parse_strings: bool
+) -> tuple[np.ndarray, list[tuple[int, str, str]], dict[str, int]]:
+    """Every feature column (`values_of(name)`: its values) to the feature matrix [n_rows,
+    features]; with the problems, sorted by row, and the count of unknown categories by column."""
+    problems: list[tuple[int, str, str]] = []
+    unknown: dict[str, int] = {}
+    parts = []
+    for column in columns:
+        if not column.is_feature:
+            continue
+        encoded = encode(
+            column, values_of(column.name), parse_strings=parse_strings, problems=problems
+        )
+        parts.append(encoded.values)
+        if encoded.unknown:
+            unknown[column.name] = encoded.unknown
+    matrix = np.hstack(parts) if parts else np.empty((n_rows, 0))
+    problems.sort(key=lambda p: p[0])
+    return matrix, problems, unknown
