@@ -10,12 +10,15 @@ their memory loads. numba compiles the walk when this module is imported (`_comp
 
 Layout: `nodes` holds an int32 pair per node, each tree in preorder (a split's left child
 follows it) and the trees one after another:
-    split: (offset of the right child << feature_bits | feature, the threshold's float32 bits)
+    split: (offset of the right child << (feature_bits + 1) | missing goes right << feature_bits
+            | feature, the threshold's float32 bits)
     leaf:  (~row of `values`, 0)
 A row goes left when x <= threshold, as in scikit-learn. The threshold is the largest float32
 not above scikit-learn's float64 one, so a float32 row takes exactly scikit-learn's path, and
-the probabilities equal scikit-learn's up to float32 rounding of the result. Rows are finite:
-the schema refuses NaN at the edge (scikit-learn would send it right, this walk left).
+the probabilities equal scikit-learn's up to float32 rounding of the result. A missing value
+(NaN) goes the way scikit-learn learnt for that split (`tree_.missing_go_to_left`): the bit
+beside the feature. Files packed before that bit existed (two meta values) are read as forests
+whose missing values go left, which is all they ever saw: the schema refused NaN then.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ _LANES = 8  # paths advanced together; fewer were slower, more no faster (BENCHM
 _REFILL_FROM = 64
 _BLOCK = 1024
 _WALK = "float64[:, ::1](int32[::1], int64[::1], float64[:, ::1], float32[:, ::1], int64)"
+_LAYOUT = 2  # the missing-value bit (the module's docstring); 1 had none
 
 
 def _compiled(walk):
@@ -106,16 +110,28 @@ class PackedForest:
             nodes=self.nodes,
             roots=self.roots,
             values=self.values,
-            meta=np.array([self.feature_bits, self.n_features], dtype=np.int64),
+            meta=np.array([self.feature_bits, self.n_features, _LAYOUT], dtype=np.int64),
         )
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, content: bytes) -> PackedForest:
         with np.load(io.BytesIO(content), allow_pickle=False) as f:
-            bits, n_features = (int(v) for v in f["meta"])
+            bits, n_features, *layout = (int(v) for v in f["meta"])
+            nodes = np.ascontiguousarray(f["nodes"], dtype=np.int32)
+            if not layout:  # layout 1: make room for the missing-value bit, all left
+                meta = nodes[0::2]
+                split = meta >= 0
+                if split.any() and int(meta[split].max() >> bits) >= 1 << (30 - bits):
+                    raise PackError("a tree is too large to read with the missing-value bit")
+                mask = (1 << bits) - 1
+                meta[split] = ((meta[split] >> bits) << (bits + 1)) | (meta[split] & mask)
+            elif layout != [_LAYOUT]:
+                raise PackError(
+                    f"packed layout {layout[0]} is not known here (this reads {_LAYOUT})"
+                )
             forest = cls(
-                np.ascontiguousarray(f["nodes"], dtype=np.int32),
+                nodes,
                 np.ascontiguousarray(f["roots"], dtype=np.int64),
                 np.ascontiguousarray(f["values"], dtype=np.float64),
                 bits,
@@ -130,7 +146,7 @@ class PackedForest:
         meta = self.nodes[0::2]
         split = meta >= 0
         idx = np.flatnonzero(split)
-        right = idx + (meta[split] >> self.feature_bits)
+        right = idx + (meta[split] >> (self.feature_bits + 1))
         ok = (
             len(self.nodes) % 2 == 0
             and len(self.roots) > 0
@@ -165,6 +181,7 @@ def _walk(nodes, roots, values, x, bits):  # pragma: no cover - compiled
     are the same to the bit. One function for all: numba compiles each for a second or more."""
     thresholds = nodes.view(np.float32)
     mask = (1 << bits) - 1
+    shift = bits + 1
     n, n_trees, n_classes = x.shape[0], roots.shape[0], values.shape[1]
     out = np.zeros((n, n_classes))
     at = np.empty(_LANES, np.int64)
@@ -184,8 +201,12 @@ def _walk(nodes, roots, values, x, bits):  # pragma: no cover - compiled
                         meta = nodes[2 * i]
                         if meta >= 0:
                             moving = True
-                            go_right = x[r0 + k * row_step, meta & mask] > thresholds[2 * i + 1]
-                            at[k] = i + (meta >> bits) if go_right else i + 1
+                            v = x[r0 + k * row_step, meta & mask]
+                            # NaN compares false: it goes right only where its bit says so.
+                            # Bitwise, not `or`: no branch for the CPU to mispredict.
+                            nan_right = ((meta >> bits) & 1) == 1
+                            go_right = (v > thresholds[2 * i + 1]) | ((v != v) & nan_right)
+                            at[k] = i + (meta >> shift) if go_right else i + 1
                 for k in range(lanes):
                     leaf = ~nodes[2 * at[k]]
                     for c in range(n_classes):
@@ -206,8 +227,10 @@ def _walk(nodes, roots, values, x, bits):  # pragma: no cover - compiled
                     i = at[k]
                     meta = nodes[2 * i]
                     if meta >= 0:
-                        go_right = x[row[k], meta & mask] > thresholds[2 * i + 1]
-                        at[k] = i + (meta >> bits) if go_right else i + 1
+                        v = x[row[k], meta & mask]
+                        nan_right = ((meta >> bits) & 1) == 1
+                        go_right = (v > thresholds[2 * i + 1]) | ((v != v) & nan_right)
+                        at[k] = i + (meta >> shift) if go_right else i + 1
                     elif row[k] >= 0:
                         leaf = ~meta
                         for c in range(n_classes):

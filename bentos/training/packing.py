@@ -64,7 +64,7 @@ def _pack_tree(tree: Any, order: np.ndarray, bits: int) -> tuple[np.ndarray, np.
     right = tree.children_right[order]
     split = left != -1
     offset = np.where(split, new[np.where(split, right, 0)] - np.arange(n), 0)
-    if offset.max(initial=0) >= 1 << (31 - bits):
+    if offset.max(initial=0) >= 1 << (30 - bits):
         raise PackError(f"a tree of {n} nodes is too large to pack with {bits} feature bits")
     threshold = tree.threshold[order]
     t32 = threshold.astype(np.float32)
@@ -72,7 +72,13 @@ def _pack_tree(tree: Any, order: np.ndarray, bits: int) -> tuple[np.ndarray, np.
     over = t32.astype(np.float64) > threshold
     t32[over] = np.nextafter(t32[over], np.float32(-np.inf))
     out = np.zeros((n, 2), dtype=np.int32)
-    out[:, 0] = np.where(split, (offset << bits) | tree.feature[order], -1)
+    # Where scikit-learn sends a missing value (>= 1.4 learns it per split; a feature without
+    # missing values in training sends it to the child with more samples).
+    go_left = getattr(tree, "missing_go_to_left", np.ones(len(left), dtype=np.uint8))[order]
+    missing_right = (split & (go_left == 0)).astype(np.int64)
+    out[:, 0] = np.where(
+        split, (offset << (bits + 1)) | (missing_right << bits) | tree.feature[order], -1
+    )
     out[:, 1] = np.where(split, t32, np.float32(0)).view(np.int32)
     value = tree.value[order][~split, 0, :]
     return out, value / value.sum(axis=1, keepdims=True)

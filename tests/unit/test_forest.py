@@ -3,13 +3,18 @@ scikit-learn's own path."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 
 from bentos.forest import PackedForest, PackError
+from bentos.schema.encode import encode_columns
+from bentos.schema.kinds import infer
 from bentos.training.packing import pack
+from tests.support.tables import PENGUINS
 
 
 def _forest(**params) -> tuple[RandomForestClassifier, np.ndarray]:
@@ -93,7 +98,7 @@ def test_a_file_with_an_index_out_of_range_is_refused(fitted):
     _, _, packed = fitted
     nodes = packed.nodes.copy()
     split = np.flatnonzero(nodes[0::2] >= 0)[0]
-    nodes[2 * split] = (len(nodes) << packed.feature_bits) | 0  # a right child past the end
+    nodes[2 * split] = (len(nodes) << (packed.feature_bits + 1)) | 0  # a right child past the end
     broken = PackedForest(nodes, packed.roots, packed.values, packed.feature_bits, 12)
     with pytest.raises(PackError, match="inconsistent"):
         PackedForest.from_bytes(broken.to_bytes())
@@ -104,3 +109,40 @@ def test_a_forest_with_several_outputs_cannot_be_packed():
     forest = RandomForestClassifier(n_estimators=2, random_state=0).fit(x, np.c_[y, 1 - y])
     with pytest.raises(PackError, match="2 outputs"):
         pack(forest)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 9, 64, 344])
+def test_rows_with_missing_values_take_scikit_learn_s_learnt_direction(rows):
+    # A real table with missing cells (penguins), as every door encodes it: NaN where missing.
+    frame = PENGUINS.frame()
+    columns = infer(frame, PENGUINS.target)
+    x, _, _ = encode_columns(columns, frame.__getitem__, len(frame), parse_strings=True)
+    forest = RandomForestClassifier(n_estimators=25, random_state=0).fit(x, frame["species"])
+    packed = PackedForest.from_bytes(pack(forest).to_bytes())
+    # Every row, and each with one more feature knocked out in turn, so that every split of
+    # every feature meets missing values (most features had none in training).
+    knocked = np.repeat(x, x.shape[1], axis=0)
+    knocked[np.arange(len(knocked)), np.tile(np.arange(x.shape[1]), len(x))] = np.nan
+    for batch in (x, knocked):
+        got = packed.predict_proba(batch[:rows])
+        np.testing.assert_allclose(got, forest.predict_proba(batch[:rows]), rtol=0, atol=1e-6)
+
+
+def test_a_forest_packed_before_the_missing_value_bit_still_predicts_the_same(fitted):
+    forest, x, packed = fitted
+    # The layout-1 file of the same forest: offsets right above the feature bits, two meta values.
+    nodes = packed.nodes.copy()
+    meta = nodes[0::2]
+    split = meta >= 0
+    bits = packed.feature_bits
+    meta[split] = ((meta[split] >> (bits + 1)) << bits) | (meta[split] & ((1 << bits) - 1))
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        nodes=nodes,
+        roots=packed.roots,
+        values=packed.values,
+        meta=np.array([bits, packed.n_features], dtype=np.int64),
+    )
+    old = PackedForest.from_bytes(buf.getvalue())
+    np.testing.assert_allclose(old.predict_proba(x), forest.predict_proba(x), rtol=0, atol=1e-6)
