@@ -55,6 +55,7 @@ def _example(command: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from bentos.training.data import DATASETS
+    from bentos.training.flags import add_balance_flags, add_kind_flags
     from bentos.training.tflite import QUANTIZE_MODES
 
     parser = argparse.ArgumentParser(
@@ -96,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--epochs", type=int, default=None, help="Keras epochs (default: by data size)"
     )
+    add_kind_flags(train)
+    add_balance_flags(train)
 
     settings = load(ModelSettings)
     serve = command("serve", "the online service over HTTP: `bentoml serve` of this service")
@@ -181,6 +184,7 @@ def _console() -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from bentos.training.flags import overrides
     from bentos.training.pipeline import TrainConfig, train
 
     console = _console()
@@ -201,7 +205,15 @@ def _train(args: argparse.Namespace) -> int:
                 yield advance
         console.print(f"[green]done[/green] {title}")
 
+    try:
+        kinds = overrides(args)
+    except BentosError as exc:
+        console.print(f"error: {exc}")
+        return ExitCode.USAGE
     config = TrainConfig(
+        kinds=kinds,
+        class_weight=args.class_weight,
+        min_lift=args.min_lift,
         dataset=args.dataset,
         data=args.data,
         target=args.target,
@@ -213,7 +225,8 @@ def _train(args: argparse.Namespace) -> int:
     )
     pinned = champions()
     try:
-        result = train(config, step)
+        # Plain print: the table is for reading and copying, not for rich's markup.
+        result = train(config, step, show=lambda text: print(text, flush=True))
     except BentosError as exc:
         if exc.exit_code == ExitCode.GATE:
             console.print(f"[red]gate failed:[/red] {exc}")

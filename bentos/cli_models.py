@@ -126,6 +126,15 @@ def _show_local(tag: str) -> int:
         "selected": models.resolve(tag)[1],
         "metrics": meta.get("metrics"),
         "training_data": meta.get("training_data"),
+        # Each column's kind, missing share, distinct values and why (bentos.schema.kinds);
+        # models from before kinds list their numeric features only.
+        "columns": meta.get("schema", {}).get("columns")
+        or [
+            {"name": f["name"], "kind": "numeric"}
+            for f in meta.get("schema", {}).get("features", [])
+        ],
+        "target": meta.get("schema", {}).get("target"),
+        "class_weight": meta.get("class_weight", "none"),
         "size_bytes": meta.get("size_bytes"),
         "report": None if report is None else str(report),
     }

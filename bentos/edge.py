@@ -8,8 +8,11 @@ from typing import Any
 
 from bentos.models import TFLITE_NAME, open_model
 from bentos.runners import TFLite
+from bentos.schema import FeatureSchema
+from bentos.schema.kinds import FALSE_WORDS, TRUE_WORDS
 
-FORMAT_VERSION = 1
+# 2: model.json carries the preprocessing (column kinds, levels, fill values) of models with kinds.
+FORMAT_VERSION = 2
 
 
 def export_edge(out: str | Path, model: str = f"{TFLITE_NAME}:latest") -> dict[str, Any]:
@@ -28,7 +31,8 @@ def export_edge(out: str | Path, model: str = f"{TFLITE_NAME}:latest") -> dict[s
         "sha256": meta["sha256"],
         "size_bytes": meta["size_bytes"],
         "feature_order": stored.schema.names,
-        "features": [vars(f) for f in stored.schema.features],
+        "features": stored.schema.to_dict()["features"],
+        "preprocessing": _preprocessing(stored.schema),
         "class_labels": list(stored.schema.labels),
         "quantization": meta["quantization"],
         "tensors": TFLite(content).tensor_details(),
@@ -37,10 +41,30 @@ def export_edge(out: str | Path, model: str = f"{TFLITE_NAME}:latest") -> dict[s
             "f1_macro": meta["metrics"]["f1_macro"],
         },
         "how_to_run": (
-            "Feed float32 features in feature_order (shape [rows, n_features]); if the input tensor "
-            "is int8, quantize with q = round(x / scale + zero_point); the output is one probability "
-            "per class in class_labels order (dequantize int8 with (q - zero_point) * scale)."
+            "Encode each column of feature_order as preprocessing.columns says (numbers; booleans "
+            "as 1/0 from true_words/false_words; categories as their index in levels, any other "
+            "value len(levels); dates as the listed parts, in UTC; an empty cell is missing, NaN), "
+            "then make the network's input as preprocessing.dense says (a missing value becomes "
+            "fill, features listed in indicators get a 1/0 missing column after them, a feature "
+            "with onehot k becomes k one-hot columns); feed it as float32 [rows, inputs]. If the "
+            "input tensor is int8, quantize with q = round(x / scale + zero_point); the output is "
+            "one probability per class in class_labels order (dequantize int8 with "
+            "(q - zero_point) * scale). examples/edge_predict.py does all of this with numpy."
         ),
     }
     (out / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _preprocessing(schema: FeatureSchema) -> dict[str, Any] | None:
+    """What a device applies before the network: None for a model from before column kinds,
+    whose input is its features as numbers, none missing."""
+    if not schema.columns:
+        return None
+    return {
+        "columns": [c.to_dict() for c in schema.columns if c.is_feature],
+        "dense": schema.dense.to_dict() if schema.dense else None,
+        "true_words": sorted(TRUE_WORDS),
+        "false_words": sorted(FALSE_WORDS),
+        "date_parts": "year, month, day, dayofweek (Monday 0), hour, minute; UTC",
+    }

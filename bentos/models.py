@@ -255,10 +255,17 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
             f"model {model.tag}: {file.name} has sha256 {actual[:12]}..., but {expected[:12]}... "
             "was registered; the file was changed after training, refusing to load it"
         )
+    schema = FeatureSchema.from_dict(metadata["schema"])
+    recorded = metadata.get("schema_sha256")  # models from before kinds have none
+    if recorded and schema.sha256() != recorded:
+        raise ModelError(
+            f"model {model.tag}: its feature schema was changed after training (sha256 "
+            f"{schema.sha256()[:12]}..., but {recorded[:12]}... was registered); refusing to load it"
+        )
     return StoredModel(
         str(model.tag),
         file,
-        FeatureSchema.from_dict(metadata["schema"]),
+        schema,
         metadata,
         _unix_seconds(model.info.creation_time),
         selected,

@@ -114,8 +114,14 @@ class TFLiteRunner(Runner):
         super().__init__(stored)
         self.model = TFLite(stored.file.read_bytes())
         self.inline_rows = 256  # a small MLP: microseconds a call
+        # The network's input from the feature matrix: filled, indicators, one-hot
+        # (bentos.schema.dense); schemas from before kinds have none, and need none.
+        dense = self.schema.dense
+        self._dense = None if dense is None else dense.apply
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if self._dense is not None:
+            x = self._dense(x)
         return self.model.predict_proba(x)
 
 

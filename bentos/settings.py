@@ -117,6 +117,9 @@ class BatchSettings(BaseSettings):
     # use (its affinity and cgroup quota: in Kubernetes, the container's CPU limit).
     threads: Positive | None = None
     max_reject_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # Input columns copied beside each prediction, comma-separated; none: the identifier
+    # columns the model saw in training, when the input has them.
+    keep: str | None = None
     # Kubernetes sets the index in an Indexed Job; the manifest sets the count to `completions`.
     shard_index: int = Field(0, ge=0, validation_alias="JOB_COMPLETION_INDEX")
     shard_count: int = Field(1, gt=0, validation_alias="BENTOS_SHARD_COUNT")
@@ -149,6 +152,19 @@ class RetrainSettings(BaseSettings):
     rollout_deployment: str | None = None
     rollout_namespace: str | None = None
     pushgateway: str | None = Field(None, validation_alias="BENTOS_PUSHGATEWAY")
+    # Column kinds named rather than inferred (bentos.training.flags): comma-separated names.
+    categorical: str | None = None
+    numeric: str | None = None
+    datetime: str | None = None
+    identifier: str | None = None
+    ignore: str | None = None
+    max_levels: Annotated[int, Field(ge=1)] = 1000
+    min_level_count: Annotated[int, Field(ge=1)] = 5
+    # Rare classes (bentos.training.pipeline): weights, and the gate against the majority class.
+    class_weight: Literal["auto", "balanced", "none"] = "auto"
+    min_lift: Annotated[float, Field(ge=0, le=1)] = 0.05
+    # Promote a challenger whose columns differ from the champion's (clients send the champion's).
+    allow_schema_change: bool = False
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -6,7 +6,9 @@ Needs only numpy and ai-edge-litert (no TensorFlow, no pandas, not this project)
     python edge_predict.py EDGE_DIR rows.csv > predictions.csv
 
 The CSV needs a header with the model's feature names (any order; other columns are ignored).
-Output: one line per row, the predicted label, then one probability per class.
+Each column is read as the model's preprocessing (model.json) says: numbers, booleans, categories
+(a value not seen in training is the unknown level, and counted), dates; an empty cell is a
+missing value. Output: one line per row, the predicted label, then one probability per class.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import csv
 import hashlib
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -48,32 +51,114 @@ def predict(interp: Interpreter, rows: np.ndarray) -> np.ndarray:
     return result
 
 
-def _parse(reader: csv.DictReader, names: list[str]) -> tuple[np.ndarray, list[str]]:
-    """The feature matrix, and a line per cell that is not a finite number: its row (counting
-    from 0, as the server and the batch job do), line in the file, and column."""
-    rows, problems = [], []
+def _number(cell: str) -> float:
+    value = float(cell)
+    if not np.isfinite(value):
+        raise ValueError(f"expected a finite number, got {cell!r}")
+    return value
+
+
+def _encoder(column: dict, true_words: set, false_words: set):
+    """A function from one cell (text, not empty) to the column's values: what the server's
+    bentos.schema.encode does, in the standard library."""
+    kind = column["kind"]
+    if kind == "numeric":
+        return lambda cell: [_number(cell)]
+    if kind == "boolean":
+
+        def boolean(cell: str) -> list[float]:
+            word = cell.strip().lower()
+            if word in true_words or word in false_words:
+                return [1.0 if word in true_words else 0.0]
+            raise ValueError(f"expected true or false, got {cell[:40]!r}")
+
+        return boolean
+    if kind == "categorical":
+        levels = {v: float(i) for i, v in enumerate(column.get("levels", []))}
+        other = float(len(levels))  # any value not among the training levels
+        return lambda cell: [levels.get(cell, other)]
+
+    def date(cell: str) -> list[float]:
+        try:
+            when = datetime.fromisoformat(cell.strip())
+        except ValueError:
+            raise ValueError(f"expected an ISO-8601 date, got {cell[:40]!r}") from None
+        if when.tzinfo is not None:
+            when = when.astimezone(UTC).replace(tzinfo=None)
+        parts = {
+            "year": when.year,
+            "month": when.month,
+            "day": when.day,
+            "dayofweek": when.weekday(),
+            "hour": when.hour,
+            "minute": when.minute,
+        }
+        return [float(parts[p]) for p in column["parts"]]
+
+    return date
+
+
+def _parse(reader: csv.DictReader, manifest: dict) -> tuple[np.ndarray, list[str], dict]:
+    """The feature matrix (NaN where a cell is empty), a line per cell its column cannot take
+    (its row, counting from 0 as the server and the batch job do, line and column), and the
+    count of unknown categories by column."""
+    prep = manifest.get("preprocessing")
+    if prep is None:  # a model from before column kinds: numbers only, none missing
+        prep = {"columns": [{"name": n, "kind": "numeric"} for n in manifest["feature_order"]]}
+        missing_ok = False
+    else:
+        missing_ok = True
+    words = set(prep.get("true_words", [])), set(prep.get("false_words", []))
+    columns = [(c, _encoder(c, *words), len(c.get("parts", [None]))) for c in prep["columns"]]
+    rows, problems, unknown = [], [], {}
     for i, record in enumerate(reader):
         values = []
-        for name in names:
-            cell = record[name]
-            try:
-                value = float(cell)
-            except (TypeError, ValueError):
-                value = float("nan")
-                what = "an empty cell" if not cell else f"text {cell[:40]!r}"
-                problems.append(
-                    f"row {i} (line {reader.line_num}), column {name!r}: expected a number, "
-                    f"got {what}"
-                )
-            else:
-                if not np.isfinite(value):
+        for column, encode, width in columns:
+            cell = record[column["name"]]
+            if cell is None or not cell.strip():
+                values += [float("nan")] * width
+                if not missing_ok:
                     problems.append(
-                        f"row {i} (line {reader.line_num}), column {name!r}: expected a finite "
-                        f"number, got {cell!r}"
+                        f"row {i} (line {reader.line_num}), column {column['name']!r}: "
+                        "expected a number, got an empty cell"
                     )
-            values.append(value)
+                continue
+            try:
+                encoded = encode(cell)
+            except ValueError as exc:
+                text = (
+                    str(exc)
+                    if "expected" in str(exc)
+                    else f"expected a number, got text {cell[:40]!r}"
+                )
+                problems.append(
+                    f"row {i} (line {reader.line_num}), column {column['name']!r}: {text}"
+                )
+                encoded = [float("nan")] * width
+            if column["kind"] == "categorical" and encoded[0] == len(column.get("levels", [])):
+                unknown[column["name"]] = unknown.get(column["name"], 0) + 1
+            values += encoded
         rows.append(values)
-    return np.array(rows, dtype=np.float32).reshape(len(rows), len(names)), problems
+    width = sum(w for _, _, w in columns)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), width), problems, unknown
+
+
+def dense(x: np.ndarray, spec: dict | None) -> np.ndarray:
+    """The network's input: what bentos.schema.dense.Dense.apply does on the server."""
+    if spec is None:
+        return x.astype(np.float32)
+    parts = []
+    for j in range(x.shape[1]):
+        missing = np.isnan(x[:, j])
+        filled = np.where(missing, spec["fill"][j], x[:, j])
+        k = spec["onehot"][j]
+        if k:
+            parts.append(np.eye(k, dtype=np.float32)[np.clip(filled.astype(np.int64), 0, k - 1)])
+        else:
+            parts.append(filled.reshape(-1, 1))
+        if j in spec["indicators"]:
+            parts.append(missing.reshape(-1, 1))
+    return np.hstack(parts).astype(np.float32)
 
 
 def main(folder: str, csv_path: str) -> int:
@@ -85,13 +170,16 @@ def main(folder: str, csv_path: str) -> int:
         if missing:
             print(f"{csv_path}: missing column(s) {', '.join(missing)}", file=sys.stderr)
             return 2
-        rows, problems = _parse(reader, names)
+        rows, problems, unknown = _parse(reader, manifest)
     if problems:
         # Nothing is predicted from a file with a bad cell, as the server refuses a request.
         print(f"{csv_path}: {len(problems)} bad cell(s); nothing was predicted", file=sys.stderr)
         for problem in problems[:10]:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    for name, count in unknown.items():
+        print(f"{csv_path}: {count} value(s) of {name!r} not seen in training", file=sys.stderr)
+    rows = dense(rows, (manifest.get("preprocessing") or {}).get("dense"))
     writer = csv.writer(sys.stdout)
     writer.writerow(["label", *(f"p_{label}" for label in labels)])
     for proba in predict(interp, rows):

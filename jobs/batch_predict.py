@@ -49,6 +49,13 @@ def _parser(settings: BatchSettings) -> argparse.ArgumentParser:
     p.add_argument("--rf-backend", choices=RF_BACKENDS, default=settings.rf_backend)
     p.add_argument("--max-reject-fraction", type=float, default=settings.max_reject_fraction)
     p.add_argument(
+        "--keep",
+        default=settings.keep,
+        metavar="COLUMNS",
+        help="input columns copied beside each prediction, comma-separated (default: the "
+        "identifier columns the model saw in training, when present; '' for none)",
+    )
+    p.add_argument(
         "--registry",
         default=settings.registry,
         metavar="URL",
@@ -187,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         chunk_rows=args.chunk_rows,
         max_reject_fraction=args.max_reject_fraction,
         threads=args.threads,
+        keep=None
+        if args.keep is None
+        else tuple(n.strip() for n in args.keep.split(",") if n.strip()),
     )
     t0, model, code = time.perf_counter(), None, ExitCode.OK
     manifest: dict[str, Any] = {}
@@ -260,7 +270,10 @@ def _compile_walk_in_background() -> None:
 
 def _summary(m: dict[str, Any]) -> dict[str, Any]:
     keys = ("status", "rows_read", "rows_written", "rows_rejected", "model", "duration_s")
-    return {k: m.get(k) for k in keys}
+    summary = {k: m.get(k) for k in keys}
+    if m.get("unknown_categories"):  # values of a categorical column never seen in training
+        summary["unknown_categories"] = m["unknown_categories"]
+    return summary
 
 
 if __name__ == "__main__":

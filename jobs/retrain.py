@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from bentos import jobmetrics, logs
 from bentos.errors import BentosError, ExitCode, SettingsError
 from bentos.settings import RetrainSettings, load
+from bentos.training.flags import KIND_FLAGS, add_balance_flags, add_kind_flags, overrides
 
 log = logging.getLogger("bentos.retrain")
 
@@ -61,6 +62,16 @@ def _parser(settings: RetrainSettings) -> argparse.ArgumentParser:
     p.add_argument("--rollout-namespace", default=settings.rollout_namespace, metavar="NS")
     p.add_argument("--quantize", default="dynamic", choices=("dynamic", "float16", "int8"))
     p.add_argument("--seed", type=int, default=42)
+    add_kind_flags(p, {flag: getattr(settings, flag) for flag in KIND_FLAGS})
+    p.set_defaults(max_levels=settings.max_levels, min_level_count=settings.min_level_count)
+    add_balance_flags(p, settings.class_weight, settings.min_lift)
+    p.add_argument(
+        "--allow-schema-change",
+        action="store_true",
+        default=settings.allow_schema_change,
+        help="promote a challenger whose columns differ from the champion's (clients must "
+        "then send the new ones)",
+    )
     return p
 
 
@@ -128,7 +139,15 @@ def _run(args: argparse.Namespace, run: _Run) -> int:
 
     from bentos.training.pipeline import TrainConfig, train
 
+    try:
+        kinds = overrides(args)
+    except BentosError as exc:
+        _log(event="error", error=str(exc))
+        return ExitCode.USAGE
     config = TrainConfig(
+        kinds=kinds,
+        class_weight=args.class_weight,
+        min_lift=args.min_lift,
         data=args.data,
         target=args.target,
         quantize=args.quantize,
@@ -194,6 +213,7 @@ def _decide(args: argparse.Namespace, config: object, result: object) -> int:
             metric=args.metric,
             margin=args.margin,
             log=_log,
+            allow_schema_change=args.allow_schema_change,
         )
     except BentosError as exc:
         _log(event="error", error=str(exc))

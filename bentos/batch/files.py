@@ -217,12 +217,27 @@ REJECTED_SCHEMA = pa.schema(
 )
 
 
-def output_schema(labels: tuple[Any, ...]) -> pa.Schema:
+OUTPUT_COLUMNS = ("source_file", "source_row", "prediction", "probabilities", "model")
+
+
+def columns_of(fs: Any, f: InputFile) -> dict[str, pa.DataType]:
+    """A file's columns and their types (a CSV's are text: the job reads its cells as text)."""
+    with _reading(f), fs.open(f.path, "rb") as fh:
+        if f.format == "parquet":
+            arrow = pq.ParquetFile(fh).schema_arrow
+            return {name: arrow.field(name).type for name in arrow.names}
+        header = fh.readline().decode("utf-8", "replace")
+    return dict.fromkeys(next(csv.reader([header]), []), pa.string())
+
+
+def output_schema(labels: tuple[Any, ...], keep: dict[str, pa.DataType] | None = None) -> pa.Schema:
+    """The predictions' columns; `keep`: input columns copied beside each prediction."""
     label_type = pa.int64() if all(isinstance(v, int) for v in labels) else pa.string()
     return pa.schema(
         [
             ("source_file", pa.string()),
             ("source_row", pa.int64()),
+            *(keep or {}).items(),
             ("prediction", label_type),
             ("probabilities", pa.list_(pa.float32(), len(labels))),
             ("model", pa.string()),
@@ -232,14 +247,23 @@ def output_schema(labels: tuple[Any, ...]) -> pa.Schema:
 
 
 def predictions(
-    source: str, rows: np.ndarray, proba: np.ndarray, runner: Runner, schema: pa.Schema
+    source: str,
+    rows: np.ndarray,
+    proba: np.ndarray,
+    runner: Runner,
+    schema: pa.Schema,
+    kept: pd.DataFrame | None = None,
 ) -> pa.Table:
     n, k = proba.shape
     flat = pa.array(np.ascontiguousarray(proba, dtype=np.float32).ravel())
+    copied = {}
+    for name in kept.columns if kept is not None else ():
+        copied[name] = pa.array(kept[name], schema.field(name).type, from_pandas=True)
     return pa.table(
         {
             "source_file": pa.array([source] * n, pa.string()),
             "source_row": pa.array(rows, pa.int64()),
+            **copied,
             "prediction": pa.array(runner.labels_for(proba), schema.field("prediction").type),
             "probabilities": pa.FixedSizeListArray.from_arrays(flat, k),
             "model": pa.array([runner.tag] * n, pa.string()),

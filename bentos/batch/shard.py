@@ -30,9 +30,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bentos.batch.files import (
+    OUTPUT_COLUMNS,
     REJECTED_SCHEMA,
     Chunk,
     InputFile,
+    columns_of,
     iter_shard,
     list_inputs,
     output_schema,
@@ -55,6 +57,9 @@ class BatchConfig:
     chunk_rows: int = 65536
     max_reject_fraction: float = 0.01
     threads: int | None = None  # chunks scored at once; None: usable_cpus()
+    # Input columns copied beside each prediction; None: the model's identifier columns that
+    # the input has (bentos.schema.kinds), so results join back to the input by key.
+    keep: tuple[str, ...] | None = None
 
 
 Log = Callable[[dict[str, Any]], None]
@@ -116,8 +121,10 @@ def run_shard(
     root = root.rstrip("/")
     names = _names(cfg)
     _check_shard_count(fs, root, cfg)
+    keep = _keep(cfg, runner, in_fs, files)
     identity = {
         "model": runner.tag,
+        "keep": list(keep),
         "inputs": _inputs_record(files),
         "shard_index": cfg.shard_index,
         "shard_count": cfg.shard_count,
@@ -141,10 +148,11 @@ def run_shard(
     log({"event": "started", "total": total, "unit": unit, "files": len(files), "threads": threads})
     started, t0 = datetime.now(UTC), time.perf_counter()
     counts = {"rows_read": 0, "rows_written": 0, "rows_rejected": 0}
+    unknown: dict[str, int] = {}  # categorical values outside the training levels, by column
     first_rejected: list[str] = []  # the first few reasons, for the failure's message
     read_bytes: dict[str, int] = {}  # per file, how far its chunks have come
     schema = runner.schema
-    out_schema = output_schema(schema.labels)
+    out_schema = output_schema(schema.labels, keep)
     with (
         fs.open(tmp_part, "wb") as part_fh,
         fs.open(tmp_rej, "wb") as rej_fh,
@@ -153,11 +161,18 @@ def run_shard(
     ):
         last_log = 0.0
         chunks = iter_shard(
-            in_fs, files, schema.names, cfg.shard_index, cfg.shard_count, cfg.chunk_rows
+            in_fs,
+            files,
+            list(dict.fromkeys([*schema.names, *keep])),
+            cfg.shard_index,
+            cfg.shard_count,
+            cfg.chunk_rows,
         )
         for done_chunk in _in_threads(
-            chunks, lambda chunk: _score(chunk, runner, out_schema), threads
+            chunks, lambda chunk: _score(chunk, runner, out_schema, list(keep)), threads
         ):
+            for name, n in done_chunk.unknown.items():
+                unknown[name] = unknown.get(name, 0) + n
             if done_chunk.table is not None:
                 part.write_table(done_chunk.table)
             if done_chunk.rejected:
@@ -180,6 +195,7 @@ def run_shard(
         "manifest_version": MANIFEST_VERSION,
         **identity,
         **counts,
+        "unknown_categories": unknown,
         "status": "complete",
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -224,15 +240,40 @@ class _Scored:
     rows_read: int
     rows_written: int
     read_bytes: int
+    unknown: dict[str, int]
 
 
-def _score(chunk: Chunk, runner: Runner, out_schema: pa.Schema) -> _Scored:
-    x, reasons = runner.schema.validate_frame(chunk.frame)
+def _keep(cfg: BatchConfig, runner: Runner, fs: Any, files: list[InputFile]) -> dict[str, Any]:
+    """The columns to copy beside each prediction, with their types (the first file's)."""
+    available = columns_of(fs, files[0]) if files else {}
+    if cfg.keep is None:
+        names = [c for c in runner.schema.identifiers if c in available]
+    else:
+        names = list(dict.fromkeys(cfg.keep))
+        clash = [n for n in names if n in OUTPUT_COLUMNS]
+        if clash:
+            raise InputError(
+                f"--keep {', '.join(clash)}: the output has columns of that name "
+                f"({', '.join(OUTPUT_COLUMNS)}); rename the input column"
+            )
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise InputError(
+                f"--keep: column(s) {', '.join(map(repr, missing))} not in {files[0].url}; "
+                f"its columns are {', '.join(available)}"
+            )
+    return {n: available[n] for n in names}
+
+
+def _score(chunk: Chunk, runner: Runner, out_schema: pa.Schema, keep: list[str]) -> _Scored:
+    unknown: dict[str, int] = {}
+    x, reasons = runner.schema.validate_frame(chunk.frame, unknown)
     ok = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
     table = None
     if ok.any():
         proba = runner.predict_proba(x[ok])
-        table = predictions(chunk.source, chunk.rows[ok], proba, runner, out_schema)
+        kept = chunk.frame.loc[ok, keep] if keep else None
+        table = predictions(chunk.source, chunk.rows[ok], proba, runner, out_schema, kept)
     bad_rows = [
         (int(r), why) for r, why in zip(chunk.rows[~ok], (w for w in reasons if w), strict=True)
     ]
@@ -244,6 +285,7 @@ def _score(chunk: Chunk, runner: Runner, out_schema: pa.Schema) -> _Scored:
         len(reasons) + len(chunk.bad_lines),
         int(ok.sum()),
         chunk.read_bytes,
+        unknown,
     )
 
 

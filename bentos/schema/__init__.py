@@ -1,17 +1,20 @@
 """The feature schema stored with every model, and the one validation path for its input.
 
-Online requests (JSON `instances`) and batch files (table columns) both end in `_to_matrix`,
-so a value is accepted or refused for the same reason wherever it comes from.
+Online requests (JSON `instances`), V2 tensors and batch files (table columns) all end in
+`_to_matrix`, so a value is accepted or refused for the same reason wherever it comes from. A
+schema trained from a table with column kinds (bentos.schema.kinds) encodes each column there
+(bentos.schema.encode); one from before kinds (version 1) has numeric features only, none missing.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,11 +22,18 @@ import orjson
 import pandas as pd
 
 from bentos.errors import InputError
-from bentos.schema.cells import Label, column, native, non_finite, one_value, type_name
+from bentos.schema.cells import Label, column, native, one_value, type_name
+from bentos.schema.dense import Dense
+from bentos.schema.encode import encode_columns
+from bentos.schema.kinds import Column, features, infer
+from bentos.schema.tensors import TENSOR as TENSOR
+from bentos.schema.tensors import TensorChecks
+
+VERSION = 2
+# Unknown categories by column, filled by validation for the doors that count them.
+Unknown = dict[str, int]
 
 _NUMBERS = frozenset({float, int})
-# The one input tensor of both models in the Open Inference Protocol: [N, n_features], FP32.
-TENSOR = "features"
 
 
 def parse_json(body: bytes) -> Any:
@@ -49,52 +59,124 @@ def parse_json(body: bytes) -> Any:
 
 @dataclass(frozen=True)
 class Feature:
+    """A field of an input row: a feature column of the training table."""
+
     name: str
-    dtype: str
-    min: float
-    max: float
+    dtype: str  # as the training table held it
+    min: float | None = None  # numeric columns: the training range
+    max: float | None = None
+    kind: str = "numeric"
+    example: Any = None  # a typical value, for documents and clients
 
 
 @dataclass(frozen=True)
-class FeatureSchema:
-    features: tuple[Feature, ...]
+class FeatureSchema(TensorChecks):
+    features: tuple[Feature, ...]  # the fields of an input row, in order
     labels: tuple[Label, ...]
     target: str
+    columns: tuple[Column, ...] = ()  # every column but the target, with its kind; () in v1
+    dense: Dense | None = None  # the TFLite model's input from the feature matrix
 
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    @functools.cached_property
+    def matrix_names(self) -> list[str]:
+        """The feature matrix's columns (a datetime field makes one per part)."""
+        return features(self.columns) if self.columns else self.names
+
+    @functools.cached_property
+    def plain(self) -> bool:
+        """Every field a number and a feature of its own: the matrix is the fields' values."""
+        return all(f.kind == "numeric" for f in self.features)
+
+    @functools.cached_property
+    def passthrough(self) -> frozenset[str]:
+        """Columns of the training table that are not features (identifiers, ignored ones): a
+        row may carry them, and they are left out."""
+        return frozenset(c.name for c in self.columns if not c.is_feature)
+
+    @property
+    def identifiers(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == "identifier"]
+
     @classmethod
     def from_training(
-        cls, features: pd.DataFrame, labels: Sequence[Any], target: str
+        cls,
+        frame: pd.DataFrame,
+        labels: Sequence[Any],
+        target: str,
+        columns: Sequence[Column] | None = None,
     ) -> FeatureSchema:
-        cols = tuple(
-            Feature(
-                str(c), str(features[c].dtype), float(features[c].min()), float(features[c].max())
-            )
-            for c in features.columns
+        """From the training table's columns (`frame`, without the target) and their kinds
+        (inferred from `frame` when not given)."""
+        if columns is None:
+            columns = infer(frame.assign(**{target: 0}), target)
+        return cls(
+            tuple(_feature(c, frame[c.name]) for c in columns if c.is_feature),
+            tuple(native(v) for v in labels),
+            str(target),
+            tuple(columns),
         )
-        return cls(cols, tuple(native(v) for v in labels), str(target))
+
+    def with_dense(self, train_matrix: np.ndarray) -> FeatureSchema:
+        """The TFLite input's fill values and indicators, from the training rows only."""
+        return replace(self, dense=Dense.fit(self.columns, train_matrix))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "features": [vars(f) for f in self.features],
+        data: dict[str, Any] = {
+            # BentoML's metadata takes no None: a field without a value is left out.
+            "features": [
+                {k: v for k, v in vars(f).items() if v is not None} for f in self.features
+            ],
             "labels": list(self.labels),
             "target": self.target,
         }
+        if self.columns:
+            data["version"] = VERSION
+            data["columns"] = [c.to_dict() for c in self.columns]
+        if self.dense is not None:
+            data["dense"] = self.dense.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSchema:
+        version = int(data.get("version", 1))
+        if version > VERSION:
+            raise ValueError(
+                f"schema version {version} is newer than this bentos reads ({VERSION}); upgrade it"
+            )
         return cls(
             tuple(Feature(**f) for f in data["features"]),
             tuple(data["labels"]),
             str(data["target"]),
+            tuple(Column.from_dict(c) for c in data.get("columns", ())),
+            Dense.from_dict(data["dense"]) if "dense" in data else None,
         )
+
+    def differences(self, other: FeatureSchema) -> list[str]:
+        """How this schema's input fields differ from `other`'s, as a client sees them: a
+        field added, removed, or of another kind. Empty when a client of `other` fits."""
+        mine = {f.name: f.kind for f in self.features}
+        theirs = {f.name: f.kind for f in other.features}
+        out = [f"column {n!r} added" for n in mine if n not in theirs]
+        out += [f"column {n!r} removed" for n in theirs if n not in mine]
+        out += [
+            f"column {n!r} is {mine[n]}, was {theirs[n]}"
+            for n in mine
+            if n in theirs and mine[n] != theirs[n]
+        ]
+        return out
+
+    def sha256(self) -> str:
+        """Of the canonical JSON: recorded at registration and checked at every load."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     # -- validation ---------------------------------------------------------------------------
 
-    def validate_body(self, body: Any, max_rows: int) -> np.ndarray:
+    def validate_body(self, body: Any, max_rows: int, unknown: Unknown | None = None) -> np.ndarray:
         """A JSON API body, {"instances": [{feature: value, ...}, ...]}, to a float64 matrix."""
         if not isinstance(body, dict) or "instances" not in body:
             raise InputError(
@@ -107,46 +189,13 @@ class FeatureSchema:
                 f"unknown top-level field(s) {', '.join(map(repr, unknown))}; only 'instances' is allowed",
                 [(None, k, "unknown field") for k in unknown],
             )
-        return self.validate_instances(body["instances"], max_rows)
+        return self.validate_instances(body["instances"], max_rows, unknown)
 
-    def validate_tensor(
-        self, name: str, datatype: str, shape: Sequence[int], data: np.ndarray, max_rows: int
+    def validate_instances(
+        self, instances: Any, max_rows: int, unknown: Unknown | None = None
     ) -> np.ndarray:
-        """An Open Inference Protocol input tensor (flat `data`) to the model's float matrix."""
-        n_features = len(self.features)
-        if name != TENSOR:
-            raise InputError(
-                f"unknown input tensor {name!r}; the model takes one input, {TENSOR!r}",
-                [(None, name, "unknown input")],
-            )
-        if datatype != "FP32":
-            raise InputError(
-                f"input {TENSOR!r} has datatype {datatype}; FP32 is required",
-                [(None, TENSOR, "datatype")],
-            )
-        if len(shape) != 2 or shape[1] != n_features or shape[0] < 1:
-            raise InputError(
-                f"input {TENSOR!r} has shape {list(shape)}; [N, {n_features}] is required, N >= 1, "
-                f"features in this order: {', '.join(self.names)}",
-                [(None, TENSOR, "shape")],
-            )
-        if shape[0] > max_rows:
-            raise InputError(
-                f"input {TENSOR!r} has {shape[0]} rows; at most {max_rows} are allowed",
-                [(None, TENSOR, "too many rows")],
-            )
-        if data.size != shape[0] * shape[1]:
-            raise InputError(
-                f"input {TENSOR!r} has {data.size} values; shape {list(shape)} needs {shape[0] * shape[1]}",
-                [(None, TENSOR, "size")],
-            )
-        try:
-            return self.validate_matrix(data.reshape(shape[0], shape[1]))
-        except InputError as exc:
-            raise InputError(f"input {TENSOR!r}: {exc.message}", exc.problems) from None
-
-    def validate_instances(self, instances: Any, max_rows: int) -> np.ndarray:
-        """JSON rows (one object of features per row) to a float64 matrix, or InputError."""
+        """JSON rows (one object of features per row) to a float64 matrix, or InputError;
+        `unknown` gets the count of unknown categories by column."""
         if not isinstance(instances, list):
             raise InputError(
                 f"'instances' must be a list of objects, got {type_name(instances)}",
@@ -161,10 +210,10 @@ class FeatureSchema:
                 f"'instances' has {len(instances)} rows; at most {max_rows} are allowed per request",
                 [(None, "instances", "too many rows")],
             )
-        matrix = self._fast_matrix(instances)
-        return matrix if matrix is not None else self._careful_matrix(instances)
+        matrix = self._fast_matrix(instances) if self.plain else None
+        return matrix if matrix is not None else self._careful_matrix(instances, unknown)
 
-    def _careful_matrix(self, instances: list) -> np.ndarray:
+    def _careful_matrix(self, instances: list, unknown: Unknown | None) -> np.ndarray:
         """Rows checked one by one, then columns value by value: the path that says what is off
         (the row and field) for every body the fast path declines. Every 400 comes from here."""
         names = self.names
@@ -175,22 +224,24 @@ class FeatureSchema:
                     f"instances[{i}] must be an object of features, got {type_name(row)}",
                     [(i, None, "not an object")],
                 )
-            if row.keys() != wanted:
+            if row.keys() != wanted and row.keys() - self.passthrough != wanted:
                 missing = [n for n in names if n not in row]
-                unknown = sorted(str(k) for k in row if k not in wanted)
+                extra = sorted(str(k) for k in row if k not in wanted and k not in self.passthrough)
                 problems = [(i, n, "missing feature") for n in missing]
-                problems += [(i, k, "unknown feature") for k in unknown]
+                problems += [(i, k, "unknown feature") for k in extra]
                 parts = []
                 if missing:
                     parts.append(f"missing feature(s) {', '.join(map(repr, missing))}")
-                if unknown:
-                    parts.append(f"unknown feature(s) {', '.join(map(repr, unknown))}")
+                if extra:
+                    parts.append(f"unknown feature(s) {', '.join(map(repr, extra))}")
                 raise InputError(
                     f"instances[{i}]: {'; '.join(parts)}; expected exactly: {', '.join(names)}",
                     problems,
                 )
-        columns = [[row[n] for row in instances] for n in names]
-        matrix, problems = self._to_matrix(columns, len(instances), parse_strings=False)
+        columns = {n: [row[n] for row in instances] for n in names}
+        matrix, problems = self._to_matrix(
+            columns.__getitem__, len(instances), parse_strings=False, unknown=unknown
+        )
         if problems:
             row, field, message = problems[0]
             raise InputError(f"instances[{row}].{field}: {message}", problems)
@@ -227,21 +278,9 @@ class FeatureSchema:
             return None
         return matrix.reshape(len(rows), n) if np.isfinite(matrix).all() else None
 
-    def validate_matrix(self, x: np.ndarray) -> np.ndarray:
-        """A numeric matrix already in schema order (V2 tensors): only finiteness is left."""
-        x = np.asarray(x, dtype=np.float64)
-        if np.isfinite(x).all():
-            return x
-        problems: list[tuple[int, str, str]] = []
-        for j, feature in enumerate(self.features):
-            non_finite(feature.name, x[:, j], problems)
-        problems.sort(key=lambda p: p[0])
-        row, field, message = problems[0]
-        raise InputError(
-            f"row {row}, feature {field!r} ({self.names.index(field)}): {message}", problems
-        )
-
-    def validate_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str | None]]:
+    def validate_frame(
+        self, frame: pd.DataFrame, unknown: Unknown | None = None
+    ) -> tuple[np.ndarray, list[str | None]]:
         """Table rows to (matrix, reason per row); rows with a reason are not to be predicted.
 
         A missing column refuses the whole table; columns beyond the schema (ids, the target)
@@ -253,8 +292,9 @@ class FeatureSchema:
                 f"missing column(s) {', '.join(map(repr, missing))}; the model needs: {', '.join(self.names)}",
                 [(None, n, "missing column") for n in missing],
             )
-        columns = [frame[n] for n in self.names]
-        matrix, problems = self._to_matrix(columns, len(frame), parse_strings=True)
+        matrix, problems = self._to_matrix(
+            frame.__getitem__, len(frame), parse_strings=True, unknown=unknown
+        )
         reasons: list[str | None] = [None] * len(frame)
         for row, field, message in problems:
             if reasons[row] is None:
@@ -262,11 +302,44 @@ class FeatureSchema:
         return matrix, reasons
 
     def _to_matrix(
-        self, columns: Sequence[Any], n_rows: int, *, parse_strings: bool
+        self,
+        values_of: Callable[[str], Any],
+        n_rows: int,
+        *,
+        parse_strings: bool,
+        unknown: Unknown | None,
     ) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
-        matrix = np.empty((n_rows, len(columns)), dtype=np.float64)
+        """Each field's values (`values_of(name)`) to the feature matrix, with the problems."""
+        if not self.plain:
+            matrix, problems, found = encode_columns(
+                self.columns, values_of, n_rows, parse_strings=parse_strings
+            )
+            if unknown is not None:
+                for name, count in found.items():
+                    unknown[name] = unknown.get(name, 0) + count
+            return matrix, problems
+        matrix = np.empty((n_rows, len(self.features)), dtype=np.float64)
         problems: list[tuple[int, str, str]] = []
-        for j, (feature, values) in enumerate(zip(self.features, columns, strict=True)):
-            matrix[:, j] = column(feature.name, values, parse_strings, problems)
+        missing_ok = bool(self.columns)  # v1 models never saw a missing value
+        for j, feature in enumerate(self.features):
+            matrix[:, j] = column(
+                feature.name, values_of(feature.name), parse_strings, problems, missing_ok
+            )
         problems.sort(key=lambda p: p[0])
         return matrix, problems
+
+
+def _feature(column: Column, values: pd.Series) -> Feature:
+    present = values.dropna()
+    dtype = str(values.dtype)
+    if column.kind == "numeric":
+        numbers = pd.to_numeric(present.astype(str) if dtype in ("object", "str") else present)
+        lo, hi = float(numbers.min()), float(numbers.max())
+        return Feature(column.name, dtype, lo, hi, "numeric", lo)
+    if column.kind == "categorical":
+        example = column.levels[0] if column.levels else str(present.iloc[0])
+    elif column.kind == "boolean":
+        example = bool(native(present.iloc[0])) if dtype == "bool" else str(present.iloc[0])
+    else:  # datetime: the earliest, as ISO-8601 text
+        example = str(present.min()) if dtype.startswith("datetime") else str(present.iloc[0])
+    return Feature(column.name, dtype, None, None, column.kind, example)

@@ -35,6 +35,8 @@ _ISO_DATE = re.compile(
 )
 # Text with at least this share of distinct values among its rows names rows, not groups.
 _NEARLY_UNIQUE = 0.95
+# Text with at least this share of numbers is a numeric column with stray text in it.
+_MOSTLY_NUMBERS = 0.9
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,15 @@ def _infer_one(name: str, values: pd.Series, overrides: Overrides) -> Column:
     numbers = pd.to_numeric(text, errors="coerce")
     if numbers.notna().all():
         return Column(kind="numeric", why="text that is all numbers", **base)
+    if numbers.notna().mean() >= _MOSTLY_NUMBERS:
+        # Numbers with a few stray words ("n/a", "unknown", a typo): a column the user meant as
+        # numbers. Guessing categories would make every measurement a level of its own.
+        bad = text[numbers.isna()]
+        raise DataError(
+            f"column {name!r} holds numbers, but {len(bad)} of its {len(text)} values are text "
+            f"(first {bad.iloc[0]!r}, row {bad.index[0]}); leave those cells empty for a missing "
+            f"value, or name it --categorical {name}"
+        )
     if text.map(lambda v: bool(_ISO_DATE.match(v.strip()))).all():
         return _datetime(name, present, "ISO-8601 dates", base)
     if distinct >= _NEARLY_UNIQUE * len(present) and len(present) > overrides.min_count:
@@ -281,7 +292,8 @@ def _levels_note(c: Column) -> str:
     if c.kind != "categorical":
         return ""
     rare = c.distinct - len(c.levels)
-    return f"; {len(c.levels)} levels" + (f", {rare} rare ones as 'other'" if rare > 0 else "")
+    rare_text = f", {rare} rare {'one' if rare == 1 else 'ones'} as 'other'" if rare > 0 else ""
+    return f"; {len(c.levels)} levels{rare_text}"
 
 
 def features(columns: Iterable[Column]) -> list[str]:

@@ -99,7 +99,9 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 async def predict_json(core: Core, model: ServedModel, body: bytes) -> Response:
     """The JSON API: {"instances": [...]} in, predictions and probabilities out."""
-    x = model.runner.schema.validate_body(parse_json(body), core.settings.max_rows)
+    unknown: dict[str, int] = {}
+    x = model.runner.schema.validate_body(parse_json(body), core.settings.max_rows, unknown)
+    core.counted(model, unknown)
     proba = await core.infer(model, x)
     return json_response(
         {
@@ -203,7 +205,9 @@ async def v2_infer(request: Request) -> Response:
     model = _model(request)
     body = await read_body(request, core.settings.max_body_bytes)
     decoded = v2.rest_request(body, request.headers.get("inference-header-content-length"))
-    x = v2.features(model.runner.schema, decoded, core.settings.max_rows)
+    unknown: dict[str, int] = {}
+    x = v2.features(model.runner.schema, decoded, core.settings.max_rows, unknown)
+    core.counted(model, unknown)
     proba = await core.infer(model, x)
     outs = v2.outputs(proba, decoded.outputs)
     content, headers = v2.rest_response(model.name, model.version, decoded.id, outs)

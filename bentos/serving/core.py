@@ -141,6 +141,12 @@ class Core:
             )
         return model
 
+    def counted(self, model: ServedModel, unknown: dict[str, int]) -> None:
+        """Unknown categories validation found in a request (bentos.schema): counted by model
+        and feature."""
+        if unknown and self.metrics is not None:
+            self.metrics.unknown_categories(model.name, unknown)
+
     async def infer(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
         """Probabilities for the valid matrix `x` (the schema checked it at the edge); a 503
         (bentos.serving.batching.Overloaded) when the model's queue is too long."""

@@ -54,6 +54,14 @@ from bentos.serving.metrics import Metrics
 from bentos.serving.runtime import tune_gc
 from bentos.settings import GrpcSettings, ServingSettings, load
 
+# Triton's model configuration names for the protocol's datatypes (BYTES is its TYPE_STRING).
+_CONFIG_TYPES = {
+    "FP32": "TYPE_FP32",
+    "FP64": "TYPE_FP64",
+    "BOOL": "TYPE_BOOL",
+    "BYTES": "TYPE_STRING",
+}
+
 log = logging.getLogger("bentos.serving.grpc")
 SERVICE = "inference.GRPCInferenceService"
 
@@ -102,7 +110,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=model.name,
             platform=meta["platform"],
             max_batch_size=self.core.settings.max_rows,
-            input=[mc.ModelInput(name=TENSOR, data_type=mc.TYPE_FP32, dims=[n_features])],
+            input=[
+                mc.ModelInput(
+                    name=i["name"],
+                    data_type=getattr(mc, _CONFIG_TYPES[i["datatype"]]),
+                    dims=[n_features] if i["name"] == TENSOR else [1],
+                )
+                for i in meta["inputs"]
+            ],
             output=[
                 mc.ModelOutput(name="label", data_type=mc.TYPE_INT64, dims=[1]),
                 mc.ModelOutput(name="probabilities", data_type=mc.TYPE_FP32, dims=[n_classes]),
@@ -116,7 +131,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         model = self.core.model(request.model_name, request.model_version)
         decoded = v2.grpc_request(request)
-        x = v2.features(model.runner.schema, decoded, self.core.settings.max_rows)
+        unknown: dict[str, int] = {}
+        x = v2.features(model.runner.schema, decoded, self.core.settings.max_rows, unknown)
+        self.core.counted(model, unknown)
         # Through the model's batcher, as on HTTP: small calls that arrive together share one
         # model call in the event loop, large ones run in a thread, and a call whose client has
         # gone before its turn is skipped.

@@ -9,7 +9,9 @@ RPC name), never by raw path: a scan of random paths adds one series, not one pe
   (one call may serve several requests: bentos.serving.batching);
 - `bentos_model_created_timestamp_seconds{model, version}`: when each served model was registered
   in its store (unix seconds), set once as the models load: the versions a pod serves, and their
-  age (docs/observability.md).
+  age (docs/observability.md);
+- `bentos_unknown_categories_total{model, feature}`: values of a categorical feature outside its
+  training levels, answered as the "other" level (features come from the schema: bounded).
 
 The HTTP server registers them in BentoML's multiprocess registry (so /metrics adds up every
 worker), the gRPC server in a registry of its own on its metrics port.
@@ -83,12 +85,21 @@ class Metrics:
             # once per model and version rather than once per worker pid (the default, `all`).
             multiprocess_mode="max",
         )
+        self.unknown = counter(
+            name="bentos_unknown_categories_total",
+            documentation="Categorical values outside the training levels, by model and feature",
+            labelnames=["model", "feature"],
+        )
         # (transport, route, status) -> that label set's series; routes are templates or RPC
         # names and statuses a handful, so this stays small.
         self._series: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def model_loaded(self, name: str, version: str, created: float) -> None:
         self.model_created.labels(name, version).set(created)
+
+    def unknown_categories(self, model: str, counts: dict[str, int]) -> None:
+        for feature, n in counts.items():
+            self.unknown.labels(model, feature).inc(n)
 
     def observe(self, transport: str, route: str, status: int, seconds: float) -> None:
         key = (transport, route, status)

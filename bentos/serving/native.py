@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from bentos.schema import FeatureSchema
+from bentos.schema import Feature, FeatureSchema
 from bentos.serving.core import Core
+from bentos.serving.openapi import example_row, field_schema
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,35 @@ def _identifier(name: str, taken: set[str]) -> str:
     return ident
 
 
+# The Python type of a field, by its column's kind: what BentoML's clients and Swagger show.
+_TYPES: dict[str, Any] = {"numeric": float, "boolean": bool, "categorical": str, "datetime": str}
+
+
+def _field(schema: FeatureSchema, f: Feature) -> tuple[Any, Any]:
+    doc = field_schema(schema, f)
+    kind: Any = _TYPES.get(f.kind, float)
+    extra = {"format": doc["format"]} if "format" in doc else None
+    if "x-levels" in doc:
+        extra = {"x-levels": doc["x-levels"]}
+    field = Field(
+        alias=f.name,
+        examples=[doc["example"]],
+        description=doc.get("description"),
+        json_schema_extra=extra,
+    )
+    # A model with kinds takes a missing value (null) in every field: optional, yet required to
+    # be present, as the JSON route holds it.
+    return (kind | None if schema.columns else kind), field
+
+
 def api_types(schema: FeatureSchema, prefix: str) -> ApiTypes:
     """Models named `<prefix>Row` and `<prefix>Prediction` for the features and labels of
-    `schema`; the example row is the features' observed minima."""
+    `schema`; the example row is a typical value of each field."""
     taken: set[str] = set()
     fields: dict[str, Any] = {
-        _identifier(f.name, taken): (
-            float,
-            Field(alias=f.name, examples=[f.min], description=f"{f.dtype}, seen {f.min}..{f.max}"),
-        )
-        for f in schema.features
+        _identifier(f.name, taken): _field(schema, f) for f in schema.features
     }
-    example = {f.name: f.min for f in schema.features}
+    example = example_row(schema)
 
     def row_schema(doc: dict[str, Any]) -> None:
         # BentoML's HTTP client encodes an object by its schema's properties and drops every
@@ -80,7 +98,9 @@ async def predict(core: Core, name: str, instances: list[BaseModel], types: ApiT
     as the HTTP route."""
     model = core.model(name)
     rows = [r.model_dump(by_alias=True) for r in instances]
-    x = model.runner.schema.validate_instances(rows, core.settings.max_rows)
+    unknown: dict[str, int] = {}
+    x = model.runner.schema.validate_instances(rows, core.settings.max_rows, unknown)
+    core.counted(model, unknown)
     proba = await core.infer(model, x)
     return types.prediction(
         predictions=model.runner.labels_for(proba),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bentos.schema import FeatureSchema
+from bentos.schema import Feature, FeatureSchema
 
 _ERROR = {
     "type": "object",
@@ -46,12 +46,43 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
+_JSON_TYPES = {"numeric": "number", "boolean": "boolean", "categorical": "string"}
+
+
+def field_schema(schema: FeatureSchema, feature: Feature) -> dict[str, Any]:
+    """One field of an input row, as OpenAPI 3.0 states it: its type, whether it may be null
+    (a missing value), and for a categorical field its known levels, as a description and
+    examples rather than an enum, since an unseen level is accepted (as the unknown level)."""
+    doc: dict[str, Any] = {"type": _JSON_TYPES.get(feature.kind, "string")}
+    if feature.kind == "numeric" and feature.min is not None:
+        doc["description"] = f"{feature.dtype}, seen {feature.min}..{feature.max}"
+    elif feature.kind == "boolean":
+        doc["description"] = "true or false"
+    elif feature.kind == "datetime":
+        doc["format"] = "date-time"
+        doc["description"] = "an ISO-8601 date or time, such as 2024-05-31 or 2024-05-31T13:45:00"
+    elif feature.kind == "categorical":
+        levels = next(c.levels for c in schema.columns if c.name == feature.name)
+        shown = ", ".join(levels[:20]) + (
+            f" (and {len(levels) - 20} more)" if len(levels) > 20 else ""
+        )
+        doc["description"] = (
+            f"one of the training levels: {shown}; any other text is the unknown level"
+        )
+        doc["x-levels"] = list(levels)
+    if schema.columns:  # kinds: every field may be missing
+        doc["nullable"] = True
+        doc["description"] = doc.get("description", feature.kind) + "; null when missing"
+    doc["example"] = feature.example if feature.example is not None else feature.min
+    return doc
+
+
 def _instances(schema: FeatureSchema, max_rows: int) -> dict[str, Any]:
     row = {
         "type": "object",
         "required": schema.names,
         "additionalProperties": False,
-        "properties": {f.name: {"type": "number", "example": f.min} for f in schema.features},
+        "properties": {f.name: field_schema(schema, f) for f in schema.features},
     }
     return {
         "type": "object",
@@ -61,6 +92,26 @@ def _instances(schema: FeatureSchema, max_rows: int) -> dict[str, Any]:
             "instances": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": row}
         },
     }
+
+
+def _v2_example(schema: FeatureSchema) -> list[dict[str, Any]]:
+    from bentos.serving.v2 import inputs
+
+    row = example_row(schema)
+    if schema.plain:
+        return [
+            {
+                "name": "features",
+                "datatype": "FP32",
+                "shape": [1, len(row)],
+                "data": list(row.values()),
+            }
+        ]
+    return [{**i, "shape": [1], "data": [row[i["name"]]]} for i in inputs(schema)]
+
+
+def example_row(schema: FeatureSchema) -> dict[str, Any]:
+    return {f.name: f.example if f.example is not None else f.min for f in schema.features}
 
 
 def _predictions(schema: FeatureSchema) -> dict[str, Any]:
@@ -139,7 +190,7 @@ def document(models: dict[str, tuple[str, FeatureSchema]], max_rows: int) -> dic
                     "content": {
                         "application/json": {
                             "schema": _instances(schema, max_rows),
-                            "example": {"instances": [{f.name: f.min for f in schema.features}]},
+                            "example": {"instances": [example_row(schema)]},
                         }
                     },
                 },
@@ -178,16 +229,7 @@ def document(models: dict[str, tuple[str, FeatureSchema]], max_rows: int) -> dic
     }
     paths["/v2/models/{model}/infer"]["post"]["requestBody"]["content"]["application/json"][
         "example"
-    ] = {
-        "inputs": [
-            {
-                "name": "features",
-                "datatype": "FP32",
-                "shape": [1, n_features],
-                "data": [f.min for f in next(iter(models.values()))[1].features],
-            }
-        ]
-    }
+    ] = {"inputs": _v2_example(next(iter(models.values()))[1])}
     paths["/v2/models/{model}/infer"]["post"]["responses"]["408"] = _errors(408)["408"]
     model = {
         "name": "model",

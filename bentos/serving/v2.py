@@ -1,11 +1,14 @@
 """The Open Inference Protocol (KServe V2) codec: one for the REST routes and the gRPC server.
 
-Both models take one input tensor `features` (FP32, [N, n_features], the schema's order) and
-give `label` (INT64 [N], the class index) and `probabilities` (FP32 [N, n_classes]). A request
-is decoded here into tensors, whatever its transport; the schema then checks the one input
-(bentos.schema.FeatureSchema.validate_tensor), and the answer is encoded here again. Datatypes
-and their numpy types are tritonclient's (`tritonclient.utils`), the maps Triton's clients use.
-Every refusal is an InputError (a 400) saying what was wrong.
+A model takes one input tensor per column of its table ([N], BYTES for text and dates, BOOL for
+booleans, a number type for numbers), as MLServer's pandas codec sends a DataFrame; a model whose
+features are all numbers also takes the one tensor `features` (FP32, [N, n_features], the
+schema's order) that tritonclient and KServe's SDK send. Both give `label` (INT64 [N], the class
+index) and `probabilities` (FP32 [N, n_classes]). A request is decoded here into tensors,
+whatever its transport; the schema then checks them (bentos.schema.FeatureSchema.validate_tensors),
+and the answer is encoded here again. Datatypes and their numpy types are tritonclient's
+(`tritonclient.utils`), the maps Triton's clients use. Every refusal is an InputError (a 400)
+saying what was wrong.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class Tensor:
     name: str
     datatype: str
     shape: list[int]
-    data: np.ndarray  # flat, in row-major order
+    data: np.ndarray  # flat, in row-major order; BYTES: objects (str, or None for a JSON null)
 
 
 @dataclass
@@ -69,15 +72,11 @@ class Output:
 # -- the decoded request -------------------------------------------------------------------------
 
 
-def features(schema: Any, request: Request, max_rows: int) -> np.ndarray:
-    """The request's one input tensor as the model's valid float matrix."""
-    if len(request.inputs) != 1:
-        raise InputError(
-            f"the request has {len(request.inputs)} inputs; the model takes one, {TENSOR!r}",
-            [(None, "inputs", "count")],
-        )
-    t = request.inputs[0]
-    return schema.validate_tensor(t.name, t.datatype, t.shape, t.data, max_rows)
+def features(
+    schema: Any, request: Request, max_rows: int, unknown: dict[str, int] | None = None
+) -> np.ndarray:
+    """The request's input tensors as the model's valid feature matrix."""
+    return schema.validate_tensors(request.inputs, max_rows, unknown)
 
 
 def _shape(name: str, shape: Any) -> list[int]:
@@ -118,6 +117,8 @@ _DTYPES: dict[str, np.dtype] = {}
 
 def _raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryview) -> np.ndarray:
     """A tensor's raw little-endian bytes, which must be exactly its shape's worth."""
+    if datatype == "BYTES" and name != TENSOR:  # `features` is numbers, whatever else it holds
+        return _raw_bytes(name, shape, bytes(raw))
     dtype = _numeric_dtype(name, datatype)
     count = math.prod(shape)
     if len(raw) != count * dtype.itemsize:
@@ -129,8 +130,38 @@ def _raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryview) ->
     return np.frombuffer(raw, dtype=dtype)
 
 
-def _flat(name: str, data: Any) -> np.ndarray:
-    """JSON `data`, flat or nested row-major, as numbers."""
+def _raw_bytes(name: str, shape: list[int], raw: bytes) -> np.ndarray:
+    """The protocol's BYTES encoding: each element a 4-byte little-endian length, then its bytes."""
+    out, at = [], 0
+    while at < len(raw):
+        if at + 4 > len(raw):
+            break
+        n = int.from_bytes(raw[at : at + 4], "little")
+        out.append(raw[at + 4 : at + 4 + n])
+        at += 4 + n
+    if at != len(raw) or len(out) != math.prod(shape):
+        raise InputError(
+            f"input {name!r}: the BYTES data does not hold {math.prod(shape)} length-prefixed "
+            f"elements for shape {shape}",
+            [(None, name, "raw size")],
+        )
+    return _text(name, out)
+
+
+def _text(name: str, values: list[Any]) -> np.ndarray:
+    try:
+        return np.array(
+            [v.decode() if isinstance(v, bytes) else v for v in values] or [], dtype=object
+        )
+    except UnicodeDecodeError:
+        raise InputError(
+            f"input {name!r}: a BYTES element is not UTF-8 text", [(None, name, "not text")]
+        ) from None
+
+
+def _flat(name: str, data: Any, datatype: str = "FP32") -> np.ndarray:
+    """JSON `data`, flat or nested row-major, as numbers (BYTES: text or null; BOOL: booleans,
+    as 1 and 0)."""
     flat, stack = [], [data]
     while stack:
         item = stack.pop()
@@ -138,6 +169,22 @@ def _flat(name: str, data: Any) -> np.ndarray:
             stack.extend(reversed(item))
         else:
             flat.append(item)
+    if datatype == "BYTES":
+        bad = [v for v in flat if not (v is None or isinstance(v, str))][:1]
+        if bad:
+            raise InputError(
+                f"input {name!r}: a BYTES value must be text or null, got {json.dumps(bad[0])}",
+                [(None, name, "not text")],
+            )
+        return _text(name, flat)
+    if datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in flat):
+            bad = next(v for v in flat if not isinstance(v, bool))
+            raise InputError(
+                f"input {name!r}: a BOOL value must be true or false, got {json.dumps(bad)}",
+                [(None, name, "not a boolean")],
+            )
+        return np.asarray(flat, dtype=np.float64)
     bad = [v for v in flat if not (type(v) is float or type(v) is int)][:1]  # bool is not int here
     if bad:
         raise InputError(
@@ -215,8 +262,9 @@ def rest_request(body: bytes, header_length: str | None) -> Request:
             data = _raw(name, datatype, shape, binary[offset : offset + size])
             offset += size
         elif "data" in tensor:
-            _numeric_dtype(name, datatype)
-            data = _flat(name, tensor["data"])
+            if datatype != "BYTES" or name == TENSOR:
+                _numeric_dtype(name, datatype)
+            data = _flat(name, tensor["data"], str(datatype))
         else:
             raise InputError(f"input {name!r} has no 'data' (nor binary data)")
         tensors.append(Tensor(name, str(datatype), shape, data))
@@ -283,6 +331,8 @@ def grpc_request(request: Any) -> Request:
             if tensor.HasField("contents"):
                 raise InputError(f"input {name!r} has both raw and typed contents; give one")
             data = _raw(name, datatype, shape, raw[i])
+        elif datatype == "BYTES" and name != TENSOR:
+            data = _text(name, list(tensor.contents.bytes_contents))
         else:
             _numeric_dtype(name, datatype)
             values = getattr(tensor.contents, _CONTENTS.get(datatype, "fp32_contents"))
@@ -319,6 +369,18 @@ def server_metadata() -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": bentos.__version__, "extensions": EXTENSIONS}
 
 
+# The datatype a model's metadata gives each kind of column (one tensor per column).
+DATATYPES = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES", "datetime": "BYTES"}
+
+
+def inputs(schema: Any) -> list[dict[str, Any]]:
+    """The inputs a model's metadata lists: `features` for an all-numeric model (the tensor
+    tritonclient and KServe's SDK send), one per column otherwise."""
+    if schema.plain:
+        return [{"name": TENSOR, "datatype": "FP32", "shape": [-1, len(schema.features)]}]
+    return [{"name": f.name, "datatype": DATATYPES[f.kind], "shape": [-1]} for f in schema.features]
+
+
 def model_metadata(model: Any) -> dict[str, Any]:
     """The metadata of a served model (bentos.serving.core.ServedModel)."""
     schema = model.runner.schema
@@ -326,7 +388,7 @@ def model_metadata(model: Any) -> dict[str, Any]:
         "name": model.name,
         "versions": [model.version],
         "platform": model.platform,
-        "inputs": [{"name": TENSOR, "datatype": "FP32", "shape": [-1, len(schema.features)]}],
+        "inputs": inputs(schema),
         "outputs": [
             {"name": "label", "datatype": "INT64", "shape": [-1]},
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(schema.labels)]},

@@ -12,16 +12,18 @@ import numpy as np
 import pandas as pd
 
 from bentos.errors import DataError
+from bentos.schema.kinds import Column, Overrides, infer
 
 DATASETS = ("iris", "synthetic")
 
 
 @dataclass(frozen=True)
 class Dataset:
-    features: pd.DataFrame  # numeric feature columns, in schema order
+    features: pd.DataFrame  # every column but the target, as read
     target: pd.Series
     source: str  # where it came from, for the model's metadata
     sha256: str  # of the file bytes, or of the canonical table for bundled data
+    columns: tuple[Column, ...] = ()  # the kind of each column of `features`
 
 
 def _snake(name: str) -> str:
@@ -34,7 +36,7 @@ def _table_sha256(frame: pd.DataFrame) -> str:
     return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
 
 
-def load_builtin(name: str) -> Dataset:
+def load_builtin(name: str, overrides: Overrides | None = None) -> Dataset:
     """The bundled datasets: both ship with scikit-learn and need no network."""
     if name == "iris":
         from sklearn.datasets import load_iris
@@ -54,7 +56,8 @@ def load_builtin(name: str) -> Dataset:
     else:
         raise DataError(f"unknown dataset {name!r}: allowed are {', '.join(DATASETS)}")
     table = features.assign(**{str(target.name): target})
-    return Dataset(features, target, f"builtin:{name}", _table_sha256(table))
+    columns = tuple(infer(table, str(target.name), overrides))
+    return Dataset(features, target, f"builtin:{name}", _table_sha256(table), columns)
 
 
 def read_table(url: str) -> tuple[pd.DataFrame, str]:
@@ -86,16 +89,23 @@ def read_table(url: str) -> tuple[pd.DataFrame, str]:
     return frame, digest
 
 
-def load_table(url: str, target: str) -> Dataset:
-    """Read a user's table and check it can train a classifier; DataError names what is wrong."""
+def load_table(url: str, target: str, overrides: Overrides | None = None) -> Dataset:
+    """Read a user's table and check it can train a classifier; DataError names what is wrong.
+
+    Every column but the target gets a kind (bentos.schema.kinds): inferred, or as `overrides`
+    name it."""
     frame, digest = read_table(url)
+    frame.columns = [str(c) for c in frame.columns]
     if target not in frame.columns:
         raise DataError(
-            f"{url}: target column {target!r} not found; the columns are {', '.join(map(str, frame.columns))}"
+            f"{url}: target column {target!r} not found; the columns are {', '.join(frame.columns)}"
         )
     y = frame[target]
     if y.isna().any():
-        raise DataError(f"{url}: target column {target!r} has {int(y.isna().sum())} missing values")
+        raise DataError(
+            f"{url}: target column {target!r} has {int(y.isna().sum())} missing values; "
+            "drop those rows or fill them"
+        )
     if y.nunique() < 2:
         raise DataError(
             f"{url}: target column {target!r} has a single class ({y.iloc[0]!r}); a classifier needs at least two"
@@ -103,16 +113,8 @@ def load_table(url: str, target: str) -> Dataset:
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:
         raise DataError(f"{url}: no feature columns besides the target {target!r}")
-    for column in features.columns:
-        values = features[column]
-        if values.dtype == bool or not pd.api.types.is_numeric_dtype(values):
-            raise DataError(
-                f"{url}: feature column {column!r} is not numeric (dtype {values.dtype}); "
-                "only numeric feature columns are supported"
-            )
-        as_float = values.to_numpy(dtype=np.float64, na_value=np.nan)
-        if not np.isfinite(as_float).all():
-            bad = int((~np.isfinite(as_float)).sum())
-            raise DataError(f"{url}: feature column {column!r} has {bad} NaN or infinite values")
-    features.columns = [str(c) for c in features.columns]
-    return Dataset(features.astype(np.float64), y, url, digest)
+    try:
+        columns = tuple(infer(frame, target, overrides))
+    except DataError as exc:
+        raise DataError(f"{url}: {exc}") from None
+    return Dataset(features, y, url, digest, columns)

@@ -6,7 +6,7 @@ import platform
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,11 @@ import numpy as np
 
 from bentos.errors import ConversionError, DataError, GateError
 from bentos.schema import FeatureSchema
+from bentos.schema.encode import encode_columns
+from bentos.schema.kinds import Overrides
+from bentos.schema.kinds import table as kinds_table
 from bentos.training import data as data_mod
+from bentos.training.gates import balanced, baseline, evaluate, gate
 
 MODELS = ("rf", "tflite")
 
@@ -31,6 +35,11 @@ class TrainConfig:
     test_size: float = 0.2
     epochs: int | None = None  # None: chosen from the table's size
     models: tuple[str, ...] = MODELS
+    kinds: Overrides = field(default_factory=Overrides)  # column kinds named by the user
+    # "auto": balanced class weights when a class is rare (imbalanced), none otherwise.
+    class_weight: str = "auto"
+    # How much each model's macro F1 must exceed the majority-class baseline's.
+    min_lift: float = 0.05
 
 
 @dataclass
@@ -63,8 +72,8 @@ def load(config: TrainConfig) -> data_mod.Dataset:
     if config.data:
         if not config.target:
             raise DataError("--data needs --target, the name of the label column")
-        return data_mod.load_table(config.data, config.target)
-    return data_mod.load_builtin(config.dataset)
+        return data_mod.load_table(config.data, config.target, config.kinds)
+    return data_mod.load_builtin(config.dataset, config.kinds)
 
 
 def held_out(config: TrainConfig) -> Any:
@@ -83,31 +92,27 @@ def held_out(config: TrainConfig) -> Any:
     return table.iloc[np.sort(test)].reset_index(drop=True)
 
 
-def evaluate(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[Any, ...]) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, classification_report, f1_score
-
-    report = classification_report(
-        y_true,
-        y_pred,
-        labels=list(range(len(labels))),
-        target_names=[str(v) for v in labels],
-        output_dict=True,
-        zero_division=0,
+def features(ds: data_mod.Dataset) -> np.ndarray:
+    """The training table's feature matrix (NaN where missing), by the one path every door
+    takes (bentos.schema.encode); DataError names the first value that is not its column's kind."""
+    x, problems, _ = encode_columns(
+        ds.columns, ds.features.__getitem__, len(ds.features), parse_strings=True
     )
-    per_class = {str(name): {k: float(v) for k, v in report[str(name)].items()} for name in labels}
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1_macro": float(f1_score(y_true, y_pred, average="macro")),
-        "per_class": per_class,
-        "n_test": len(y_true),
-    }
+    if problems:
+        row, name, message = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DataError(f"{ds.source}: row {row}, column {name!r}: {message}{more}")
+    return x
 
 
-def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
+def train(
+    config: TrainConfig, step: Step = _quiet, show: Callable[[str], None] = lambda _: None
+) -> TrainResult:
     """Run the whole pipeline. DataError, GateError or ConversionError leave the store as it was.
 
     The arguments and the data are checked before anything heavy is imported: a wrong path or
-    column is reported in about a second, not after TensorFlow has loaded."""
+    column is reported in about a second, not after TensorFlow has loaded. `show` gets the
+    table of column kinds."""
     from sklearn.model_selection import train_test_split
 
     unknown = sorted(set(config.models) - set(MODELS))
@@ -115,9 +120,10 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
         raise DataError(f"models {unknown or '(none)'}: allowed are {', '.join(MODELS)}")
     with step("Loading data"):
         ds = load(config)
+    show(kinds_table(ds.columns))
     labels, y = np.unique(ds.target.to_numpy(), return_inverse=True)
-    schema = FeatureSchema.from_training(ds.features, labels, str(ds.target.name))
-    x = ds.features.to_numpy(dtype=np.float64)
+    schema = FeatureSchema.from_training(ds.features, labels, str(ds.target.name), ds.columns)
+    x = features(ds)
     try:
         split = train_test_split(
             x, y, test_size=config.test_size, stratify=y, random_state=config.seed
@@ -126,6 +132,11 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
         raise DataError(
             f"{ds.source}: target column {schema.target!r} cannot be split for a hold-out set: {exc}"
         ) from None
+    # The TFLite model's fill values come from the training rows, not the hold-out ones.
+    schema = schema.with_dense(split[0])
+    # "auto" decided once, from the labels: both models read the resolved setting.
+    weigh = balanced(config.class_weight, y)
+    config = replace(config, class_weight="balanced" if weigh else "none")
     if "tflite" in config.models:
         try:
             from bentos.training.tflite import tensorflow
@@ -149,8 +160,10 @@ def train(config: TrainConfig, step: Step = _quiet) -> TrainResult:
         raise GateError("; ".join(gate_failures) + "; nothing was registered")
     common = {
         "schema": schema.to_dict(),
+        "schema_sha256": schema.sha256(),
         "training_data": {"source": ds.source, "sha256": ds.sha256, "rows": len(x)},
         "split": {"test_size": config.test_size, "seed": config.seed, "stratified": True},
+        "class_weight": "balanced" if weigh else "none",
         "python": platform.python_version(),
     }
     with step("Registering models"):
@@ -177,19 +190,32 @@ def _forest(
 
     x_train, x_test, y_train, y_test = split
     with step(f"Training RandomForest ({config.n_estimators} trees)"):
-        params = {"n_estimators": config.n_estimators, "random_state": config.seed, "n_jobs": -1}
+        params = {
+            "n_estimators": config.n_estimators,
+            "random_state": config.seed,
+            "n_jobs": -1,
+            "class_weight": "balanced" if config.class_weight == "balanced" else None,
+        }
         forest = RandomForestClassifier(**params).fit(x_train, y_train)
         # The hold-out probabilities, once: the metrics, the packed parity and the report's.
         proba = forest.predict_proba(x_test)
         result.rf_metrics = evaluate(y_test, proba.argmax(1), schema.labels)
+        result.rf_metrics["baseline"] = baseline(y_test, y_train, schema.labels)
         forest.n_jobs = 1  # serve-time setting: one request, one core
     with step("Packing the RandomForest"):
         try:
             packed_file = pack(forest).to_bytes()
         except PackError as exc:
             raise ConversionError(f"RandomForest packing: {exc}") from None
-        # Checked as it will be served, on the hold-out rows.
-        parity = forest_parity(proba, PackedForest.from_bytes(packed_file), x_test)
+        # Checked as it will be served, on the hold-out rows, and on the same rows with a value
+        # missing in each, so that every split's missing-value direction is exercised.
+        served = PackedForest.from_bytes(packed_file)
+        knocked = x_test.copy()
+        knocked[np.arange(len(knocked)), np.arange(len(knocked)) % knocked.shape[1]] = np.nan
+        parity = forest_parity(
+            np.vstack([proba, forest.predict_proba(knocked)]), served, np.vstack([x_test, knocked])
+        )
+        parity["rows_with_missing"] = int(np.isnan(x_test).any(axis=1).sum()) + len(knocked)
     with step("Drawing the RandomForest's report"):
         rf_report = report.build(
             "RandomForest",
@@ -200,7 +226,7 @@ def _forest(
             report.forest_importances(forest),
             report.Parity("packed forest", "scikit-learn", parity),
         )
-    failures = _accuracy_gate("RandomForest", result.rf_metrics, config.min_accuracy)
+    failures = gate("RandomForest", result.rf_metrics, config.min_accuracy, config.min_lift)
     if not parity["labels_identical"] or parity["max_abs_diff"] > 1e-5:
         failures.append(
             f"RandomForest packed parity: labels identical {parity['labels_identical']}, "
@@ -217,7 +243,12 @@ def _forest(
                 **common,
                 "metrics": result.rf_metrics,
                 "sklearn_version": sklearn.__version__,
-                "params": {**params, "n_jobs_serving": 1},
+                # BentoML's metadata takes no None.
+                "params": {
+                    **params,
+                    "class_weight": str(params["class_weight"]),
+                    "n_jobs_serving": 1,
+                },
                 "size_bytes": pkl.stat().st_size,
                 "packed": {"parity": parity, "size_bytes": len(packed_file)},
             }
@@ -241,10 +272,19 @@ def _tflite(
     from bentos.training import report, tflite
 
     x_train, x_test, y_train, y_test = split
+    dense = schema.dense
+    assert dense is not None  # set by train() from the training rows
+    x_train, raw_test, x_test = dense.apply(x_train), x_test, dense.apply(x_test)
     epochs = config.epochs or tflite.default_epochs(len(x_train))
     with step(f"Training Keras MLP ({epochs} epochs)", epochs) as advance:
         keras_model = tflite.train_keras(
-            x_train, y_train, len(schema.labels), seed=config.seed, epochs=epochs, on_epoch=advance
+            x_train,
+            y_train,
+            len(schema.labels),
+            seed=config.seed,
+            epochs=epochs,
+            on_epoch=advance,
+            balanced=config.class_weight == "balanced",
         )
     with step(f"Converting to TFLite ({config.quantize})"):
         content = tflite.convert(keras_model, config.quantize, x_train)
@@ -257,6 +297,7 @@ def _tflite(
         par = tflite.parity(keras_p, proba, y_test)
         result.parity = par.to_dict()
         result.tflite_metrics = evaluate(y_test, proba.argmax(1), schema.labels)
+        result.tflite_metrics["baseline"] = baseline(y_test, split[2], schema.labels)
     with step("Drawing the TFLite model's report"):
         lite_report = report.build(
             "TFLite",
@@ -264,12 +305,14 @@ def _tflite(
             y_test,
             proba,
             result.tflite_metrics,
-            report.permutation_importances(lite.predict_proba, x_test, y_test, seed=config.seed),
+            report.permutation_importances(
+                lambda m: lite.predict_proba(dense.apply(m)), raw_test, y_test, seed=config.seed
+            ),
             report.Parity(
                 "TFLite", "Keras", {"quantization": config.quantize, **result.parity}, keras_p
             ),
         )
-    failures = _accuracy_gate("TFLite", result.tflite_metrics, config.min_accuracy)
+    failures = gate("TFLite", result.tflite_metrics, config.min_accuracy, config.min_lift)
     failures += [f"TFLite parity: {f}" for f in par.failures(config.quantize)]
 
     def register(common: dict[str, Any]) -> None:
@@ -300,9 +343,3 @@ def _report_path(model: Any) -> str:
     from bentos import models
 
     return str(Path(bentoml.models.get(model.tag).path) / models.REPORT_DIR / models.REPORT_PAGE)
-
-
-def _accuracy_gate(name: str, metrics: dict[str, Any], minimum: float) -> list[str]:
-    if metrics["accuracy"] < minimum:
-        return [f"{name} accuracy {metrics['accuracy']:.4f} < --min-accuracy {minimum}"]
-    return []

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bentos import models
+from bentos.errors import BentosError
 from bentos.registry import Registry
 from bentos.training.evaluate import decide, report, score
 from bentos.training.pipeline import TrainConfig, TrainResult, held_out
@@ -32,9 +33,13 @@ def promote(
     metric: str,
     margin: float,
     log: Log,
+    allow_schema_change: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Decide for every model the retrain registered; returns name -> decision. Logs one
-    `{"event": "decision", ...}` line per model."""
+    `{"event": "decision", ...}` line per model.
+
+    A challenger whose input fields differ from the champion's (a column added, removed or of
+    another kind) is promoted only with `allow_schema_change`: the clients send the champion's."""
     from bentos.training import data as data_mod
 
     if eval_data:
@@ -47,15 +52,30 @@ def promote(
     decisions = {}
     for tag in (t for t in (result.rf_tag, result.tflite_tag) if t):
         name, version = tag.split(":")
-        challenger = score(_runner(tag), frame, target)
+        runner = _runner(tag)
+        challenger = score(runner, frame, target)
         pointer = registry.champion(name)
-        champion = None
+        champion, changed = None, []
         if pointer is not None:
-            champion_tag = registry.pull(name)
-            champion = (pointer["version"], score(_runner(champion_tag), frame, target))
+            champion_runner = _runner(registry.pull(name))
+            changed = runner.schema.differences(champion_runner.schema)
+            try:
+                champion = (pointer["version"], score(champion_runner, frame, target))
+            except BentosError as exc:
+                if not changed:
+                    raise
+                # The champion's columns are not in the new data: it cannot be judged on it.
+                log(event="champion_not_scored", model=name, error=str(exc))
         promoted, why = decide(
             challenger, None if champion is None else champion[1], metric, margin
         )
+        if changed:
+            what = "schema differs from the champion's: " + "; ".join(changed)
+            if not allow_schema_change:
+                promoted = False
+                why = f"{what}; clients send the champion's schema, so it is promoted only with --allow-schema-change ({why})"
+            else:
+                why = f"{why}; {what} (allowed by --allow-schema-change)"
         registry.push(tag, challenger)
         data, page = report(
             name, (version, challenger), champion, metric, margin, promoted, why, evaluated_on

@@ -94,7 +94,7 @@ class Report:
         imp = self.importances
         order = np.argsort(-imp.mean, kind="stable")
         features = "".join(
-            f"<tr><th>{e(self.schema.names[i])}</th><td>{imp.mean[i]:.4f}</td>"
+            f"<tr><th>{e(self.schema.matrix_names[i])}</th><td>{imp.mean[i]:.4f}</td>"
             f"<td>{imp.std[i]:.4f}</td></tr>"
             for i in order
         )
@@ -126,7 +126,8 @@ img{{max-width:100%}}
 <h1>{e(self.title)} <code>{e(tag)}</code></h1>
 <p>Hold-out accuracy <b>{m["accuracy"]:.4f}</b>, macro F1 <b>{m["f1_macro"]:.4f}</b>, on
 {int(m["n_test"])} rows held out of training (test size {e(split.get("test_size"))}, seed
-{e(split.get("seed"))}, stratified).</p>
+{e(split.get("seed"))}, stratified; class weights {e(common.get("class_weight", "none"))}).</p>
+{self._baseline()}
 {note}<h2>Training data</h2>
 <table>
 <tr><th>source</th><td>{e(data.get("source"))}</td></tr>
@@ -145,6 +146,18 @@ img{{max-width:100%}}
 <table><tr><th>feature</th><th>importance</th><th>std</th></tr>
 {features}</table>
 </body></html>
+"""
+
+    def _baseline(self) -> str:
+        base = self.metrics.get("baseline")
+        if not base:
+            return ""
+        m = self.metrics
+        return f"""<h2>Against the majority class</h2>
+<table><tr><th></th><th>accuracy</th><th>macro F1</th></tr>
+<tr><th>this model</th><td>{m["accuracy"]:.4f}</td><td>{m["f1_macro"]:.4f}</td></tr>
+<tr><th>always {_escape(base["class"])}</th><td>{base["accuracy"]:.4f}</td>
+<td>{base["f1_macro"]:.4f}</td></tr></table>
 """
 
     def _caption(self, name: str) -> str:
@@ -224,7 +237,7 @@ def build(
     parity: Parity | None = None,
 ) -> Report:
     """The report of a model whose hold-out probabilities are `proba` for the classes `y`
-    (indices into schema.labels); `metrics` as bentos.training.pipeline.evaluate gives them."""
+    (indices into schema.labels); `metrics` as bentos.training.gates.evaluate gives them."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     labels = [str(v) for v in schema.labels]
@@ -314,7 +327,7 @@ def _draw(report: Report, y: np.ndarray, proba: np.ndarray) -> dict[str, bytes]:
     fig = Figure(figsize=(7, 1.5 + 0.3 * len(order)), layout="constrained")
     ax = fig.subplots()
     ax.barh(range(len(order)), imp.mean[order], xerr=imp.std[order], color="tab:blue")
-    ax.set_yticks(range(len(order)), [report.schema.names[i] for i in order])
+    ax.set_yticks(range(len(order)), [report.schema.matrix_names[i] for i in order])
     shown = "" if len(order) == len(imp.mean) else f" (top {len(order)} of {len(imp.mean)})"
     ax.set(title=f"{report.title}: feature importances{shown}", xlabel=imp.measure)
     pictures[IMPORTANCES] = png(fig)

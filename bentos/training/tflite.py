@@ -96,6 +96,7 @@ def train_keras(
     seed: int,
     epochs: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    balanced: bool = False,
 ) -> Any:
     """A small MLP whose first layer normalizes, so raw feature values go in (online and edge).
     `on_epoch(epoch, logs)` is called after each epoch (1-based), for progress."""
@@ -111,8 +112,13 @@ def train_keras(
     # the Normalization layer to remove is a small residual mean.
     centre = x.mean(axis=0).astype(np.float16).astype(np.float32)
     shift = keras.layers.Rescaling(1.0, offset=-centre, name="centre")
-    norm = keras.layers.Normalization(name="normalize")
-    norm.adapt(x - centre)
+    # A column constant in training (a level or an indicator never seen there) keeps its scale:
+    # dividing by a zero spread would make a value seen at serving time ten million times larger.
+    variance = (x - centre).var(axis=0)
+    variance[variance == 0] = 1.0
+    norm = keras.layers.Normalization(
+        mean=(x - centre).mean(axis=0), variance=variance, name="normalize"
+    )
     model = keras.Sequential(
         [
             keras.Input(shape=(x.shape[1],), name="features"),
@@ -136,7 +142,19 @@ def train_keras(
                 on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, dict(logs or {}))
             )
         )
-    model.fit(x, y, epochs=epochs, batch_size=batch, shuffle=True, verbose=0, callbacks=callbacks)
+    # Balanced: each class weighs n / (classes x its rows), as scikit-learn's "balanced" does.
+    counts = np.bincount(y, minlength=n_classes)
+    weights = {i: len(y) / (n_classes * c) for i, c in enumerate(counts) if c} if balanced else None
+    model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch,
+        shuffle=True,
+        verbose=0,
+        callbacks=callbacks,
+        class_weight=weights,
+    )
     return model
 
 

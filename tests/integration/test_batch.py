@@ -256,7 +256,8 @@ def test_kill_9_midway_then_rerun_scores_every_row_exactly_once(job_env, tmp_pat
 def test_bad_rows_go_to_rejected_with_reasons(job_env, tmp_path):
     data = iris(200).astype(object)
     data.loc[5, "sepal_width"] = "wide"
-    data.loc[17, "petal_length"] = None
+    data.loc[17, "petal_length"] = None  # an empty cell: a missing value, predicted
+    data.loc[23, "petal_width"] = "inf"
     data.to_csv(tmp_path / "in.csv", index=False)
     with open(tmp_path / "in.csv", "a") as fh:
         fh.write("1.0,2.0\n")  # a malformed line: row 200
@@ -270,13 +271,14 @@ def test_bad_rows_go_to_rejected_with_reasons(job_env, tmp_path):
         0.05,
     )
     rejected = pd.read_parquet(tmp_path / "out" / "rejected").sort_values("source_row")
-    assert rejected["source_row"].tolist() == [5, 17, 200]
+    assert rejected["source_row"].tolist() == [5, 23, 200]
     reasons = rejected["reason"].tolist()
     assert reasons[0] == "sepal_width: expected a number, got text 'wide'"
-    assert reasons[1].startswith("petal_length: missing value")
+    assert reasons[1] == "petal_width: expected a finite number, got 'inf'"
     assert reasons[2] == "malformed CSV line (2 fields, expected 5)"
     out = read_parts(tmp_path / "out")
-    assert len(out) == 198 and not out["source_row"].isin([5, 17, 200]).any()
+    assert len(out) == 198 and not out["source_row"].isin([5, 23, 200]).any()
+    assert out["source_row"].isin([17]).any()
     (m,) = manifests(tmp_path / "out")
     assert (m["rows_read"], m["rows_written"], m["rows_rejected"]) == (201, 198, 3)
 

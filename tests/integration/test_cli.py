@@ -27,34 +27,52 @@ def _tags() -> set[str]:
     return {str(m.tag) for m in bentoml.models.list()}
 
 
-def _iris_csv(path: Path, **changes) -> Path:
+def _iris_csv(path: Path, empty: bool = False, **changes) -> Path:
+    """Iris with each of `changes` (column=value) in row 3, or in every row when `empty`."""
     ds = load_builtin("iris")
     frame = ds.features.assign(species=ds.target)
     for column, value in changes.items():
         frame[column] = frame[column].astype(object)
-        frame.loc[3, column] = value
+        frame.loc[slice(None) if empty else 3, column] = value
     frame.to_csv(path, index=False)
     return path
 
 
 BAD_DATA = {
-    "non-numeric feature": (
+    "text in a numeric column": (
         lambda p: _iris_csv(p, sepal_width="wide"),
         "species",
-        "feature column 'sepal_width' is not numeric",
+        "column 'sepal_width' holds numbers, but 1 of its 150 values are text (first 'wide', "
+        "row 3); leave those cells empty for a missing value, or name it --categorical sepal_width",
+    ),
+    "missing target values": (
+        lambda p: _iris_csv(p, species=None),
+        "species",
+        "target column 'species' has 1 missing values",
+    ),
+    "a feature column with no values": (
+        lambda p: _iris_csv(p, petal_length=None, empty=True),
+        "species",
+        "feature column 'petal_length' has no values; leave it out of the table or --ignore it",
+    ),
+    "too many categories": (
+        lambda p: (
+            pd.DataFrame(
+                {"code": [f"c{i % 1500}" for i in range(3000)], "y": ["a", "b"] * 1500}
+            ).to_csv(p, index=False),
+            p,
+        )[1],
+        "y",
+        "categorical column 'code' has 1500 distinct values, more than the 1000 allowed; "
+        "--ignore code",
     ),
     "missing target": (lambda p: _iris_csv(p), "label", "target column 'label' not found"),
     "empty file": (lambda p: (p.write_text(""), p)[1], "species", "the file is empty"),
     "header only": (lambda p: (p.write_text("a,b,species\n"), p)[1], "species", "no data rows"),
-    "NaN value": (
-        lambda p: _iris_csv(p, petal_length=float("nan")),
-        "species",
-        "feature column 'petal_length' has 1 NaN or infinite values",
-    ),
     "inf value": (
         lambda p: _iris_csv(p, petal_width=float("inf")),
         "species",
-        "feature column 'petal_width' has 1 NaN or infinite values",
+        "row 3, column 'petal_width': non-finite value inf; a finite number is required",
     ),
     "single class": (
         lambda p: (pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": ["a"] * 3}).to_csv(p, index=False), p)[

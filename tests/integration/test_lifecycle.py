@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmarks.servers import ROOT
@@ -141,3 +142,41 @@ def test_pull_imports_each_champion_and_refuses_a_changed_archive(tmp_path, regi
     proc = _run(["bentos", "models", "pull"], tmp_path / "store2", "--registry", registry)
     assert proc.returncode == 4, proc.stderr
     assert "refusing to import it" in " ".join(proc.stderr.split())
+
+
+def test_a_challenger_with_other_columns_is_promoted_only_when_allowed(tmp_path, registry):
+    clean = _iris(tmp_path / "clean.csv")
+    code, events = _retrain(
+        tmp_path / "pod1", "--data", clean, "--models", "rf", "--registry", registry
+    )
+    assert code == 0 and _decision(events)["promoted"], events
+    champion = _decision(events)["challenger"]["version"]
+    # The same table with a text column more: a client of the champion would not send it.
+    wider = tmp_path / "wider.csv"
+    frame = pd.read_csv(clean)
+    frame.insert(0, "colour", np.where(np.arange(len(frame)) % 2, "red", "blue"))
+    frame.to_csv(wider, index=False)
+
+    code, events = _retrain(
+        tmp_path / "pod2", "--data", wider, "--models", "rf", "--registry", registry
+    )
+    assert code == 0, events
+    refused = _decision(events)
+    assert not refused["promoted"]
+    assert refused["why"].startswith(
+        "schema differs from the champion's: column 'colour' added; clients send the champion's "
+        "schema, so it is promoted only with --allow-schema-change"
+    )
+    assert (
+        json.loads((registry / "rf-classifier" / "champion.json").read_text())["version"]
+        == champion
+    )
+
+    code, events = _retrain(
+        tmp_path / "pod3", "--data", wider, "--models", "rf", "--registry", registry,
+        "--allow-schema-change",
+    )  # fmt: skip
+    assert code == 0, events
+    allowed = _decision(events)
+    assert allowed["promoted"], allowed
+    assert "column 'colour' added (allowed by --allow-schema-change)" in allowed["why"]

@@ -104,14 +104,6 @@ BAD_INPUT = {
         {"instances": [{**ROW, "petal_length": True}]},
         "instances[0].petal_length: expected a number, got boolean True",
     ),
-    "null": (
-        {"instances": [{**ROW, "petal_length": None}]},
-        "instances[0].petal_length: missing value (null or NaN)",
-    ),
-    "NaN": (
-        '{"instances": [{"sepal_length": NaN, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}',
-        "instances[0].sepal_length: missing value (null or NaN)",
-    ),
     "infinity": (
         '{"instances": [{"sepal_length": 5.1, "sepal_width": Infinity, "petal_length": 1.4, "petal_width": 0.2}]}',
         "instances[0].sepal_width: non-finite value inf",
@@ -142,6 +134,27 @@ def test_bad_input_is_a_400_naming_row_and_field(server, route, case):
     status, data = _bad(server, body, route, headers={"content-type": "application/json"})
     assert status == 400, data
     assert message in data["error"], data
+
+
+@pytest.mark.parametrize(
+    ("route", "runner_cls"), [("/predict", RandomForestRunner), ("/predict_edge", TFLiteRunner)]
+)
+def test_missing_values_are_predicted_as_the_model_itself_predicts_them(
+    server, trained, route, runner_cls
+):
+    # null, NaN and a missing value in every field: the forest routes each per split, the
+    # TFLite model gets the training rows' fill values (bentos.schema.dense).
+    rows = [{**ROW, "petal_length": None}, dict.fromkeys(ROW)]
+    body = json.dumps({"instances": [*rows, {**ROW, "sepal_length": math.nan}]}, allow_nan=True)
+    resp = httpx.post(
+        server.url + route, content=body, headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == 200, resp.text
+    x = np.array([[np.nan if v is None else v for v in r.values()] for r in rows])
+    x = np.vstack([x, [[np.nan, 3.5, 1.4, 0.2]]])
+    tag = trained.rf_tag if runner_cls is RandomForestRunner else trained.tflite_tag
+    want = runner_cls(tag).predict_proba(x)
+    np.testing.assert_allclose(resp.json()["probabilities"], want, atol=1e-6)
 
 
 def test_bad_input_lists_every_problem_with_row_and_field(server):

@@ -137,7 +137,13 @@ ERRORS = {
         "StatusCode.INVALID_ARGUMENT",
         "unknown output 'logits'",
     ),
-    "NaN": ({"x": "nan"}, "400", "StatusCode.INVALID_ARGUMENT", "row 1, feature 'petal_length'"),
+    # NaN is a missing value (test_a_nan_is_a_missing_value_in_both_protocols); infinity is not.
+    "infinity": (
+        {"x": "inf"},
+        "400",
+        "StatusCode.INVALID_ARGUMENT",
+        "row 1, feature 'petal_length'",
+    ),
     "too many rows": (
         {"x": "tall"},
         "400",
@@ -147,6 +153,16 @@ ERRORS = {
 }
 
 
+def test_a_nan_is_a_missing_value_in_both_protocols(http_client, grpc_client, rows, trained):
+    from bentos.runners import RandomForestRunner
+
+    x = np.where(np.arange(8).reshape(2, 4) == 6, np.nan, rows[:2]).astype(np.float32)
+    want = RandomForestRunner(trained.rf_tag).predict_proba(x.astype(np.float64))
+    for module, client in ((thttp, http_client), (tgrpc, grpc_client)):
+        result = _infer(module, client, "rf", x)
+        np.testing.assert_allclose(result.as_numpy("probabilities"), want, atol=1e-6)
+
+
 @pytest.mark.parametrize("case", sorted(ERRORS))
 def test_bad_requests_are_client_errors_with_a_message(http_client, grpc_client, rows, case):
     kwargs, rest_status, grpc_code, message = ERRORS[case]
@@ -154,7 +170,7 @@ def test_bad_requests_are_client_errors_with_a_message(http_client, grpc_client,
     model = kwargs.pop("model", "rf")
     x = {
         "narrow": rows[:2, :3].copy(),
-        "nan": np.where(np.arange(8).reshape(2, 4) == 6, np.nan, rows[:2]).astype(np.float32),
+        "inf": np.where(np.arange(8).reshape(2, 4) == 6, np.inf, rows[:2]).astype(np.float32),
         "tall": np.repeat(rows[:1], 51, axis=0),
     }.get(kwargs.pop("x", None), rows[:2])
     if kwargs.get("datatype") == "FP64":

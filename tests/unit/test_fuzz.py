@@ -179,7 +179,7 @@ class _Careful(FeatureSchema):
         return None
 
 
-CAREFUL = _Careful(SCHEMA.features, SCHEMA.labels, SCHEMA.target)
+CAREFUL = _Careful(SCHEMA.features, SCHEMA.labels, SCHEMA.target, SCHEMA.columns)
 # JSON numbers as orjson reads them (64-bit integers, finite doubles) and as the standard library
 # reads what orjson refuses (larger integers, NaN, Infinity, 1e999).
 in_range = st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)

@@ -14,7 +14,7 @@ import pytest
 
 from bentos.schema import FeatureSchema
 from bentos.training import report
-from bentos.training.pipeline import evaluate
+from bentos.training.gates import evaluate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COMMON = {
