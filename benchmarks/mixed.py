@@ -3,7 +3,7 @@ this project against a scikit-learn Pipeline of the same table (ColumnTransforme
 imputation and one-hot encoding, then a RandomForest of the same size), in one run:
 
 - online: `/predict` (`bentoml serve .`) against the Pipeline in the Flask tutorial's deployment
-  (benchmarks/baseline/flask_pipeline.py, gunicorn, 2 sync workers), 1 and 64 rows, h2load's
+  (benchmarks/baseline/flask_app.py, gunicorn, 2 sync workers), 1 and 64 rows, h2load's
   closed loop (HTTP/1.1, one connection per client);
 - batch: the job end to end (process start to its `_SUCCESS` manifest) on N rows of Parquet
   against the Pipeline's bare `predict_proba` on the same rows in memory, in the job's chunks.
@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from benchmarks import loadgen
 from benchmarks.batch import CHUNK, ROW_GROUP, run_job
-from benchmarks.servers import ROOT, Process, bentoml_serve, free_port, http_ready
+from benchmarks.servers import ROOT, bentoml_serve, gunicorn_serve
 
 TARGET = "survived"
 CATEGORIES, NUMBERS = ["sex", "passengerClass"], ["age"]
@@ -76,7 +76,7 @@ def _body(rows: pd.DataFrame) -> bytes:
     return json.dumps({"instances": records.to_dict(orient="records")}).encode()
 
 
-def online(home: Path, pipeline_file: Path, frame, args) -> dict:
+def online(home: Path, pipeline_file: Path, labels: list[str], frame, args) -> dict:
     env = {"BENTOML_HOME": str(home)}
     results: dict[tuple[str, int], list[float]] = {}
     bodies = {rows: _body(_rows(frame, rows, seed=1)) for rows in (1, 64)}
@@ -85,24 +85,12 @@ def online(home: Path, pipeline_file: Path, frame, args) -> dict:
             if target == "predict":
                 server = bentoml_serve(".", env).wait_ready()
             else:
-                port = free_port()
-                server = Process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "-w",
-                        "2",
-                        "-b",
-                        f"127.0.0.1:{port}",
-                        "benchmarks.baseline.flask_pipeline:app",
-                    ],
-                    ready=http_ready(f"http://127.0.0.1:{port}/health"),
-                    port=port,
-                    env={
+                server = gunicorn_serve(
+                    {
                         "BASELINE_MODEL": str(pipeline_file),
                         "BASELINE_FEATURES": ",".join(CATEGORIES + NUMBERS),
-                    },
+                        "BASELINE_LABELS": ",".join(labels),
+                    }
                 ).wait_ready()
             try:
                 for rows, body in bodies.items():
@@ -189,7 +177,7 @@ def main() -> None:
     pipeline_file = home / "pipeline.pkl"
     joblib.dump(pipeline, pipeline_file)
     if args.skip != "online":
-        online(home, pipeline_file, frame, args)
+        online(home, pipeline_file, [str(v) for v in pipeline.classes_], frame, args)
     if args.skip != "batch":
         batch(home, pipeline, frame, args)
 

@@ -18,13 +18,12 @@ import json
 import platform
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import loadgen
-from benchmarks.servers import Process, bentoml_serve, free_port, grpc_serve, http_ready
+from benchmarks.servers import Process, bentoml_serve, grpc_serve, gunicorn_serve
 from benchmarks.workload import sample_rows
 
 TARGETS = ("flask", "bentoml", "noop", "predict", "predict_edge", "v2_rest", "grpc")
@@ -70,25 +69,12 @@ def start_servers(targets: set[str]) -> dict[str, Process]:
         servers["grpc"] = grpc_serve().wait_ready()
     if "flask" in targets:
         stored = open_model(load(ModelSettings).rf_model)  # the forest the service serves
-        port = free_port()
-        servers["flask"] = Process(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-w",
-                "2",
-                "-b",
-                f"127.0.0.1:{port}",
-                "benchmarks.baseline.flask_app:app",
-            ],
-            ready=http_ready(f"http://127.0.0.1:{port}/health"),
-            port=port,
-            env={
+        servers["flask"] = gunicorn_serve(
+            {
                 "BASELINE_MODEL": str(Path(get(stored.tag).path_of(RF_FILE))),
                 "BASELINE_FEATURES": ",".join(stored.schema.names),
                 "BASELINE_LABELS": ",".join(map(str, stored.schema.labels)),
-            },
+            }
         ).wait_ready()
     return servers
 

@@ -156,6 +156,19 @@ def bentoml_serve(
     return Process(args, ready=ready, port=port, env=env, inherit=inherit, cwd=cwd)
 
 
+def gunicorn_serve(env: dict[str, str]) -> Process:
+    """The Flask baseline (benchmarks/baseline/flask_app.py) under gunicorn, 2 sync workers, as
+    the tutorial deploys it; `env` names its model (BASELINE_MODEL, _FEATURES, _LABELS)."""
+    port = free_port()
+    args = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}"]
+    return Process(
+        [*args, "benchmarks.baseline.flask_app:app"],
+        ready=http_ready(f"http://127.0.0.1:{port}/health"),
+        port=port,
+        env=env,
+    )
+
+
 def grpc_serve(env: dict[str, str] | None = None, *, port: int | None = None) -> Process:
     """The gRPC server (bentos.serving.grpc) on loopback, ready once its health says SERVING
     and every worker has said it listens (until then the first one gets every connection)."""

@@ -4,7 +4,9 @@ model with joblib and predicts per request; run by gunicorn with 2 sync workers:
     BASELINE_MODEL=/path/to/saved_model.pkl gunicorn -w 2 -b 127.0.0.1:5000 benchmarks.baseline.flask_app:app
 
 It serves the same RandomForest pickle the rf-classifier model holds, with the same request
-and response bodies as /predict, and no validation beyond what pandas does.
+and response bodies as /predict, and no validation beyond what pandas does. For a mixed table
+(benchmarks/mixed.py) BASELINE_MODEL is a scikit-learn Pipeline (a ColumnTransformer, then the
+forest), as the tutorials deploy one: it gets the DataFrame itself.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ app = Flask(__name__)
 model = joblib.load(os.environ["BASELINE_MODEL"])
 features = os.environ["BASELINE_FEATURES"].split(",")
 labels = os.environ["BASELINE_LABELS"].split(",")
+pipeline = hasattr(model, "steps")
 
 
 @app.route("/health")
@@ -29,7 +32,7 @@ def health():
 @app.route("/predict", methods=["POST"])
 def predict():
     frame = pd.DataFrame(request.get_json()["instances"])[features]
-    proba = model.predict_proba(frame.to_numpy())
+    proba = model.predict_proba(frame if pipeline else frame.to_numpy())
     return jsonify(
         predictions=[labels[i] for i in proba.argmax(1)],
         probabilities=proba.round(6).tolist(),
