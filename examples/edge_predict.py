@@ -158,7 +158,10 @@ def dense(x: np.ndarray, spec: dict | None) -> np.ndarray:
             parts.append(filled.reshape(-1, 1))
         if j in spec["indicators"]:
             parts.append(missing.reshape(-1, 1))
-    return np.hstack(parts).astype(np.float32)
+    out = np.hstack(parts).astype(np.float64)
+    if spec.get("center"):  # standardized with the training rows' mean and spread
+        out = (out - np.asarray(spec["center"])) / np.asarray(spec["scale"])
+    return out.astype(np.float32)
 
 
 def main(folder: str, csv_path: str) -> int:

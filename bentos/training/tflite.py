@@ -110,7 +110,9 @@ def train_keras(
     # in float16, and a mean like 5.84 would then be off by up to 0.002, a visible shift for a
     # feature whose spread is 0.8. The rounded centre is exact in float16, and what remains for
     # the Normalization layer to remove is a small residual mean.
-    centre = x.mean(axis=0).astype(np.float16).astype(np.float32)
+    mean = x.mean(axis=0)
+    # (The inputs come standardized, bentos.schema.dense; a mean past float16's range is kept.)
+    centre = np.where(np.abs(mean) < 60000, mean.astype(np.float16).astype(np.float32), mean)
     shift = keras.layers.Rescaling(1.0, offset=-centre, name="centre")
     # A column constant in training (a level or an indicator never seen there) keeps its scale:
     # dividing by a zero spread would make a value seen at serving time ten million times larger.

@@ -110,8 +110,12 @@ def test_dense_fills_missing_values_adds_indicators_and_one_hot_categories():
     columns = infer(frame, PENGUINS.target)
     matrix, _, _ = _from_table(columns, frame)
     dense = Dense.fit(columns, matrix)
-    x = dense.apply(matrix)
-    assert x.dtype == np.float32 and not np.isnan(x).any()
+    served = dense.apply(matrix)
+    assert served.dtype == np.float32 and not np.isnan(served).any()
+    # Standardized with the training rows' mean and spread (a constant column is left as is).
+    np.testing.assert_allclose(served.mean(axis=0), 0, atol=1e-5)
+    assert set(np.round(served.std(axis=0), 4)) <= {0.0, 1.0}
+    x = served * np.array(dense.scale) + np.array(dense.center)
     names = dense.names
     assert x.shape == (len(frame), len(names))
     # island: 3 levels + other; sex: 2 + other, and an indicator (11 missing in training).
@@ -126,16 +130,19 @@ def test_dense_fills_missing_values_adds_indicators_and_one_hot_categories():
         "sex.missing",
     ]
     missing_sex = frame["sex"].isna().to_numpy()
-    np.testing.assert_array_equal(x[:, names.index("sex.missing")], missing_sex)
+    np.testing.assert_allclose(x[:, names.index("sex.missing")], missing_sex, atol=1e-6)
     median = np.nanmedian(frame["body_mass_g"])
-    assert (x[frame["body_mass_g"].isna().to_numpy(), names.index("body_mass_g")] == median).all()
+    np.testing.assert_allclose(
+        x[frame["body_mass_g"].isna().to_numpy(), names.index("body_mass_g")], median, rtol=1e-6
+    )
     assert Dense.from_dict(dense.to_dict()) == dense
 
 
-def test_an_all_numeric_complete_table_passes_through_dense_unchanged():
+def test_an_all_numeric_complete_table_is_only_standardized():
     frame = DEFAULT.frame().drop(columns=["student"])
     columns = infer(frame, DEFAULT.target)
     matrix, _, _ = _from_table(columns, frame)
     dense = Dense.fit(columns, matrix)
     assert dense.trivial and dense.names == ["balance", "income"]
-    np.testing.assert_array_equal(dense.apply(matrix), matrix.astype(np.float32))
+    want = (matrix - matrix.mean(axis=0)) / matrix.std(axis=0)
+    np.testing.assert_allclose(dense.apply(matrix), want, rtol=1e-5, atol=1e-6)
