@@ -9,6 +9,7 @@ of such values comes back so that the doors can report it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bentos.schema.cells import column as numbers
-from bentos.schema.cells import short, type_name
+from bentos.schema.cells import is_missing, short, type_name
 from bentos.schema.kinds import FALSE_WORDS, TRUE_WORDS, Column, date_part, parse_dates
 
 
@@ -33,6 +34,10 @@ def encode(column: Column, values: Any, *, parse_strings: bool, problems: list) 
     if column.kind == "numeric":
         out = numbers(column.name, values, parse_strings, problems, missing_ok=True)
         return Encoded(out.reshape(-1, 1))
+    if isinstance(values, list) and column.kind in ("boolean", "categorical"):
+        # JSON rows and V2 tensors: a few values, each looked at once in Python, where pandas'
+        # fixed cost per call would be most of a request's time (BENCHMARKS.md, "Real tables").
+        return _listed(column, values, problems)
     series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
     series = series.reset_index(drop=True)
     if column.kind == "boolean":
@@ -43,6 +48,61 @@ def encode(column: Column, values: Any, *, parse_strings: bool, problems: list) 
     if column.kind == "datetime":
         return Encoded(_datetime(column, series, problems))
     raise ValueError(f"column {column.name!r} of kind {column.kind} is not a feature")
+
+
+@functools.lru_cache(maxsize=256)
+def _codes(levels: tuple[str, ...]) -> dict[str, float]:
+    return {level: float(i) for i, level in enumerate(levels)}
+
+
+def _listed(column: Column, values: list, problems: list) -> Encoded:
+    """What the Series path gives for the same values (tests hold them equal), value by value."""
+    out = np.empty(len(values), dtype=np.float64)
+    unknown = 0
+    if column.kind == "categorical":
+        codes, other = _codes(column.levels), float(len(column.levels))
+        for i, v in enumerate(values):
+            if isinstance(v, str):
+                if v.strip():
+                    code = codes.get(v, other)
+                    unknown += code == other
+                    out[i] = code
+                else:
+                    out[i] = np.nan
+            elif is_missing(v):
+                out[i] = np.nan
+            elif _whole(v):
+                code = codes.get(str(int(v)), other)
+                unknown += code == other
+                out[i] = code
+            else:
+                out[i] = np.nan
+                problems.append(
+                    (
+                        i,
+                        column.name,
+                        f"expected text (a level such as {_levels_hint(column)}), "
+                        f"got {type_name(v)} {short(v)}",
+                    )
+                )
+        return Encoded(out.reshape(-1, 1), unknown)
+    for i, v in enumerate(values):
+        if isinstance(v, bool | np.bool_):
+            out[i] = float(v)
+        elif isinstance(v, str) and v.strip().lower() in TRUE_WORDS:
+            out[i] = 1.0
+        elif isinstance(v, str) and v.strip().lower() in FALSE_WORDS:
+            out[i] = 0.0
+        elif is_missing(v) or (isinstance(v, str) and not v.strip()):
+            out[i] = np.nan
+        elif isinstance(v, int | float | np.integer | np.floating) and v in (0, 1):
+            out[i] = float(v)
+        else:
+            out[i] = np.nan
+            problems.append(
+                (i, column.name, f"expected true or false, got {type_name(v)} {short(v)}")
+            )
+    return Encoded(out.reshape(-1, 1))
 
 
 def _missing(series: pd.Series) -> np.ndarray:

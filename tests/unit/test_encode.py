@@ -8,9 +8,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bentos.schema.dense import Dense
-from bentos.schema.encode import encode_columns
+from bentos.schema.encode import encode, encode_columns
 from bentos.schema.kinds import Column, infer
 from tests.support.tables import DEFAULT, PENGUINS, REAL, TITANIC
 
@@ -146,3 +148,28 @@ def test_an_all_numeric_complete_table_is_only_standardized():
     assert dense.trivial and dense.names == ["balance", "income"]
     want = (matrix - matrix.mean(axis=0)) / matrix.std(axis=0)
     np.testing.assert_allclose(dense.apply(matrix), want, rtol=1e-5, atol=1e-6)
+
+
+_ANY = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(["male", "female", " male", "", "  ", "yes", "No", "T", "1", "0", "x"])
+    | st.text(max_size=4)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(values=st.lists(_ANY, max_size=8), kind=st.sampled_from(["categorical", "boolean"]))
+def test_a_list_of_values_encodes_as_the_same_values_in_a_column(values, kind):
+    # JSON rows and V2 tensors take the list path; table cells the Series one.
+    column = Column("c", kind, "", levels=("male", "female", "1") if kind == "categorical" else ())
+    problems_list, problems_series = [], []
+    listed = encode(column, list(values), parse_strings=False, problems=problems_list)
+    series = encode(
+        column, pd.Series(values, dtype=object), parse_strings=False, problems=problems_series
+    )
+    np.testing.assert_array_equal(listed.values, series.values)
+    assert listed.unknown == series.unknown
+    assert problems_list == problems_series
