@@ -14,7 +14,7 @@ from typing import Any
 import bentoml
 
 from bentos.errors import ModelError
-from bentos.schema import FeatureSchema
+from bentos.schema import FeatureSchema, schema_sha256
 
 RF_NAME = "rf-classifier"
 TFLITE_NAME = "tflite-classifier"
@@ -257,10 +257,11 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
         )
     schema = FeatureSchema.from_dict(metadata["schema"])
     recorded = metadata.get("schema_sha256")  # models from before kinds have none
-    if recorded and schema.sha256() != recorded:
+    actual = schema_sha256(metadata["schema"])
+    if recorded and actual != recorded:
         raise ModelError(
             f"model {model.tag}: its feature schema was changed after training (sha256 "
-            f"{schema.sha256()[:12]}..., but {recorded[:12]}... was registered); refusing to load it"
+            f"{actual[:12]}..., but {recorded[:12]}... was registered); refusing to load it"
         )
     return StoredModel(
         str(model.tag),

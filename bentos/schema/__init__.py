@@ -171,8 +171,7 @@ class FeatureSchema(TensorChecks):
 
     def sha256(self) -> str:
         """Of the canonical JSON: recorded at registration and checked at every load."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return schema_sha256(self.to_dict())
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -327,6 +326,13 @@ class FeatureSchema(TensorChecks):
             )
         problems.sort(key=lambda p: p[0])
         return matrix, problems
+
+
+def schema_sha256(data: Mapping[str, Any]) -> str:
+    """Of a schema as stored (its dict, canonical JSON): what was registered is what is hashed
+    at load, whatever fields a later version of this code adds to the dataclasses."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _feature(column: Column, values: pd.Series) -> Feature:

@@ -107,8 +107,7 @@ class Dense:
             "fill": list(self.fill),
             "indicators": list(self.indicators),
             "onehot": list(self.onehot),
-            "center": list(self.center),
-            "scale": list(self.scale),
+            **({"center": list(self.center), "scale": list(self.scale)} if self.center else {}),
         }
 
     @classmethod
