@@ -222,3 +222,30 @@ def test_a_value_of_the_wrong_kind_is_a_400_naming_row_and_field(real):
     resp = httpx.post(real["http"].url + "/predict", json={"instances": rows})
     assert resp.status_code == 400
     assert resp.json()["error"].startswith(f"instances[2].{numeric}: expected a number")
+
+
+def test_a_schema_changed_after_training_is_refused_at_load(real, tmp_path):
+    # A copy of the forest's folder in a store of its own, its model.yaml's levels edited: the
+    # schema's sha256 (recorded at registration) no longer matches, and nothing loads it.
+    import shutil
+
+    tag = real["result"].rf_tag
+    name, version = tag.split(":")
+    folder = tmp_path / "models" / name / version
+    shutil.copytree(bentoml.models.get(tag).path, folder)
+    (tmp_path / "models" / name / "latest").write_text(version)
+    import yaml
+
+    info = yaml.safe_load((folder / "model.yaml").read_text())
+    info["metadata"]["schema"]["columns"][0]["why"] = "edited after training"
+    (folder / "model.yaml").write_text(yaml.safe_dump(info))
+    proc = subprocess.run(
+        [sys.executable, "-c", f"from bentos.models import open_model; open_model({tag!r})"],
+        cwd=ROOT,
+        env={**real["env"], "BENTOML_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "its feature schema was changed after training" in proc.stderr
