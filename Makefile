@@ -75,7 +75,7 @@ train: $(BIN)/.installed
 	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentos train
 
 test: $(BIN)/.installed $(TOOLS)/.installed packages lint
-	$(BIN)/python -m pytest --ignore=tests/image
+	$(BIN)/python -m pytest --ignore=tests/image --durations=15
 
 # The image tests (tests/image): build the Bento's image with a real container engine from fresh
 # models, and run each container of the prod overlay in it as the kubelet would. On a machine
