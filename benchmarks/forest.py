@@ -45,11 +45,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="rf-classifier:latest")
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument(
+        "--varied-rows",
+        type=int,
+        default=4096,
+        help="rows of the 'varied' cases (a smoke run: fewer)",
+    )
     args = parser.parse_args()
 
     runners = {b: RandomForestRunner(args.model, b) for b in ("packed", "sklearn")}
     schema = runners["packed"].schema
-    varied = sample_rows(schema, 4096, seed=1).to_numpy(np.float32)
+    varied = sample_rows(schema, args.varied_rows, seed=1).to_numpy(np.float32)
     chunk = sample_rows(schema, 65536, seed=2).to_numpy(np.float32)
     sweep = np.ones(8_000_000)  # 64 MB: more than the machine's 32 MB L3 cache
 

@@ -37,16 +37,18 @@ def iris(n: int, seed: int) -> pd.DataFrame:
 
 
 def write_input(folder: Path) -> dict[tuple[str, int], str | None]:
-    """A CSV with three bad rows and a Parquet file of five row groups. Returns, per
+    """A CSV with three bad rows (and one with an empty cell, which is not bad) and a Parquet
+    file of five row groups. Returns, per
     (file name, row), None for a valid row or the column its rejection must name."""
     folder.mkdir(parents=True)
     csv = iris(3000, 0)
     lines = csv.to_csv(index=False).splitlines()
     cells = lambda i: lines[i + 1].split(",")  # noqa: E731 (row i is line i + 1)
     bad = {5: "sepal_width", 7: "petal_length"}
-    row5, row7 = cells(5), cells(7)
-    row5[1], row7[2] = "abc", ""
-    lines[6], lines[8] = ",".join(row5), ",".join(row7)
+    row5, row7, row12 = cells(5), cells(7), cells(12)
+    # Text and an infinity are rejected; an empty cell is a missing value, and predicted.
+    row5[1], row7[2], row12[3] = "abc", "inf", ""
+    lines[6], lines[8], lines[13] = ",".join(row5), ",".join(row7), ",".join(row12)
     lines[11] = lines[11] + ",1,2"  # row 10: too many fields
     (folder / "a.csv").write_text("\n".join(lines) + "\n")
     pq.write_table(

@@ -86,6 +86,38 @@ def test_csv_predictions_equal_the_online_service(job_env, server, tmp_path):
     assert set(out["model"]) == {online["model"]}
 
 
+def test_keep_copies_the_named_columns_beside_each_prediction_with_their_types(job_env, tmp_path):
+    data = iris(50).assign(region=lambda f: np.where(f.index % 2, "north", "south"))
+    data.to_parquet(tmp_path / "in.parquet")
+    run_job(
+        job_env,
+        "--input",
+        tmp_path / "in.parquet",
+        "--output",
+        tmp_path / "out",
+        "--keep",
+        "customer_id,region",
+    )
+    out = read_parts(tmp_path / "out")
+    assert list(out.columns[:4]) == ["source_file", "source_row", "customer_id", "region"]
+    assert out["customer_id"].tolist() == list(range(50))  # integers, as the input has them
+    assert out["region"].tolist() == data["region"].tolist()
+    # iris has no identifier column: by default nothing is copied.
+    run_job(job_env, "--input", tmp_path / "in.parquet", "--output", tmp_path / "default")
+    assert "customer_id" not in read_parts(tmp_path / "default").columns
+    proc = run_job(
+        job_env,
+        "--input",
+        tmp_path / "in.parquet",
+        "--output",
+        tmp_path / "bad",
+        "--keep",
+        "nope",
+        check=2,
+    )
+    assert "--keep: column(s) 'nope' not in" in proc.stdout + proc.stderr
+
+
 def test_edge_model_in_batch_equals_predict_edge(job_env, server, tmp_path):
     data = iris(40)
     data.to_parquet(tmp_path / "in.parquet")

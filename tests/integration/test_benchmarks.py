@@ -128,7 +128,10 @@ def test_ab_comparison_runs_two_variants_side_by_side(env):
 
 
 def test_forest_benchmark_times_every_backend_on_every_case(env, trained):
-    proc = _benchmark("forest", "--model", trained.rf_tag, "--repeat", "3", env=env)
+    # 256 varied rows, not 4,096: scikit-learn takes milliseconds a call, and this is a smoke run.
+    proc = _benchmark(
+        "forest", "--model", trained.rf_tag, "--repeat", "3", "--varied-rows", "256", env=env
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines()[2:]]
     assert len(rows) == 9, proc.stdout  # same x2, varied x4, cold x2, chunk

@@ -84,6 +84,32 @@ BAD_DATA = {
 }
 
 
+def test_a_model_no_better_than_the_majority_class_fails_its_gate(trained, tmp_path, capsys):
+    # 5% positives and features that say nothing about them: 95% accuracy, and nothing learnt.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(600, 3)), columns=["a", "b", "c"])
+    frame["y"] = np.where(np.arange(600) % 20 == 0, "rare", "common")
+    frame.to_csv(tmp_path / "noise.csv", index=False)
+    before = _tags()
+    code = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "noise.csv"),
+            "--target",
+            "y",
+            "--class-weight",
+            "none",
+            "--epochs",
+            "5",
+        ]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 3, err
+    assert "RandomForest macro F1" in err and "does not beat always answering 'common'" in err
+    assert "by --min-lift 0.05" in err and _tags() == before
+
+
 @pytest.mark.parametrize("case", sorted(BAD_DATA))
 def test_bad_training_data_exits_2_naming_the_column_and_registers_nothing(
     trained, tmp_path, capsys, case

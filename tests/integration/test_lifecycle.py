@@ -41,7 +41,11 @@ def _run(module: list[str], home: Path, *args) -> subprocess.CompletedProcess:
 
 
 def _retrain(home: Path, *args) -> tuple[int, list[dict]]:
-    proc = _run(["jobs.retrain"], home, "--target", "species", *args)
+    return _run_retrain(home, "--target", "species", *args)
+
+
+def _run_retrain(home: Path, *args) -> tuple[int, list[dict]]:
+    proc = _run(["jobs.retrain"], home, *args)
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc.returncode, events
 
@@ -180,3 +184,25 @@ def test_a_challenger_with_other_columns_is_promoted_only_when_allowed(tmp_path,
     allowed = _decision(events)
     assert allowed["promoted"], allowed
     assert "column 'colour' added (allowed by --allow-schema-change)" in allowed["why"]
+
+
+def test_a_real_table_with_categories_and_missing_values_goes_through_the_lifecycle(
+    tmp_path, registry
+):
+    from tests.support.tables import TITANIC
+
+    table = tmp_path / "titanic.csv"
+    TITANIC.frame().to_csv(table, index=False)
+    args = ["--data", table, "--target", TITANIC.target, "--models", "rf", "--registry", registry]
+    code, events = _run_retrain(tmp_path / "pod1", *args)
+    assert code == 0, events
+    first = _decision(events)
+    assert first["promoted"]
+    # Judged on the held-out rows, a fifth of them without an age: none refused.
+    assert first["challenger"]["metrics"]["rows_refused"] == 0
+    assert first["challenger"]["metrics"]["rows"] == 262
+    code, events = _run_retrain(tmp_path / "pod2", *args)
+    assert code == 0, events
+    second = _decision(events)
+    assert second["champion"]["version"] == first["challenger"]["version"]
+    assert "schema differs" not in second["why"]  # the same columns, the same kinds

@@ -224,12 +224,13 @@ def test_a_value_of_the_wrong_kind_is_a_400_naming_row_and_field(real):
     assert resp.json()["error"].startswith(f"instances[2].{numeric}: expected a number")
 
 
-def test_a_schema_changed_after_training_is_refused_at_load(real, tmp_path):
-    # A copy of the forest's folder in a store of its own, its model.yaml's levels edited: the
-    # schema's sha256 (recorded at registration) no longer matches, and nothing loads it.
+def test_a_schema_changed_after_training_is_refused_at_load(trained, tmp_path):
+    # A copy of the session forest's folder in a store of its own, a column's kind note edited
+    # in its model.yaml: the schema's sha256 (recorded at registration) no longer matches, and
+    # nothing loads it.
     import shutil
 
-    tag = real["result"].rf_tag
+    tag = trained.rf_tag
     name, version = tag.split(":")
     folder = tmp_path / "models" / name / version
     shutil.copytree(bentoml.models.get(tag).path, folder)
@@ -242,7 +243,7 @@ def test_a_schema_changed_after_training_is_refused_at_load(real, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", f"from bentos.models import open_model; open_model({tag!r})"],
         cwd=ROOT,
-        env={**real["env"], "BENTOML_HOME": str(tmp_path)},
+        env={**os.environ, "BENTOML_HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=120,
