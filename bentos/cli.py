@@ -289,6 +289,10 @@ def _summary(result: Any) -> None:
     table.add_row("tag", result.rf_tag or "(not trained)", result.tflite_tag or "(not trained)")
     table.add_row("hold-out accuracy", f"{rf['accuracy']:.4f}", f"{tfl['accuracy']:.4f}")
     table.add_row("macro F1", f"{rf['f1_macro']:.4f}", f"{tfl['f1_macro']:.4f}")
+    base = (result.rf_metrics or result.tflite_metrics or {}).get("baseline")
+    if base:  # the gate's other side (bentos.training.gates): always the majority class
+        shown = f"{base['f1_macro']:.4f} (always {base['class']!r})"
+        table.add_row("majority-class macro F1", shown, shown)
     table.add_row(
         "size",
         f"{result.rf_size / 1024:.1f} KiB",
