@@ -14,36 +14,20 @@ saying what was wrong.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
-from tritonclient.utils import triton_to_np_dtype
 
 import bentos
 from bentos.errors import InputError
 from bentos.schema import TENSOR, parse_json
+from bentos.serving import v2_data
 
 SERVER_NAME = "bentos"
 EXTENSIONS = ["binary_tensor_data"]
 OUTPUTS = ("label", "probabilities")
-# gRPC's typed contents field for each datatype (FP16 and BF16 travel as raw bytes only).
-_CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 
 
 @dataclass
@@ -77,126 +61,6 @@ def features(
 ) -> np.ndarray:
     """The request's input tensors as the model's valid feature matrix."""
     return schema.validate_tensors(request.inputs, max_rows, unknown)
-
-
-def _shape(name: str, shape: Any) -> list[int]:
-    if not isinstance(shape, list | tuple) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise InputError(
-            f"input {name!r}: 'shape' must be a list of non-negative integers, got {shape!r}",
-            [(None, name, "shape")],
-        )
-    return list(shape)
-
-
-def _numeric_dtype(name: str, datatype: Any) -> np.dtype:
-    known = _DTYPES.get(datatype) if isinstance(datatype, str) else None
-    if known is not None:
-        return known
-    dtype = triton_to_np_dtype(datatype) if isinstance(datatype, str) else None
-    if dtype is None:
-        raise InputError(
-            f"input {name!r}: unknown datatype {datatype!r}; the protocol's are "
-            f"{', '.join(sorted(_CONTENTS))}, FP16, BF16",
-            [(None, name, "datatype")],
-        )
-    if dtype is np.object_ or np.dtype(dtype).kind not in "biuf":
-        raise InputError(
-            f"input {name!r} has datatype {datatype}; FP32 is required",
-            [(None, name, "datatype")],
-        )
-    _DTYPES[datatype] = np.dtype(dtype).newbyteorder("<")
-    return _DTYPES[datatype]
-
-
-# Each accepted datatype's little-endian dtype, found once: the lookup and the byte order cost
-# more than the rest of decoding a request's raw tensor. Refusals are never cached.
-_DTYPES: dict[str, np.dtype] = {}
-
-
-def _raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryview) -> np.ndarray:
-    """A tensor's raw little-endian bytes, which must be exactly its shape's worth."""
-    if datatype == "BYTES" and name != TENSOR:  # `features` is numbers, whatever else it holds
-        return _raw_bytes(name, shape, bytes(raw))
-    dtype = _numeric_dtype(name, datatype)
-    count = math.prod(shape)
-    if len(raw) != count * dtype.itemsize:
-        raise InputError(
-            f"input {name!r}: {len(raw)} bytes of raw data, but shape {shape} of {datatype} "
-            f"needs {count * dtype.itemsize} ({count} values of {dtype.itemsize} bytes)",
-            [(None, name, "raw size")],
-        )
-    return np.frombuffer(raw, dtype=dtype)
-
-
-def _raw_bytes(name: str, shape: list[int], raw: bytes) -> np.ndarray:
-    """The protocol's BYTES encoding: each element a 4-byte little-endian length, then its bytes."""
-    out, at = [], 0
-    while at < len(raw):
-        if at + 4 > len(raw):
-            break
-        n = int.from_bytes(raw[at : at + 4], "little")
-        out.append(raw[at + 4 : at + 4 + n])
-        at += 4 + n
-    if at != len(raw) or len(out) != math.prod(shape):
-        raise InputError(
-            f"input {name!r}: the BYTES data does not hold {math.prod(shape)} length-prefixed "
-            f"elements for shape {shape}",
-            [(None, name, "raw size")],
-        )
-    return _text(name, out)
-
-
-def _text(name: str, values: list[Any]) -> np.ndarray:
-    try:
-        return np.array(
-            [v.decode() if isinstance(v, bytes) else v for v in values] or [], dtype=object
-        )
-    except UnicodeDecodeError:
-        raise InputError(
-            f"input {name!r}: a BYTES element is not UTF-8 text", [(None, name, "not text")]
-        ) from None
-
-
-def _flat(name: str, data: Any, datatype: str = "FP32") -> np.ndarray:
-    """JSON `data`, flat or nested row-major, as numbers (BYTES: text or null; BOOL: booleans,
-    as 1 and 0)."""
-    flat, stack = [], [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        else:
-            flat.append(item)
-    if datatype == "BYTES":
-        bad = [v for v in flat if not (v is None or isinstance(v, str))][:1]
-        if bad:
-            raise InputError(
-                f"input {name!r}: a BYTES value must be text or null, got {json.dumps(bad[0])}",
-                [(None, name, "not text")],
-            )
-        return _text(name, flat)
-    if datatype == "BOOL":
-        if not all(isinstance(v, bool) for v in flat):
-            bad = next(v for v in flat if not isinstance(v, bool))
-            raise InputError(
-                f"input {name!r}: a BOOL value must be true or false, got {json.dumps(bad)}",
-                [(None, name, "not a boolean")],
-            )
-        return np.asarray(flat, dtype=np.float64)
-    bad = [v for v in flat if not (type(v) is float or type(v) is int)][:1]  # bool is not int here
-    if bad:
-        raise InputError(
-            f"input {name!r}: every value must be a number, got {json.dumps(bad[0])}",
-            [(None, name, "not a number")],
-        )
-    try:
-        return np.asarray(flat, dtype=np.float64)
-    except OverflowError:
-        raise InputError(
-            f"input {name!r}: a value is too large for a number", [(None, name, "not a number")]
-        ) from None
 
 
 def _outputs(requested: Any, binary_default: bool) -> list[tuple[str, bool]]:
@@ -248,7 +112,7 @@ def rest_request(body: bytes, header_length: str | None) -> Request:
         if not isinstance(tensor, dict):
             raise InputError(f"inputs[{i}] must be an object", [(i, "inputs", "not an object")])
         name, datatype = str(tensor.get("name")), tensor.get("datatype")
-        shape = _shape(name, tensor.get("shape"))
+        shape = v2_data.shape(name, tensor.get("shape"))
         params = tensor.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
@@ -259,12 +123,12 @@ def rest_request(body: bytes, header_length: str | None) -> Request:
                     f"input {name!r}: binary_data_size {size}, but only {len(binary) - offset} "
                     "bytes follow",
                 )
-            data = _raw(name, datatype, shape, binary[offset : offset + size])
+            data = v2_data.raw(name, datatype, shape, binary[offset : offset + size])
             offset += size
         elif "data" in tensor:
             if datatype != "BYTES" or name == TENSOR:
-                _numeric_dtype(name, datatype)
-            data = _flat(name, tensor["data"], str(datatype))
+                v2_data.numeric_dtype(name, datatype)
+            data = v2_data.flat(name, tensor["data"], str(datatype))
         else:
             raise InputError(f"input {name!r} has no 'data' (nor binary data)")
         tensors.append(Tensor(name, str(datatype), shape, data))
@@ -325,17 +189,17 @@ def grpc_request(request: Any) -> Request:
         name, datatype, shape = (
             tensor.name,
             tensor.datatype,
-            _shape(tensor.name, list(tensor.shape)),
+            v2_data.shape(tensor.name, list(tensor.shape)),
         )
         if raw:
             if tensor.HasField("contents"):
                 raise InputError(f"input {name!r} has both raw and typed contents; give one")
-            data = _raw(name, datatype, shape, raw[i])
+            data = v2_data.raw(name, datatype, shape, raw[i])
         elif datatype == "BYTES" and name != TENSOR:
-            data = _text(name, list(tensor.contents.bytes_contents))
+            data = v2_data.text(name, list(tensor.contents.bytes_contents))
         else:
-            _numeric_dtype(name, datatype)
-            values = getattr(tensor.contents, _CONTENTS.get(datatype, "fp32_contents"))
+            v2_data.numeric_dtype(name, datatype)
+            values = getattr(tensor.contents, v2_data.CONTENTS.get(datatype, "fp32_contents"))
             data = np.asarray(values, dtype=np.float64)
         tensors.append(Tensor(name, datatype, shape, data))
     wanted = [{"name": o.name} for o in request.outputs] or None
