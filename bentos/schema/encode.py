@@ -41,7 +41,7 @@ def encode(column: Column, values: Any, *, parse_strings: bool, problems: list) 
     series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
     series = series.reset_index(drop=True)
     if column.kind == "boolean":
-        return Encoded(_boolean(column.name, series, problems).reshape(-1, 1))
+        return Encoded(_boolean(column, series, problems).reshape(-1, 1))
     if column.kind == "categorical":
         codes, unknown = _categorical(column, series, problems)
         return Encoded(codes.reshape(-1, 1), unknown)
@@ -56,7 +56,8 @@ def _codes(levels: tuple[str, ...]) -> dict[str, float]:
 
 
 def _listed(column: Column, values: list, problems: list) -> Encoded:
-    """What the Series path gives for the same values (tests hold them equal), value by value."""
+    """Booleans and categories value by value: JSON rows and V2 tensors, and table columns that
+    are not plain text (tests hold both paths equal)."""
     out = np.empty(len(values), dtype=np.float64)
     unknown = 0
     if column.kind == "categorical":
@@ -111,60 +112,21 @@ def _missing(series: pd.Series) -> np.ndarray:
     return (series.isna() | blank).to_numpy(dtype=bool)
 
 
-def _boolean(name: str, series: pd.Series, problems: list) -> np.ndarray:
+def _boolean(column: Column, series: pd.Series, problems: list) -> np.ndarray:
     if pd.api.types.is_bool_dtype(series):
-        return series.to_numpy(dtype=np.float64)
-    out = np.full(len(series), np.nan)
-    missing = _missing(series)
-    for i in np.flatnonzero(~missing):
-        v = series.iat[i]
-        if isinstance(v, bool | np.bool_):
-            out[i] = float(v)
-        elif isinstance(v, str) and v.strip().lower() in TRUE_WORDS:
-            out[i] = 1.0
-        elif isinstance(v, str) and v.strip().lower() in FALSE_WORDS:
-            out[i] = 0.0
-        elif isinstance(v, int | float | np.integer | np.floating) and v in (0, 1):
-            out[i] = float(v)
-        else:
-            problems.append(
-                (int(i), name, f"expected true or false, got {type_name(v)} {short(v)}")
-            )
-    return out
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return _listed(column, series.tolist(), problems).values.ravel()
 
 
 def _categorical(column: Column, series: pd.Series, problems: list) -> tuple[np.ndarray, int]:
     if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
         return _text_codes(column, series)
-    missing = _missing(series)
-    out = np.full(len(series), np.nan)
-    present = np.flatnonzero(~missing)
-    if not len(present):
-        return out, 0
-    values = series.iloc[present]
-    if not (pd.api.types.is_string_dtype(values) or pd.api.types.is_object_dtype(values)):
-        text = values.astype(str)
-    else:
-        # Text, and whole numbers as their text (a level "3" sent as 3); nothing else.
-        ok = values.map(lambda v: isinstance(v, str) or _whole(v)).to_numpy(dtype=bool)
-        for i in present[~ok]:
-            v = series.iat[i]
-            problems.append(
-                (
-                    int(i),
-                    column.name,
-                    f"expected text (a level such as {_levels_hint(column)}), "
-                    f"got {type_name(v)} {short(v)}",
-                )
-            )
-        present, values = present[ok], values[ok]
-        text = values.map(lambda v: v if isinstance(v, str) else str(int(v)))
-    codes = pd.Index(column.levels).get_indexer(text.to_numpy(dtype=object))
-    # Outside the levels: never seen in training, or too rare there. Both are "other".
-    unknown = codes < 0
-    codes[unknown] = len(column.levels)
-    out[present] = codes
-    return out, int(unknown.sum())
+    if not (pd.api.types.is_string_dtype(series) or pd.api.types.is_object_dtype(series)):
+        # A column of numbers named categorical: each value's text is its level.
+        return _text_codes(column, series.astype(str).where(series.notna(), None))
+    # Text mixed with other values: looked at one by one, as JSON rows are.
+    listed = _listed(column, series.tolist(), problems)
+    return listed.values.ravel(), listed.unknown
 
 
 def _text_codes(column: Column, series: pd.Series) -> tuple[np.ndarray, int]:
@@ -175,8 +137,10 @@ def _text_codes(column: Column, series: pd.Series) -> tuple[np.ndarray, int]:
     missing = series.isna().to_numpy(dtype=bool, copy=True)
     present = ~missing
     # Blank text is a missing value too (an empty CSV cell).
+    # Python's strip, as the value-by-value path: numpy's also drops NUL characters, and a
+    # generator is faster here than numpy's fixed-width copy.
     blank = np.zeros(len(text), dtype=bool)
-    blank[present] = np.char.str_len(np.char.strip(text[present].astype(str))) == 0
+    blank[present] = np.fromiter((not v.strip() for v in text[present]), bool, int(present.sum()))
     missing |= blank
     codes = pd.Index(column.levels).get_indexer(np.where(missing, None, text))
     unknown = (codes < 0) & ~missing

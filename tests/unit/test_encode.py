@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bentos.schema.dense import Dense
@@ -162,6 +162,8 @@ _ANY = (
 
 @settings(max_examples=400, deadline=None)
 @given(values=st.lists(_ANY, max_size=8), kind=st.sampled_from(["categorical", "boolean"]))
+# Found by CI: numpy's strip drops NUL characters, Python's keeps them (not a blank cell).
+@example(values=["\x00", " \x00 ", "male\x00"], kind="categorical")
 def test_a_list_of_values_encodes_as_the_same_values_in_a_column(values, kind):
     # JSON rows and V2 tensors take the list path; table cells the Series one.
     column = Column("c", kind, "", levels=("male", "female", "1") if kind == "categorical" else ())
