@@ -4,6 +4,7 @@ give the same matrix; missing values are NaN, unknown categories "other", bad va
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pandas as pd
@@ -175,3 +176,25 @@ def test_a_list_of_values_encodes_as_the_same_values_in_a_column(values, kind):
     np.testing.assert_array_equal(listed.values, series.values)
     assert listed.unknown == series.unknown
     assert problems_list == problems_series
+
+
+_TEXT = st.none() | st.sampled_from(["male", "female", " male", "", " \x1c", "1", "x"]) | st.text()
+
+
+@settings(max_examples=400, deadline=None)
+@given(values=st.lists(_TEXT, max_size=8))
+@example(values=["\x1c", "\x85male", "\x00", "male\x00", "\u3000"])
+def test_text_that_arrow_holds_encodes_as_the_same_values_as_a_list(values):
+    # A Parquet or CSV column (pandas' default string type) is looked up in Arrow's C code; its
+    # blank cells are what Python's str.strip() makes empty, as in the list path.
+    column = Column("c", "categorical", "", levels=("male", "female", "1"))
+    listed = encode(column, list(values), parse_strings=False, problems=[])
+    arrow = encode(column, pd.Series(values, dtype="str"), parse_strings=False, problems=[])
+    np.testing.assert_array_equal(listed.values, arrow.values)
+    assert listed.unknown == arrow.unknown
+
+
+def test_blank_means_what_python_strips():
+    from bentos.schema.encode import _SPACE
+
+    assert "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()) == _SPACE
