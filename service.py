@@ -20,6 +20,7 @@ import bentoml
 from bentos import logs
 from bentos.errors import ExitCode, ModelError
 from bentos.models import schema_of
+from bentos.monitoring import predlog
 from bentos.runners import RandomForestRunner, TFLiteRunner
 from bentos.serving import native, protocol
 from bentos.serving.app import attach, create_app
@@ -86,9 +87,19 @@ class TabularClassifier:
             },
             SETTINGS,
             app.state.metrics,
+            # The prediction log (bentos.monitoring), made in each worker; it writes what it
+            # holds when the worker exits.
+            predlog.from_settings("http", app.state.metrics.prediction_log),
         )
         attach(app, self.core)
         tune_gc(SETTINGS.gc_gen0_threshold)
+
+    @bentoml.on_shutdown
+    def _flush_prediction_log(self) -> None:
+        # A stopping worker writes the predictions it holds: BentoML's workers do not reach
+        # the interpreter's own exit hooks.
+        if self.core.log is not None:
+            self.core.log.close()
 
     def __is_ready__(self) -> bool:
         return getattr(app.state, "core", None) is not None

@@ -131,6 +131,24 @@ class BatchSettings(BaseSettings):
     pushgateway: str | None = Field(None, validation_alias="BENTOS_PUSHGATEWAY")
 
 
+class PredictionLogSettings(BaseSettings):
+    """The prediction log (bentos.monitoring.predlog) of the HTTP service, the gRPC server and
+    the batch job: sampled predictions written as Parquet parts for the monitor to read."""
+
+    model_config = SettingsConfigDict(env_prefix="BENTOS_PREDICTION_LOG_", **_FROZEN)
+
+    # Any fsspec URL (a folder, s3://bucket/log); none: no log.
+    url: str | None = Field(None, validation_alias="BENTOS_PREDICTION_LOG")
+    # The share of requests (batch: of rows) logged, whole requests at a time.
+    sample: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # Rows held for writing at most; past it, records are dropped and counted, never waited for.
+    buffer_rows: Positive = 100_000
+    # A part is written when it has this many rows or its first row is this old: a killed
+    # process loses at most that; a stopped one writes what it holds.
+    part_rows: Positive = 50_000
+    part_seconds: Annotated[float, Field(gt=0)] = 60.0
+
+
 class RetrainSettings(BaseSettings):
     """The retrain job (`python -m jobs.retrain`)."""
 
@@ -174,6 +192,7 @@ PROCESSES: tuple[type[BaseSettings], ...] = (
     BatchSettings,
     RetrainSettings,
     LogSettings,
+    PredictionLogSettings,
 )
 
 

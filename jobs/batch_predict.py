@@ -211,7 +211,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             else TFLiteRunner(settings.tflite_model)
         )
         model = runner.tag
-        manifest = run_shard(cfg, runner, report, progress_every=report.every)
+        from bentos.monitoring.predlog import from_settings
+
+        recorder = from_settings("batch")
+        try:
+            manifest = run_shard(
+                cfg, runner, report, progress_every=report.every, recorder=recorder
+            )
+        finally:
+            if recorder is not None:
+                recorder.close()  # the sampled rows are written before the job ends
         error = None
     except TooManyRejected as exc:
         manifest, error, code = exc.manifest, str(exc), exc.exit_code

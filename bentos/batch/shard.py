@@ -43,6 +43,7 @@ from bentos.batch.files import (
     shard_size,
 )
 from bentos.errors import InputError, TooManyRejected
+from bentos.recorder import Recorder
 from bentos.runners import Runner
 
 MANIFEST_VERSION = 1
@@ -106,12 +107,17 @@ def _publish_json(fs: Any, root: str, name: str, tmp_prefix: str, data: dict[str
 
 
 def run_shard(
-    cfg: BatchConfig, runner: Runner, log: Log, progress_every: float = 2.0
+    cfg: BatchConfig,
+    runner: Runner,
+    log: Log,
+    progress_every: float = 2.0,
+    recorder: Recorder | None = None,
 ) -> dict[str, Any]:
     """Predict one shard; return its manifest. Raises InputError, TooManyRejected, I/O errors.
 
     `log` gets a `progress` event at most every `progress_every` seconds: the counts, and how
-    far the shard is (`done` of `total` `unit`, bentos.batch.files.shard_size)."""
+    far the shard is (`done` of `total` `unit`, bentos.batch.files.shard_size). `recorder`: the
+    prediction log, which gets a sample of the valid rows (bentos.monitoring.predlog)."""
     import fsspec
 
     if not 0 <= cfg.shard_index < cfg.shard_count:
@@ -169,7 +175,7 @@ def run_shard(
             cfg.chunk_rows,
         )
         for done_chunk in _in_threads(
-            chunks, lambda chunk: _score(chunk, runner, out_schema, list(keep)), threads
+            chunks, lambda chunk: _score(chunk, runner, out_schema, list(keep), recorder), threads
         ):
             for name, n in done_chunk.unknown.items():
                 unknown[name] = unknown.get(name, 0) + n
@@ -265,7 +271,13 @@ def _keep(cfg: BatchConfig, runner: Runner, fs: Any, files: list[InputFile]) -> 
     return {n: available[n] for n in names}
 
 
-def _score(chunk: Chunk, runner: Runner, out_schema: pa.Schema, keep: list[str]) -> _Scored:
+def _score(
+    chunk: Chunk,
+    runner: Runner,
+    out_schema: pa.Schema,
+    keep: list[str],
+    recorder: Recorder | None = None,
+) -> _Scored:
     unknown: dict[str, int] = {}
     x, reasons = runner.schema.validate_frame(chunk.frame, unknown)
     ok = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
@@ -274,6 +286,8 @@ def _score(chunk: Chunk, runner: Runner, out_schema: pa.Schema, keep: list[str])
         proba = runner.predict_proba(x[ok])
         kept = chunk.frame.loc[ok, keep] if keep else None
         table = predictions(chunk.source, chunk.rows[ok], proba, runner, out_schema, kept)
+        if recorder is not None:
+            _record(recorder, chunk, ok, proba, runner)
     bad_rows = [
         (int(r), why) for r, why in zip(chunk.rows[~ok], (w for w in reasons if w), strict=True)
     ]
@@ -287,6 +301,20 @@ def _score(chunk: Chunk, runner: Runner, out_schema: pa.Schema, keep: list[str])
         chunk.read_bytes,
         unknown,
     )
+
+
+def _record(
+    recorder: Recorder, chunk: Chunk, ok: np.ndarray, proba: np.ndarray, runner: Runner
+) -> None:
+    """A sample of the chunk's valid rows into the prediction log, each row its own record,
+    named by its file and row (`FILE#ROW`), as the output's source_file and source_row are."""
+    picked = np.flatnonzero(np.random.default_rng().random(int(ok.sum())) < recorder.sample)
+    if not len(picked):
+        return
+    rows = np.flatnonzero(ok)[picked]
+    ids = [f"{chunk.source}#{r}" for r in chunk.rows[rows].tolist()]
+    records = chunk.frame.iloc[rows].to_dict("records")
+    recorder.record(ids, runner.tag, records, runner.labels_for(proba[picked]), proba[picked])
 
 
 def _in_threads(

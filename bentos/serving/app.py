@@ -32,11 +32,14 @@ log = logging.getLogger("bentos.serving")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def json_response(body: object, status: int = 200) -> Response:
+def json_response(
+    body: object, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(
         orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
         status_code=status,
         media_type="application/json",
+        headers=headers,
     )
 
 
@@ -54,19 +57,19 @@ def _route(handler: Handler) -> Handler:
         except Exception:
             # The client's request id (or a new one), in the log line and in the answer, so that
             # one can be found from the other.
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            rid = request_id(request)
             log.exception(
                 "%s %s failed",
                 request.method,
                 request.url.path,
                 extra={
                     "event": "request_failed",
-                    "request_id": request_id,
+                    "request_id": rid,
                     "model": request.path_params.get("model"),
                 },
             )
-            body = {"error": "internal error; it is logged on the server", "request_id": request_id}
-            return json_response(body, 500)
+            body = {"error": "internal error; it is logged on the server", "request_id": rid}
+            return json_response(body, 500, {"x-request-id": rid})
 
     return answer
 
@@ -97,21 +100,31 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def predict_json(core: Core, model: ServedModel, body: bytes) -> Response:
+def request_id(request: Request) -> str:
+    """The client's x-request-id, or a new one: logged predictions are joined to their true
+    labels by it, and the answer carries it back in the same header."""
+    return request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
+async def predict_json(core: Core, model: ServedModel, body: bytes, rid: str) -> Response:
     """The JSON API: {"instances": [...]} in, predictions and probabilities out."""
     unknown: dict[str, int] = {}
-    x = model.runner.schema.validate_body(parse_json(body), core.settings.max_rows, unknown)
+    parsed = parse_json(body)
+    x = model.runner.schema.validate_body(parsed, core.settings.max_rows, unknown)
     core.counted(model, unknown)
     proba = await core.infer(model, x)
+    predictions = model.runner.labels_for(proba)
+    core.record(model, rid, lambda: parsed["instances"], proba, predictions)
     return json_response(
         {
-            "predictions": model.runner.labels_for(proba),
+            "predictions": predictions,
             # The model's own numbers (float32 for the packed forest and TFLite), unrounded:
             # orjson writes each in its shortest exact form (BENCHMARKS.md, "Choices": orjson);
             # it needs them contiguous, which a batch's slice of rows is.
             "probabilities": proba if proba.flags.c_contiguous else np.ascontiguousarray(proba),
             "model": model.runner.tag,
-        }
+        },
+        headers={"x-request-id": rid},
     )
 
 
@@ -119,9 +132,8 @@ def _predict(name: str) -> Handler:
     async def predict(request: Request) -> Response:
         core = _core(request)
         model = core.model(name)
-        return await predict_json(
-            core, model, await read_body(request, core.settings.max_body_bytes)
-        )
+        body = await read_body(request, core.settings.max_body_bytes)
+        return await predict_json(core, model, body, request_id(request))
 
     return predict
 
@@ -209,9 +221,12 @@ async def v2_infer(request: Request) -> Response:
     x = v2.features(model.runner.schema, decoded, core.settings.max_rows, unknown)
     core.counted(model, unknown)
     proba = await core.infer(model, x)
+    rid = request_id(request)
+    schema = model.runner.schema
+    core.record(model, rid, lambda: v2.rows(schema, decoded), proba)
     outs = v2.outputs(proba, decoded.outputs)
     content, headers = v2.rest_response(model.name, model.version, decoded.id, outs)
-    return Response(content, headers=headers)
+    return Response(content, headers={**headers, "x-request-id": rid})
 
 
 def routes() -> list[Route]:

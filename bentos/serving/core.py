@@ -6,7 +6,7 @@ once each.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +16,7 @@ import numpy as np
 
 from bentos.errors import ClientError
 from bentos.models import REPORT_DIR, REPORT_PAGE
+from bentos.recorder import Recorder
 from bentos.runners import Runner
 from bentos.serving.batching import Batcher
 from bentos.serving.metrics import Metrics
@@ -107,9 +108,11 @@ class Core:
         runners: dict[str, tuple[str, Runner]],
         settings: ServingSettings,
         metrics: Metrics | None = None,
+        log: Recorder | None = None,
     ):
         self.settings = settings
         self.metrics = metrics
+        self.log = log
         self.models = {}
         for name, (route, runner) in runners.items():
             fn = runner.predict_proba
@@ -151,3 +154,20 @@ class Core:
         """Probabilities for the valid matrix `x` (the schema checked it at the edge); a 503
         (bentos.serving.batching.Overloaded) when the model's queue is too long."""
         return await model.batcher(x)
+
+    def record(
+        self,
+        model: ServedModel,
+        request_id: str,
+        rows: Callable[[], Sequence[Any]],
+        proba: np.ndarray,
+        predictions: Sequence[Any] | None = None,
+    ) -> None:
+        """A sampled request into the prediction log, if there is one: `rows()` (the rows as
+        received) is made only for the requests sampled. Never blocks, never raises."""
+        log = self.log
+        if log is None or not log.sampled():
+            return
+        if predictions is None:
+            predictions = model.runner.labels_for(proba)
+        log.record(request_id, model.runner.tag, rows(), predictions, proba)

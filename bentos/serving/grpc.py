@@ -32,6 +32,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import uuid
 from collections.abc import Sequence
 
 import grpc
@@ -45,6 +46,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from bentos import logs
 from bentos.errors import BentosError, ExitCode, SettingsError, exit_code
+from bentos.recorder import Recorder
 from bentos.registry import local_models
 from bentos.schema import TENSOR
 from bentos.serving import v2
@@ -138,12 +140,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         # model call in the event loop, large ones run in a thread, and a call whose client has
         # gone before its turn is skipped.
         proba = await self.core.infer(model, x)
+        # The client's x-request-id (or a new one), back in the answer's metadata: logged
+        # predictions are joined to their true labels by it.
+        rid = dict(context.invocation_metadata() or ()).get("x-request-id") or uuid.uuid4().hex
+        await context.send_initial_metadata((("x-request-id", rid),))
+        schema = model.runner.schema
+        self.core.record(model, rid, lambda: v2.rows(schema, decoded), proba)
         outs = v2.outputs(proba, decoded.outputs)
         return v2.grpc_response(model.name, model.version, decoded.id, outs)
 
 
-def load_models(settings: ServingSettings, metrics: Metrics | None = None) -> Core:
-    """The same runners, settings and batching as the HTTP service."""
+def load_models(
+    settings: ServingSettings, metrics: Metrics | None = None, log: Recorder | None = None
+) -> Core:
+    """The same runners, settings, batching and prediction log as the HTTP service."""
     from bentos.runners import RandomForestRunner, TFLiteRunner
 
     return Core(
@@ -153,6 +163,7 @@ def load_models(settings: ServingSettings, metrics: Metrics | None = None) -> Co
         },
         settings,
         metrics,
+        log,
     )
 
 
@@ -184,7 +195,12 @@ def _worker(host: str, port: int, grace: float, settings: GrpcSettings) -> None:
     serving = settings.serving
     try:
         # Fails loudly, before the port opens, if a model is missing or changed.
-        core = load_models(serving, _worker_metrics())
+        metrics = _worker_metrics()
+        # Made in the worker: its writer thread would not survive the fork. It writes what it
+        # holds when the worker exits.
+        from bentos.monitoring.predlog import from_settings
+
+        core = load_models(serving, metrics, from_settings("grpc", metrics.prediction_log))
     except BentosError as exc:
         log.error("%s", exc)
         sys.exit(exc.exit_code)

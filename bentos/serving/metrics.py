@@ -11,7 +11,9 @@ RPC name), never by raw path: a scan of random paths adds one series, not one pe
   in its store (unix seconds), set once as the models load: the versions a pod serves, and their
   age (docs/observability.md);
 - `bentos_unknown_categories_total{model, feature}`: values of a categorical feature outside its
-  training levels, answered as the "other" level (features come from the schema: bounded).
+  training levels, answered as the "other" level (features come from the schema: bounded);
+- `bentos_prediction_log_rows_total{outcome}`: rows of the prediction log (bentos.monitoring)
+  written, dropped (its buffer was full: the request path never waits) or failed (storage).
 
 The HTTP server registers them in BentoML's multiprocess registry (so /metrics adds up every
 worker), the gRPC server in a registry of its own on its metrics port.
@@ -90,12 +92,22 @@ class Metrics:
             documentation="Categorical values outside the training levels, by model and feature",
             labelnames=["model", "feature"],
         )
+        self.log_rows = counter(
+            name="bentos_prediction_log_rows_total",
+            documentation="Rows of the prediction log, by outcome: written, dropped, failed",
+            labelnames=["outcome"],
+        )
+        for outcome in ("written", "dropped", "failed"):  # each series exists from the start
+            self.log_rows.labels(outcome)
         # (transport, route, status) -> that label set's series; routes are templates or RPC
         # names and statuses a handful, so this stays small.
         self._series: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def model_loaded(self, name: str, version: str, created: float) -> None:
         self.model_created.labels(name, version).set(created)
+
+    def prediction_log(self, outcome: str, rows: int) -> None:
+        self.log_rows.labels(outcome).inc(rows)
 
     def unknown_categories(self, model: str, counts: dict[str, int]) -> None:
         for feature, n in counts.items():

@@ -9,6 +9,7 @@ methods through them; over HTTP their requests reach the same handler as curl's
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,8 +103,11 @@ async def predict(core: Core, name: str, instances: list[BaseModel], types: ApiT
     x = model.runner.schema.validate_instances(rows, core.settings.max_rows, unknown)
     core.counted(model, unknown)
     proba = await core.infer(model, x)
+    predictions = model.runner.labels_for(proba)
+    # In process there are no headers: each call's log records get an id of their own.
+    core.record(model, uuid.uuid4().hex, lambda: rows, proba, predictions)
     return types.prediction(
-        predictions=model.runner.labels_for(proba),
+        predictions=predictions,
         probabilities=proba.tolist(),
         model=model.runner.tag,
     )

@@ -63,6 +63,20 @@ def features(
     return schema.validate_tensors(request.inputs, max_rows, unknown)
 
 
+def rows(schema: Any, request: Request) -> list[dict[str, Any]]:
+    """A valid request's rows as the client sent them, field by field, for the prediction log:
+    the one `features` tensor split into rows, or one value of each column's tensor per row."""
+    tensors = request.inputs
+    if len(tensors) == 1 and tensors[0].name == TENSOR and TENSOR not in schema.names:
+        names = schema.names
+        flat = tensors[0].data.reshape(-1, len(names)).tolist()
+        return [dict(zip(names, r, strict=True)) for r in flat]
+    columns = {t.name: t.data.tolist() for t in tensors}
+    return [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+
+
 def _outputs(requested: Any, binary_default: bool) -> list[tuple[str, bool]]:
     """(name, as binary?) for each output a request asked for (all when it named none)."""
     if requested is None:

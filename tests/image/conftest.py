@@ -7,13 +7,11 @@ test here fails; none is skipped.
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from benchmarks.servers import Process, free_port, http_ready
+from tests.support.objectstore import ObjectStore, moto_server
 
-from .harness import Image, ObjectStore, build_image
+from .harness import Image, build_image
 from .pod import DOCKER, docker, remove_all
 
 IMAGE = "bentos-image-test"
@@ -48,24 +46,6 @@ def train_image(engine, trained) -> Image:
 
 @pytest.fixture(scope="session")
 def s3() -> ObjectStore:
-    """moto's server mode on loopback, started by the one launcher, with the tests' bucket."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    store = ObjectStore(
-        endpoint,
-        BUCKET,
-        {
-            "AWS_ACCESS_KEY_ID": "image-test",
-            "AWS_SECRET_ACCESS_KEY": "image-test-secret",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        },
-    )
-    server = Process(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        ready=http_ready(f"{endpoint}/moto-api/"),
-        port=port,
-    ).wait_ready(60)
-    store.fs().mkdir(BUCKET)
-    yield store
-    server.stop()
+    """moto's server mode on loopback, with the tests' bucket."""
+    with moto_server(BUCKET) as store:
+        yield store

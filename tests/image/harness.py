@@ -100,26 +100,3 @@ def render_overlay(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     return render(folder)
-
-
-@dataclass(frozen=True)
-class ObjectStore:
-    """A real S3-compatible server (moto's server mode) on loopback, with one bucket."""
-
-    endpoint: str
-    bucket: str
-    credentials: dict[str, str]
-
-    def fs(self):
-        import s3fs
-
-        return s3fs.S3FileSystem(
-            key=self.credentials["AWS_ACCESS_KEY_ID"],
-            secret=self.credentials["AWS_SECRET_ACCESS_KEY"],
-            endpoint_url=self.endpoint,
-        )
-
-    @property
-    def secrets(self) -> dict[str, dict[str, str]]:
-        """The Secret the manifests read object-store credentials from (docs/deploy.md, step 5)."""
-        return {"bentos-object-store": self.credentials}

@@ -111,6 +111,7 @@ def test_every_process_has_one_settings_class_and_all_share_the_log_settings():
         "BatchSettings",
         "RetrainSettings",
         "LogSettings",
+        "PredictionLogSettings",
     ]
 
 

@@ -1,0 +1,1 @@
+"""The monitoring room: what a model is served, recorded and compared with its training rows."""
