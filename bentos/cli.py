@@ -5,6 +5,7 @@
   bentos grpc         the Open Inference Protocol over gRPC
   bentos batch        batch prediction of one shard (the CronJob's `python -m jobs.batch_predict`)
   bentos retrain      retrain, judge and promote (the CronJob's `python -m jobs.retrain`)
+  bentos monitor      the drift check of the prediction log (the CronJob's `python -m jobs.monitor`)
   bentos models       the model registry: list, show, pull, promote, rollback
   bentos export-edge  the TFLite model and what a device needs
   bentos report       where a model's training report is (or a copy of it)
@@ -37,6 +38,7 @@ EXAMPLES = {
     "--shard-count 4 --shard-index 0",
     "retrain": "bentos retrain --data s3://bucket/table.parquet --target label "
     "--registry s3://bucket/registry/",
+    "monitor": "bentos monitor --log s3://bucket/prediction-log/ --since 24h",
     "models": "bentos models list --registry s3://bucket/registry/",
     "export-edge": "bentos export-edge --out edge/",
     "report": "bentos report rf-classifier",
@@ -46,6 +48,7 @@ DELEGATED = {
     "grpc": "the Open Inference Protocol over gRPC (python -m bentos.serving.grpc)",
     "batch": "batch prediction of one shard (python -m jobs.batch_predict)",
     "retrain": "retrain, judge and promote (python -m jobs.retrain)",
+    "monitor": "the drift check of the prediction log (python -m jobs.monitor)",
 }
 
 
@@ -358,6 +361,8 @@ def _delegate(command: str, argv: list[str]) -> int:
         from bentos.serving.grpc import main as run
     elif command == "batch":
         from jobs.batch_predict import main as run
+    elif command == "monitor":
+        from jobs.monitor import main as run
     else:
         from jobs.retrain import main as run
     return run(argv)

@@ -22,6 +22,11 @@ RF_FILE = "saved_model.pkl"  # the file name bentoml.sklearn.save_model writes
 RF_PACKED_FILE = "forest.npz"  # the same forest in 8-byte nodes, for bentos.forest
 # The forest's other forms, each beside the pickle with its own metadata entry and sha256.
 RF_FORMS = {RF_PACKED_FILE: "packed"}
+# Files both models carry beside their own, each hashed in the metadata under its key: the
+# reference profile of the training rows and hold-out predictions (bentos.monitoring.profile),
+# which the drift check compares served rows with.
+REFERENCE_FILE = "reference.json"
+SHARED_FORMS = {REFERENCE_FILE: "reference"}
 TFLITE_FILE = "model.tflite"
 MODEL_FILES = {RF_NAME: RF_FILE, TFLITE_NAME: TFLITE_FILE}
 # The training report (bentos.training.report), a folder in the model's own, so that every copy
@@ -234,8 +239,8 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
     file = Path(model.path_of(filename))
     if filename == MODEL_FILES[name]:
         expected = metadata.get("sha256")
-    elif filename in RF_FORMS and name == RF_NAME:
-        form = RF_FORMS[filename]
+    elif filename in _forms(name):
+        form = _forms(name)[filename]
         if form not in metadata:
             raise ModelError(
                 f"model {model.tag} has no {form} form (trained before it existed); retrain it"
@@ -273,6 +278,11 @@ def open_model(model: bentoml.Model | str, filename: str | None = None) -> Store
     )
 
 
+def _forms(name: str) -> dict[str, str]:
+    """A model's files beside its main one, by file name: their metadata keys."""
+    return {**(RF_FORMS if name == RF_NAME else {}), **SHARED_FORMS}
+
+
 def _unix_seconds(when: datetime) -> float:
     # BentoML writes creation times in UTC; a naive one read back from model.yaml is UTC too.
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
@@ -304,7 +314,7 @@ def register_rf(
     meta = dict(metadata)
     for filename, content in forms.items():
         expected[filename] = hashlib.sha256(content).hexdigest()
-        key = RF_FORMS[filename]
+        key = _forms(RF_NAME)[filename]
         meta[key] = {**meta.get(key, {}), "sha256": expected[filename]}
     saved = bentoml.sklearn.save_model(
         RF_NAME,
@@ -328,13 +338,21 @@ def register_rf(
 
 
 def register_tflite(
-    content: bytes, metadata: dict[str, Any], report: ReportFiles | None = None
+    content: bytes,
+    metadata: dict[str, Any],
+    report: ReportFiles | None = None,
+    forms: dict[str, bytes] | None = None,
 ) -> bentoml.Model:
+    """Register the TFLite model, the files beside it (SHARED_FORMS) and its report."""
     digest = hashlib.sha256(content).hexdigest()
-    with bentoml.models.create(
-        TFLITE_NAME, metadata={**metadata, "sha256": digest}, labels={"framework": "tflite"}
-    ) as model:
+    meta = {**metadata, "sha256": digest}
+    for filename, form in (forms or {}).items():
+        key = _forms(TFLITE_NAME)[filename]
+        meta[key] = {**meta.get(key, {}), "sha256": hashlib.sha256(form).hexdigest()}
+    with bentoml.models.create(TFLITE_NAME, metadata=meta, labels={"framework": "tflite"}) as model:
         Path(model.path_of(TFLITE_FILE)).write_bytes(content)
+        for filename, form in (forms or {}).items():
+            Path(model.path_of(filename)).write_bytes(form)
         _write_report(model.path, model.tag, report)
     unpin(TFLITE_NAME)
     return model

@@ -149,6 +149,20 @@ class PredictionLogSettings(BaseSettings):
     part_seconds: Annotated[float, Field(gt=0)] = 60.0
 
 
+class MonitorSettings(BaseSettings):
+    """The drift check (`python -m jobs.monitor`, `bentos monitor`), a CronJob in prod."""
+
+    model_config = SettingsConfigDict(env_prefix="BENTOS_MONITOR_", **_FROZEN)
+
+    # The prediction log to read: the one the servers write by default.
+    log: str | None = Field(None, validation_alias="BENTOS_PREDICTION_LOG")
+    since: str = "24h"  # the window: this long back from now (s, m, h or d)
+    # Where each run writes its report (a folder per run); none: LOG/_reports/.
+    reports: str | None = None
+    registry: str | None = Field(None, validation_alias="BENTOS_REGISTRY")
+    pushgateway: str | None = Field(None, validation_alias="BENTOS_PUSHGATEWAY")
+
+
 class RetrainSettings(BaseSettings):
     """The retrain job (`python -m jobs.retrain`)."""
 
@@ -193,6 +207,7 @@ PROCESSES: tuple[type[BaseSettings], ...] = (
     RetrainSettings,
     LogSettings,
     PredictionLogSettings,
+    MonitorSettings,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import tempfile
 from collections.abc import Callable, Iterator
@@ -216,6 +217,9 @@ def _forest(
             np.vstack([proba, forest.predict_proba(knocked)]), served, np.vstack([x_test, knocked])
         )
         parity["rows_with_missing"] = int(np.isnan(x_test).any(axis=1).sum()) + len(knocked)
+    # What the drift check compares served rows with: the training rows, and this model's
+    # answers on the hold-out rows (bentos.monitoring.profile).
+    rf_reference = _reference(schema, x_train, proba)
     with step("Drawing the RandomForest's report"):
         rf_report = report.build(
             "RandomForest",
@@ -252,7 +256,7 @@ def _forest(
                 "size_bytes": pkl.stat().st_size,
                 "packed": {"parity": parity, "size_bytes": len(packed_file)},
             }
-            forms = {models.RF_PACKED_FILE: packed_file}
+            forms = {models.RF_PACKED_FILE: packed_file, models.REFERENCE_FILE: rf_reference}
             saved = models.register_rf(
                 forest, meta, pkl, forms, lambda tag: rf_report.files(tag, common)
             )
@@ -298,6 +302,7 @@ def _tflite(
         result.parity = par.to_dict()
         result.tflite_metrics = evaluate(y_test, proba.argmax(1), schema.labels)
         result.tflite_metrics["baseline"] = baseline(y_test, split[2], schema.labels)
+    lite_reference = _reference(schema, split[0], proba)
     with step("Drawing the TFLite model's report"):
         lite_report = report.build(
             "TFLite",
@@ -329,11 +334,24 @@ def _tflite(
             "params": {"epochs": epochs, "hidden": [32, 16], "learning_rate": 0.01},
             "tensors": lite.tensor_details(),
         }
-        saved = models.register_tflite(content, meta, lambda tag: lite_report.files(tag, common))
+        saved = models.register_tflite(
+            content,
+            meta,
+            lambda tag: lite_report.files(tag, common),
+            {models.REFERENCE_FILE: lite_reference},
+        )
         result.tflite_tag = str(saved.tag)
         result.reports[result.tflite_tag] = _report_path(saved)
 
     return failures, register
+
+
+def _reference(schema: FeatureSchema, x_train: np.ndarray, proba: np.ndarray) -> bytes:
+    """The reference profile a model is registered with, as its file's bytes."""
+    from bentos.monitoring.profile import reference_profile
+
+    profile = reference_profile(schema, x_train, proba.argmax(1))
+    return (json.dumps(profile, allow_nan=False, separators=(",", ":")) + "\n").encode()
 
 
 def _report_path(model: Any) -> str:

@@ -29,6 +29,7 @@ from tests.support.monitoring import (
     debian_tool,
     metric_names,
     panels,
+    pushgateway_server,
     rules,
     sample_names,
 )
@@ -93,10 +94,7 @@ def _start(args: list[str], port: int, ready_path: str) -> Process:
 
 @pytest.fixture(scope="module")
 def pushgateway(tmp_path_factory) -> Iterator[Process]:
-    port = free_port()
-    data = tmp_path_factory.mktemp("pushgateway") / "pushgateway.data"
-    args = [debian_tool("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{port}"]
-    with _start([*args, f"--persistence.file={data}"], port, "/-/ready") as gateway:
+    with pushgateway_server(tmp_path_factory.mktemp("pushgateway")) as gateway:
         yield gateway
 
 

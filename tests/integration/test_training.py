@@ -143,3 +143,26 @@ def test_parity_gate_names_each_failed_threshold():
     assert len(failures) == 3
     assert "agreement 0.9500 < 0.99" in failures[0]
     assert Parity(1.0, 0.9, 0.9, 0.01).failures("dynamic") == []
+
+
+@pytest.mark.parametrize("which", ["rf", "tflite"])
+def test_each_model_carries_its_reference_profile_sha256_checked(trained, which, tmp_path):
+    import json
+    import shutil
+
+    from bentos.errors import ModelError
+
+    tag = trained.rf_tag if which == "rf" else trained.tflite_tag
+    stored = models.open_model(tag, models.REFERENCE_FILE)
+    profile = json.loads(stored.file.read_text())
+    assert set(profile["features"]) == set(stored.schema.matrix_names)
+    assert profile["prediction"]["labels"] == ["setosa", "versicolor", "virginica"]
+    assert stored.metadata["reference"]["sha256"] == models.sha256_file(stored.file)
+    # A copy of the model with its profile edited is refused, as an edited model file is.
+    copy = tmp_path / "models" / tag.split(":")[0] / tag.split(":")[1]
+    shutil.copytree(stored.file.parent, copy)
+    (copy / models.REFERENCE_FILE).write_text(json.dumps({**profile, "rows": 1}))
+    from bentoml._internal.models.model import ModelStore
+
+    with pytest.raises(ModelError, match=r"reference\.json has sha256"):
+        models.open_model(ModelStore(tmp_path / "models").get(tag), models.REFERENCE_FILE)

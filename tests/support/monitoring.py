@@ -8,11 +8,14 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from benchmarks.servers import Process, free_port, http_ready
 from tests.support.k8s import K8S
 
 MONITORING = K8S / "components" / "monitoring"
@@ -114,3 +117,16 @@ def scrape(url: str) -> dict[str, float]:
         for line in text.splitlines()
         if line and not line.startswith("#")
     }
+
+
+@contextmanager
+def pushgateway_server(folder: Path) -> Iterator[Process]:
+    """Debian's Prometheus Pushgateway on loopback, its data in `folder`."""
+    port = free_port()
+    args = [
+        debian_tool("prometheus-pushgateway"),
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--persistence.file={folder / 'pushgateway.data'}",
+    ]
+    with Process(args, ready=http_ready(f"http://127.0.0.1:{port}/-/ready"), port=port) as gw:
+        yield gw

@@ -112,6 +112,7 @@ def test_every_process_has_one_settings_class_and_all_share_the_log_settings():
         "RetrainSettings",
         "LogSettings",
         "PredictionLogSettings",
+        "MonitorSettings",
     ]
 
 

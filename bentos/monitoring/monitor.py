@@ -1,0 +1,114 @@
+"""The drift check of a window of the prediction log (`bentos monitor`): each model the window
+holds, its logged rows validated again by the one path every door takes (bentos.schema), then
+compared with the reference profile the model was registered with (bentos.monitoring.drift),
+with a report per model (bentos.monitoring.drift_report)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from bentos.errors import ModelError
+from bentos.monitoring.drift import check_drift
+from bentos.monitoring.predlog import read_window
+
+
+@dataclass(frozen=True)
+class ModelWindow:
+    """One model's rows of a window: validated again, with the labels it answered."""
+
+    tag: str
+    matrix: np.ndarray
+    predicted: np.ndarray
+    rows: int  # logged rows of this model
+    unusable: int  # rows that no longer validate (the model's schema is not the one logged)
+
+
+def reference_of(tag: str) -> tuple[Any, dict[str, Any]]:
+    """The model's schema and its reference profile, sha256-checked as every load is."""
+    from bentos import models
+
+    stored = models.open_model(tag, models.REFERENCE_FILE)
+    return stored.schema, json.loads(stored.file.read_text())
+
+
+def windows(table: pa.Table, schemas: dict[str, Any]) -> list[ModelWindow]:
+    """The window's rows by model tag, each validated against that model's schema."""
+    out = []
+    models = table.column("model").to_pylist()
+    for tag in sorted(set(models)):
+        mine = table.filter(pa.array([m == tag for m in models]))
+        schema = schemas[tag]
+        frame = pd.DataFrame.from_records(json.loads(v) for v in mine.column("input").to_pylist())
+        for name in schema.names:  # a field no logged row had (cannot be: rows are validated)
+            if name not in frame.columns:
+                frame[name] = None
+        matrix, reasons = schema.validate_frame(frame)
+        ok = np.array([r is None for r in reasons], dtype=bool)
+        index = {str(label): i for i, label in enumerate(schema.labels)}
+        predicted = np.array(
+            [index.get(p, -1) for p in mine.column("prediction").to_pylist()], dtype=np.int64
+        )
+        ok &= predicted >= 0
+        out.append(ModelWindow(tag, matrix[ok], predicted[ok], len(frame), int((~ok).sum())))
+    return out
+
+
+def check(log: str, since: datetime, until: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The summary of the window `since`..`until` of `log`, and per model tag what its report
+    needs. A model of the window that is not in the store is a ModelError naming it."""
+    table = read_window(log, since, until)
+    tags = sorted(set(table.column("model").to_pylist()))
+    references: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for tag in tags:
+        try:
+            references[tag] = reference_of(tag)
+        except ModelError as exc:
+            raise ModelError(
+                f"the log holds predictions of {tag}, which cannot be checked: {exc}"
+            ) from None
+    summary: dict[str, Any] = {
+        "log": log,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "rows": table.num_rows,
+        "models": {},
+        "drifted": False,
+    }
+    details: dict[str, Any] = {}
+    for window in windows(table, {t: s for t, (s, _) in references.items()}):
+        schema, reference = references[window.tag]
+        result = check_drift(reference, schema, window.matrix, window.predicted)
+        result["unusable_rows"] = window.unusable
+        summary["models"][window.tag] = {
+            "rows": window.rows,
+            "drifted_features": result["drifted"],
+            "prediction_drifted": result["prediction_drifted"],
+            "result": result,
+        }
+        summary["drifted"] |= bool(result["drifted"]) or result["prediction_drifted"]
+        details[window.tag] = (result, reference, schema, window.matrix, window.predicted)
+    return summary, details
+
+
+def report_files(details: dict[str, Any]) -> dict[str, bytes]:
+    """Each model's drift report, in a folder named for its tag, and an index of them."""
+    from bentos.monitoring.drift_report import drift_report
+
+    files: dict[str, bytes] = {}
+    links = []
+    for tag, (result, reference, schema, matrix, predicted) in details.items():
+        folder = tag.replace(":", "-")
+        for name, content in drift_report(result, reference, schema, matrix, predicted).items():
+            files[f"{folder}/{name}"] = content
+        mark = "drifted" if result["drifted"] or result["prediction_drifted"] else "no drift"
+        links.append(f'<li><a href="{folder}/index.html">{tag}</a>: {mark}</li>')
+    page = "<!doctype html><meta charset=utf-8><title>Drift</title><ul>" + "".join(links)
+    files["index.html"] = (page + "</ul>\n").encode()
+    return files
