@@ -6,6 +6,7 @@
   bentos batch        batch prediction of one shard (the CronJob's `python -m jobs.batch_predict`)
   bentos retrain      retrain, judge and promote (the CronJob's `python -m jobs.retrain`)
   bentos monitor      the drift check of the prediction log (the CronJob's `python -m jobs.monitor`)
+  bentos evaluate     the served model's accuracy on delayed labels (`python -m jobs.evaluate`)
   bentos models       the model registry: list, show, pull, promote, rollback
   bentos export-edge  the TFLite model and what a device needs
   bentos report       where a model's training report is (or a copy of it)
@@ -39,6 +40,7 @@ EXAMPLES = {
     "retrain": "bentos retrain --data s3://bucket/table.parquet --target label "
     "--registry s3://bucket/registry/",
     "monitor": "bentos monitor --log s3://bucket/prediction-log/ --since 24h",
+    "evaluate": "bentos evaluate --log s3://bucket/prediction-log/ --labels s3://bucket/labels.csv",
     "models": "bentos models list --registry s3://bucket/registry/",
     "export-edge": "bentos export-edge --out edge/",
     "report": "bentos report rf-classifier",
@@ -49,6 +51,7 @@ DELEGATED = {
     "batch": "batch prediction of one shard (python -m jobs.batch_predict)",
     "retrain": "retrain, judge and promote (python -m jobs.retrain)",
     "monitor": "the drift check of the prediction log (python -m jobs.monitor)",
+    "evaluate": "the served model's accuracy on delayed labels (python -m jobs.evaluate)",
 }
 
 
@@ -363,6 +366,8 @@ def _delegate(command: str, argv: list[str]) -> int:
         from jobs.batch_predict import main as run
     elif command == "monitor":
         from jobs.monitor import main as run
+    elif command == "evaluate":
+        from jobs.evaluate import main as run
     else:
         from jobs.retrain import main as run
     return run(argv)

@@ -161,6 +161,14 @@ class MonitorSettings(BaseSettings):
     reports: str | None = None
     registry: str | None = Field(None, validation_alias="BENTOS_REGISTRY")
     pushgateway: str | None = Field(None, validation_alias="BENTOS_PUSHGATEWAY")
+    # Accuracy on delayed labels (`python -m jobs.evaluate`): the labels' table, the key that
+    # joins them to the logged rows, their label column (none: the models' target), how far
+    # a metric may fall below its hold-out value, and the periods the report shows.
+    labels: str | None = None
+    key: str = "request_id"
+    label_column: str | None = None
+    margin: Annotated[float, Field(ge=0, le=1)] = 0.05
+    every: str = "1D"
 
 
 class RetrainSettings(BaseSettings):

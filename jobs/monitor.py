@@ -25,7 +25,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,16 +63,34 @@ def _parser(settings: MonitorSettings) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(
+    make: Callable[[MonitorSettings], argparse.ArgumentParser], argv: Sequence[str] | None
+) -> tuple[MonitorSettings, argparse.Namespace] | int:
+    """The settings and the arguments of the monitor's commands, or the exit code of a bad one."""
     try:
         settings = load(MonitorSettings)
-        args = _parser(settings).parse_args(argv)
+        return settings, make(settings).parse_args(argv)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except argparse.ArgumentTypeError as exc:  # a bad BENTOS_MONITOR_SINCE
         print(f"error: BENTOS_MONITOR_SINCE: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+
+
+def pull(registry: str | None) -> None:
+    """The registry's champions into the local store first, when there is a registry."""
+    if registry:
+        from bentos.registry import pull_champions
+
+        pull_champions(registry)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parsed = parse(_parser, argv)
+    if isinstance(parsed, int):
+        return parsed
+    settings, args = parsed
     if not args.log:
         print("error: --log is required (or BENTOS_PREDICTION_LOG)", file=sys.stderr)
         return ExitCode.USAGE
@@ -81,16 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     since = until - args.since
     t0 = time.perf_counter()
     try:
-        if args.registry:
-            from bentos.registry import pull_champions
-
-            pull_champions(args.registry)
+        pull(args.registry)
         from bentos.monitoring.monitor import check, report_files
 
         summary, details = check(args.log, since, until)
         folder = (args.reports or f"{args.log.rstrip('/')}/_reports").rstrip("/")
         folder = f"{folder}/{until.strftime('%Y%m%dT%H%M%SZ')}"
-        _write(folder, {**report_files(details), "drift.json": _json(summary)})
+        write_files(folder, {**report_files(details), "drift.json": json_bytes(summary)})
     except (BentosError, OSError) as exc:
         logs.event(log, "error", error=getattr(exc, "message", None) or str(exc))
         return exit_code(exc)
@@ -119,11 +134,11 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     return {**{k: summary[k] for k in keep}, "models": models}
 
 
-def _json(data: Any) -> bytes:
+def json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, allow_nan=False) + "\n").encode()
 
 
-def _write(folder: str, files: dict[str, bytes]) -> None:
+def write_files(folder: str, files: dict[str, bytes]) -> None:
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(folder)

@@ -195,30 +195,29 @@ def _draw(
         return buf.getvalue()
 
     def picture(
-        title: str, drifted: bool, names: list[str], ref: Any, cur: Any, **kw: Any
+        title: str,
+        drifted: bool,
+        names: list[str],
+        shares: tuple[np.ndarray, np.ndarray],  # training's, the window's
+        labels: tuple[str, str],
+        overlaid: bool,
     ) -> bytes:
         fig = Figure(figsize=(6.5, 3.6), layout="constrained")
         ax = fig.subplots()
         x = np.arange(len(names))
-        if kw.get("overlaid"):  # bins of one axis: the window's outline over training's bars
-            ax.bar(x, ref, width=0.9, color="tab:blue", alpha=0.45, label=kw["labels"][0])
-            ax.bar(
-                x,
-                cur,
-                width=0.9,
-                fill=False,
-                edgecolor="tab:orange",
-                linewidth=2,
-                label=kw["labels"][1],
-            )
+        if overlaid:  # bins along one axis: the window's outline over training's bars
+            ax.bar(x, shares[0], width=0.9, color="tab:blue", alpha=0.45, label=labels[0])
+            outline = {"fill": False, "edgecolor": "tab:orange", "linewidth": 2}
+            ax.bar(x, shares[1], width=0.9, label=labels[1], **outline)
         else:
-            ax.bar(x - 0.2, ref, width=0.4, color="tab:blue", label=kw["labels"][0])
-            ax.bar(x + 0.2, cur, width=0.4, color="tab:orange", label=kw["labels"][1])
+            ax.bar(x - 0.2, shares[0], width=0.4, color="tab:blue", label=labels[0])
+            ax.bar(x + 0.2, shares[1], width=0.4, color="tab:orange", label=labels[1])
+        slanted = len(names) > 4
         ax.set_xticks(
             x,
             names,
-            rotation=45 if len(names) > 4 else 0,
-            ha="right" if len(names) > 4 else "center",
+            rotation=45 if slanted else 0,
+            ha="right" if slanted else "center",
             fontsize="small",
         )
         ax.set(ylabel="share", title=title)
@@ -234,9 +233,12 @@ def _draw(
         _title("predictions", out),
         out["drifted"],
         [str(v) for v in schema.labels],
-        pred["shares"],
-        np.bincount(codes, minlength=len(pred["labels"])) / max(len(codes), 1),
-        labels=(f"training ({pred['rows']} rows)", f"window ({len(codes)} rows)"),
+        (
+            np.asarray(pred["shares"]),
+            np.bincount(codes, minlength=len(pred["labels"])) / max(len(codes), 1),
+        ),
+        (f"hold-out ({pred['rows']:,} rows)", f"window ({len(codes):,} rows)"),
+        overlaid=False,
     )
     for j, spec in enumerate(specs):
         profile, out = reference["features"][spec.name], result["features"][spec.name]
@@ -258,16 +260,16 @@ def _draw(
             names, ref, cur = [names[i] for i in keep], ref[keep], cur[keep]
         title = _title(spec.name, out)
         pictures[files[spec.name]] = picture(
-            title, out["drifted"], names, ref, cur, labels=labels, overlaid=spec.kind == "numeric"
+            title, out["drifted"], names, (ref, cur), labels, overlaid=spec.kind == "numeric"
         )
     return pictures
 
 
 def _title(name: str, out: dict[str, Any]) -> str:
+    state = "DRIFTED" if out["drifted"] else out["status"]
     if out["test"] is None:
-        return f"{name}: {out['status']}"
-    figure = f"{out['test']} {_number(out['statistic'])}"
-    return f"{name}: {'DRIFTED' if out['drifted'] else out['status']} ({figure})"
+        return f"{name}: {state}"
+    return f"{name}: {state} ({out['test']} {_number(out['statistic'])})"
 
 
 def _bin_names(edges: list[float]) -> list[str]:
@@ -277,6 +279,6 @@ def _bin_names(edges: list[float]) -> list[str]:
     short = [f"{e:.4g}" for e in edges]
     return [
         f"< {short[0]}",
-        *(f"{a}-{b}" for a, b in itertools.pairwise(short)),
+        *(f"{a} to {b}" for a, b in itertools.pairwise(short)),
         f">= {short[-1]}",
     ]

@@ -123,3 +123,57 @@ def test_an_empty_window_is_no_drift_and_a_bad_duration_is_a_usage_error(job_env
         text=True,
     )
     assert proc.returncode == 2 and "'yesterday' is not a duration" in proc.stderr
+
+
+def _evaluate(env: dict, prefix: str, labels: str, gateway) -> tuple[int, dict]:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.evaluate",
+            "--log",
+            f"s3://{env['_bucket']}/{prefix}",
+            "--labels",
+            labels,
+            "--since",
+            "1h",
+        ],
+        env={**env, "BENTOS_PUSHGATEWAY": gateway.url},
+        capture_output=True,
+        text=True,
+    )
+    summary = [json.loads(line) for line in proc.stdout.splitlines() if '"summary"' in line]
+    assert summary, proc.stdout + proc.stderr
+    return proc.returncode, summary[-1]
+
+
+@pytest.mark.parametrize("degraded", [False, True])
+def test_delayed_labels_show_the_served_models_accuracy(job_env, s3, gateway, tmp_path, degraded):
+    iris = load_builtin("iris")
+    picked = iris.features.sample(400, replace=True, random_state=3)
+    truth = iris.target.loc[picked.index].astype(str).to_numpy()
+    prefix = f"labelled-{degraded}"
+    env = _logged(picked.reset_index(drop=True), prefix, job_env, s3, tmp_path)
+    # The labels arrive later, keyed by the request id the log holds for each row (FILE#ROW).
+    if degraded:  # a model whose world changed: a third of its answers are now wrong
+        truth = truth.copy()
+        truth[::3] = np.where(truth[::3] == "setosa", "virginica", "setosa")
+    (source,) = s3.fs().find(f"{s3.bucket}/{prefix}")
+    with s3.fs().open(source, "rb") as fh:
+        logged = pd.read_parquet(fh)
+    rows = logged["request_id"].str.rsplit("#", n=1).str[1].astype(int)
+    labels = pd.DataFrame({"request_id": logged["request_id"], "species": truth[rows]})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    code, summary = _evaluate(
+        {**env, "_bucket": s3.bucket}, prefix, str(tmp_path / "labels.csv"), gateway
+    )
+    (model,) = summary["models"].values()
+    assert model["rows"] == 400 and summary["label_column"] == "species"
+    if degraded:
+        assert code == 3 and set(model["fell"]) == {"accuracy", "f1_macro"}
+        assert model["accuracy"] < 0.75
+    else:
+        assert code == 0 and model["fell"] == [] and model["accuracy"] > 0.9
+    pushed = scrape(gateway.url + "/metrics")
+    fell = [v for k, v in pushed.items() if k.startswith("bentos_evaluation_fell{")]
+    assert fell == [float(degraded)]

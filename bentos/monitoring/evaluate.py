@@ -1,0 +1,145 @@
+"""The served model's accuracy on delayed labels (`bentos evaluate`): the prediction log's window
+joined with the true labels when they arrive, by the request id (and the row within its
+request) or by a key column of the logged rows (a batch output's id), and compared with the
+metrics the model reached on its hold-out rows at training."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from bentos.errors import DataError
+from bentos.monitoring.predlog import read_window
+
+METRICS = ("accuracy", "f1_macro")
+MIN_ROWS = 30  # labelled rows a model needs before its metrics are judged
+
+
+def joined(log: str, labels: pd.DataFrame, key: str, label: str, since: datetime, until: datetime):
+    """The window's logged rows that have a true label: model, time, prediction, truth."""
+    for column in (key, label):
+        if column not in labels.columns:
+            raise DataError(
+                f"the labels have no column {column!r}; their columns: {', '.join(labels.columns)}"
+            )
+    logged = read_window(log, since, until).to_pandas()
+    if key == "request_id":
+        on = ["request_id", "row"] if "row" in labels.columns else ["request_id"]
+        if on == ["request_id"] and logged.duplicated("request_id").any():
+            raise DataError(
+                "requests of several rows share a request id: give the labels a 'row' column "
+                "(the row's place in its request) or join by a key column of the rows (--key)"
+            )
+    else:
+        # A column of the logged rows themselves (an order id; a batch input's identifier).
+        logged[key] = [json.loads(v).get(key) for v in logged["input"]]
+        on = [key]
+    truth = labels[[*on, label]].rename(columns={label: "truth"})
+    for column in on:  # ids compare as text: a CSV reads "17" as a number, JSON keeps "17"
+        truth[column] = truth[column].astype(str)
+        logged[column] = logged[column].astype(str)
+    if truth.duplicated(on).any():
+        raise DataError(f"the labels repeat a key ({', '.join(on)}): each row needs one label")
+    return logged.merge(truth, on=on, how="inner")
+
+
+def metrics_of(frame: pd.DataFrame) -> dict[str, Any]:
+    """Accuracy and macro F1 of the served answers against the truth, both as text."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    truth = frame["truth"].astype(str).to_numpy()
+    predicted = frame["prediction"].astype(str).to_numpy()
+    return {
+        "rows": len(frame),
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+    }
+
+
+def evaluate(
+    frame: pd.DataFrame, holdout: dict[str, dict[str, Any]], margin: float, every: str
+) -> dict[str, Any]:
+    """Per model tag: the metrics over the window and per `every` (a pandas frequency such as
+    "1D"), against its hold-out metrics; `fell` names the metrics lower by more than margin."""
+    out: dict[str, Any] = {"models": {}, "fell": False}
+    for tag, rows in frame.groupby("model"):
+        served = metrics_of(rows)
+        reference = {m: holdout[tag].get(m) for m in METRICS}
+        fell = [
+            m
+            for m in METRICS
+            if served["rows"] >= MIN_ROWS
+            and reference[m] is not None
+            and served[m] < reference[m] - margin
+        ]
+        periods = [
+            {"start": start.isoformat(), **metrics_of(part)}
+            for start, part in rows.groupby(pd.Grouper(key="time", freq=every))
+            if len(part)
+        ]
+        out["models"][tag] = {
+            **served,
+            "holdout": reference,
+            "judged": served["rows"] >= MIN_ROWS,
+            "fell": fell,
+            "periods": periods,
+        }
+        out["fell"] |= bool(fell)
+    return out
+
+
+def report_files(summary: dict[str, Any]) -> dict[str, bytes]:
+    """A page per run: each model's metrics against its hold-out ones, and a picture of each
+    metric per period."""
+    import io
+    from html import escape
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files: dict[str, bytes] = {}
+    parts = ["<!doctype html><meta charset=utf-8><title>Accuracy on delayed labels</title>"]
+    parts.append(f"<h1>Accuracy on delayed labels</h1><p>margin {summary['margin']}</p>")
+    for i, (tag, m) in enumerate(summary["models"].items()):
+        verdict = f"FELL: {', '.join(m['fell'])}" if m["fell"] else "within the margin"
+        if not m["judged"]:
+            verdict = f"too few labelled rows ({m['rows']}, {MIN_ROWS} needed)"
+        parts.append(f"<h2>{escape(tag)}: {escape(verdict)}</h2><table border=1>")
+        parts.append("<tr><th>metric</th><th>served</th><th>hold-out</th></tr>")
+        for metric in METRICS:
+            ref = m["holdout"][metric]
+            ref_text = "-" if ref is None else f"{ref:.4f}"
+            parts.append(f"<tr><td>{metric}</td><td>{m[metric]:.4f}</td><td>{ref_text}</td></tr>")
+        parts.append(f"</table><p>{m['rows']} labelled rows</p>")
+        fig, ax = plt.subplots(figsize=(7, 3))
+        starts = [p["start"][:16] for p in m["periods"]]
+        for metric, color in zip(METRICS, ("tab:blue", "tab:orange"), strict=True):
+            ax.plot(
+                starts, [p[metric] for p in m["periods"]], marker="o", color=color, label=metric
+            )
+            if m["holdout"][metric] is not None:
+                ax.axhline(m["holdout"][metric], color=color, linestyle="--", linewidth=1)
+        ax.set_ylim(0, 1.02)
+        ax.legend(loc="lower left")
+        ax.set_title(f"{tag} (dashed: hold-out)")
+        fig.autofmt_xdate()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        name = f"model-{i}.png"
+        files[name] = buf.getvalue()
+        parts.append(f'<img src="{name}" alt="{escape(tag)} per period">')
+    files["index.html"] = ("\n".join(parts) + "\n").encode()
+    return files
+
+
+def holdout_metrics(tags: list[str]) -> dict[str, dict[str, Any]]:
+    """Each model's hold-out metrics, from its registration (sha256-checked as every load)."""
+    from bentos import models
+
+    return {tag: models.open_model(tag).metadata.get("metrics", {}) for tag in tags}
