@@ -131,9 +131,9 @@ def _evaluate(args: argparse.Namespace, until: datetime) -> dict[str, Any]:
     }
 
 
-def _push(gateway: str, summary: dict[str, Any], until: datetime) -> None:
+def gauges(summary: dict[str, Any], until: datetime) -> Any:
     """The gauges the accuracy alert reads (k8s/components/monitoring)."""
-    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+    from prometheus_client import CollectorRegistry, Gauge
 
     registry = CollectorRegistry()
     labels = ["model", "version"]
@@ -167,7 +167,13 @@ def _push(gateway: str, summary: dict[str, Any], until: datetime) -> None:
             if m["holdout"][metric] is not None:
                 holdout.labels(name, version, metric).set(m["holdout"][metric])
     last.set(until.timestamp())
-    push_to_gateway(gateway, job="bentos-evaluate", registry=registry)
+    return registry
+
+
+def _push(gateway: str, summary: dict[str, Any], until: datetime) -> None:
+    from prometheus_client import push_to_gateway
+
+    push_to_gateway(gateway, job="bentos-evaluate", registry=gauges(summary, until))
 
 
 if __name__ == "__main__":

@@ -149,10 +149,10 @@ def write_files(folder: str, files: dict[str, bytes]) -> None:
             fh.write(content)
 
 
-def _push(gateway: str, summary: dict[str, Any], until: datetime) -> None:
+def gauges(summary: dict[str, Any], until: datetime) -> Any:
     """The gauges the alerts read (k8s/components/monitoring): per model, drifted features
     and predictions, and per feature whether it drifted and its missing and unseen shares."""
-    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+    from prometheus_client import CollectorRegistry, Gauge
 
     registry = CollectorRegistry()
     labels = ["model", "version"]
@@ -189,7 +189,13 @@ def _push(gateway: str, summary: dict[str, Any], until: datetime) -> None:
                 if f.get(what) and f[what].get("current") is not None:
                     shares.labels(name, version, fname, what).set(f[what]["current"])
     last.set(until.timestamp())
-    push_to_gateway(gateway, job="bentos-monitor", registry=registry)
+    return registry
+
+
+def _push(gateway: str, summary: dict[str, Any], until: datetime) -> None:
+    from prometheus_client import push_to_gateway
+
+    push_to_gateway(gateway, job="bentos-monitor", registry=gauges(summary, until))
 
 
 if __name__ == "__main__":

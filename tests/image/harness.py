@@ -86,6 +86,9 @@ def render_overlay(
         if ref is not None and short in names:
             new_name, _, new_tag = ref.rpartition(":")
             images.append({"name": names[short], "newName": new_name, "newTag": new_tag})
+    # The prediction log (k8s/components/model-monitoring) goes to the pod's own /tmp unless a
+    # test gives it storage: prod's placeholder bucket is nowhere to be reached from here.
+    config = {"prediction-log": {"BENTOS_PREDICTION_LOG": "/tmp/prediction-log"}, **(config or {})}
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -93,7 +96,7 @@ def render_overlay(
         "images": images,
         "configMapGenerator": [
             {"name": cm, "behavior": "merge", "literals": [f"{k}={v}" for k, v in data.items()]}
-            for cm, data in (config or {}).items()
+            for cm, data in config.items()
         ],
         "patches": [{"patch": yaml.safe_dump(p)} for p in patches or []],
     }

@@ -67,24 +67,79 @@ def _job_figures(success: bool, rejected: int = 2) -> dict[str, Any]:
     )
 
 
+def _model_checks(trained) -> tuple[Any, Any]:
+    """The drift check's and the evaluation's gauges, as their jobs push them, from the real
+    computations: the session's forest on iris rows with petal_length moved 2 cm (its features
+    and answers drift), and its answers judged on labels a degraded world would give."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from bentos.monitoring.drift import check_drift
+    from bentos.monitoring.evaluate import evaluate
+    from bentos.monitoring.monitor import reference_of
+    from bentos.runners import RandomForestRunner
+    from bentos.training.data import load_builtin
+    from jobs import evaluate as evaluate_job
+    from jobs import monitor as monitor_job
+
+    tag, now = trained.rf_tag, datetime.now(UTC)
+    schema, reference = reference_of(tag)
+    iris = load_builtin("iris")
+    rows = iris.features.sample(600, replace=True, random_state=0).reset_index(drop=True)
+    rows["petal_length"] += 2.0
+    x, _ = schema.validate_frame(rows)
+    runner = RandomForestRunner(tag)
+    proba = runner.predict_proba(x)
+    result = check_drift(reference, schema, x, proba.argmax(1))
+    drift = {
+        tag: {
+            "rows": len(x),
+            "drifted_features": result["drifted"],
+            "prediction_drifted": result["prediction_drifted"],
+            "result": result,
+        }
+    }
+    truth = iris.target.sample(600, replace=True, random_state=1).astype(str).to_numpy()
+    served = pd.DataFrame(
+        {
+            "model": tag,
+            "time": pd.Timestamp(now),
+            "truth": truth,
+            "prediction": [str(v) for v in runner.labels_for(proba)],
+        }
+    )
+    judged = evaluate(served, {tag: runner.metadata["metrics"]}, 0.05, "1D")
+    return (
+        monitor_job.gauges({"models": drift}, now),
+        evaluate_job.gauges(judged, now),
+    )
+
+
 def _queries() -> list[str]:
     """Every rule expression and every dashboard query."""
     return [r["expr"] for r in rules()] + dashboard_queries()
 
 
-def test_every_metric_the_rules_and_the_dashboard_query_is_exposed(server, grpc_server):
+def test_every_metric_the_rules_and_the_dashboard_query_is_exposed(server, grpc_server, trained):
+    from prometheus_client import generate_latest
+
     _traffic(server, grpc_server)
+    drift, evaluation = _model_checks(trained)
     exposed = {
         "HTTP /metrics": sample_names(httpx.get(server.url + "/metrics", timeout=30).text),
         "gRPC /metrics": sample_names(httpx.get(grpc_server.metrics_url, timeout=30).text),
         "job push": sample_names(exposition(_job_figures(success=True)).decode()),
+        "drift push": sample_names(generate_latest(drift).decode()),
+        "evaluation push": sample_names(generate_latest(evaluation).decode()),
     }
     known = set().union(*exposed.values()) | set(EXTERNAL)
     used = set().union(*(metric_names(q) for q in _queries()))
     assert used - known == set(), "queried, but exposed by nothing"
     assert set(EXTERNAL) <= used, "listed as external, but no longer queried"
     # The service's series are on both servers alike (the dashboard shows both containers).
-    service = {n for n in used if n.startswith("bentos_") and not n.startswith("bentos_job_")}
+    pushed = ("bentos_job_", "bentos_drift_", "bentos_evaluation_")
+    service = {n for n in used if n.startswith("bentos_") and not n.startswith(pushed)}
     assert service <= exposed["HTTP /metrics"] & exposed["gRPC /metrics"]
 
 
@@ -161,7 +216,7 @@ def _wait_for(check: Callable[[], bool], what: str, timeout: float = 120) -> Non
 
 
 @pytest.fixture(scope="module")
-def scraped(server, grpc_server, pushgateway, prometheus) -> Process:
+def scraped(server, grpc_server, pushgateway, prometheus, trained) -> Process:
     """Prometheus after traffic, the jobs' pushes and a few scrapes and rule evaluations: the
     batch's shard 0 succeeded, its shard 1 failed with 10% of its rows rejected, the retrain
     succeeded (pushed as the jobs push, bentos.jobmetrics.push)."""
@@ -169,6 +224,11 @@ def scraped(server, grpc_server, pushgateway, prometheus) -> Process:
     push(pushgateway.address, "batch", _job_figures(success=True), {"shard": "0"})
     push(pushgateway.address, "batch", _job_figures(success=False, rejected=100), {"shard": "1"})
     push(pushgateway.address, "retrain", _job_figures(success=True))
+    from prometheus_client import push_to_gateway
+
+    drift, evaluation = _model_checks(trained)
+    push_to_gateway(pushgateway.address, job="bentos-monitor", registry=drift)
+    push_to_gateway(pushgateway.address, job="bentos-evaluate", registry=evaluation)
 
     def ready() -> bool:
         targets = _api(prometheus, "targets")["activeTargets"]
@@ -247,9 +307,14 @@ def test_the_pushed_failure_fires_the_job_alerts_and_nothing_else_fires(scraped)
     expected = {
         ("BentosJobFailed", "bentos-batch", "1"),
         ("BentosBatchRejectedRows", "bentos-batch", "1"),
+        # The shifted window's features, and the degraded labels' accuracy.
+        ("BentosFeatureDrift", "bentos-monitor", ""),
+        ("BentosAccuracyDrop", "bentos-evaluate", ""),
     }
-    _wait_for(lambda: expected <= firing(), "the job alerts firing")
-    assert firing() == expected
+    try:
+        _wait_for(lambda: expected <= firing(), "the job alerts firing")
+    finally:
+        assert firing() == expected  # on a timeout too: which fired, which did not
     # The models were just trained: their age is minutes, not the 45 days of BentosModelTooOld.
     ages = _api(
         scraped,

@@ -72,12 +72,13 @@ def test_probes_paths_ports_and_startup_budget(objects):
 # containers included: `bentos models pull` (k8s/components/registry) reads ModelSettings, which
 # has BENTOS_REGISTRY.
 _PROCESS_SETTINGS = {
-    ("Deployment", "server"): "ServingSettings",
-    ("Deployment", "grpc"): "GrpcSettings",
-    ("Deployment", PULL_MODELS): "ModelSettings",
-    ("CronJob", "batch-predict"): "BatchSettings",
-    ("CronJob", PULL_MODELS): "ModelSettings",
-    ("CronJob", "retrain"): "RetrainSettings",
+    ("Deployment", "server"): ("ServingSettings", "PredictionLogSettings"),
+    ("Deployment", "grpc"): ("GrpcSettings", "ServingSettings", "PredictionLogSettings"),
+    ("Deployment", PULL_MODELS): ("ModelSettings",),
+    ("CronJob", "batch-predict"): ("BatchSettings", "PredictionLogSettings"),
+    ("CronJob", PULL_MODELS): ("ModelSettings",),
+    ("CronJob", "retrain"): ("RetrainSettings",),
+    ("CronJob", "monitor"): ("MonitorSettings",),
 }
 
 
@@ -88,13 +89,10 @@ def test_every_container_sets_only_its_process_settings_and_they_parse(objects, 
 
     for obj in [*find(objects, "Deployment"), *find(objects, "CronJob")]:
         for ctr in all_containers(obj):
-            cls = getattr(settings, _PROCESS_SETTINGS[(obj["kind"], ctr["name"])])
-            if cls is settings.GrpcSettings:  # its models and limits are the service's
-                known = set(settings.variables(cls).values()) | set(
-                    settings.variables(settings.ServingSettings).values()
-                )
-            else:
-                known = set(settings.variables(cls).values())
+            # The gRPC server's models and limits are the service's; the servers and the batch
+            # job read the prediction log's settings too.
+            classes = [getattr(settings, n) for n in _PROCESS_SETTINGS[(obj["kind"], ctr["name"])]]
+            known = set().union(*(settings.variables(c).values() for c in classes))
             env = resolve_env(objects, ctr, fields=pod_fields(obj))
             declared = {k for k in env if k.startswith("BENTOS_")}
             assert declared <= known, (ctr["name"], declared - known)
@@ -102,7 +100,8 @@ def test_every_container_sets_only_its_process_settings_and_they_parse(objects, 
                 monkeypatch.delenv(key, raising=False)
             for key in declared:
                 monkeypatch.setenv(key, env[key])
-            settings.load(cls)  # every value parses, or a SettingsError names it
+            for cls in classes:
+                settings.load(cls)  # every value parses, or a SettingsError names it
     server_env = resolve_env(objects, server_container(objects))
     assert {"BENTOS_MAX_ROWS", "BENTOS_MAX_BODY_BYTES"} <= set(server_env)
 

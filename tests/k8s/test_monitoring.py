@@ -261,12 +261,18 @@ def test_the_dashboard_has_the_panels_operators_look_for():
         "bentos_job_duration_seconds",
         "bentos_job_success",
         "bentos_job_last_success_timestamp_seconds",
+        "bentos_drift_features_drifted",
+        "bentos_evaluation_metric",
+        "bentos_prediction_log_rows_total",
     } <= used
     queries = " ".join(dashboard_queries())
     assert "histogram_quantile(0.5," in queries and "histogram_quantile(0.99," in queries
     # The service's panels follow the namespace variable; the pushed jobs carry no namespace.
     for query in dashboard_queries():
-        service = any(n.startswith("bentos_") and "job" not in n for n in metric_names(query))
+        pushed = ("bentos_job_", "bentos_drift_", "bentos_evaluation_")
+        service = any(
+            n.startswith("bentos_") and not n.startswith(pushed) for n in metric_names(query)
+        )
         assert ('namespace=~"$namespace"' in query) == service, query
 
 

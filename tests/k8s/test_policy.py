@@ -68,6 +68,10 @@ SUPPRESSED = {
     ("CronJob", "batch-predict"): {"CKV_K8S_40", "CKV_K8S_43", "CKV_K8S_35"},
     ("CronJob", "retrain"): {"CKV_K8S_40", "CKV_K8S_43", "CKV_K8S_35"},
 }
+# k8s/components/model-monitoring: its drift check's CronJob, as the other jobs.
+SUPPRESSED_WITH_MODEL_MONITORING = {
+    ("CronJob", "monitor"): {"CKV_K8S_40", "CKV_K8S_43", "CKV_K8S_35"},
+}
 SUPPRESSED_WITH_REGISTRY = {
     ("Deployment", APP): {"CKV_K8S_35"},
     ("CronJob", "retrain"): {"CKV_K8S_38"},
@@ -85,6 +89,8 @@ def _suppressed(overlay: str) -> set[tuple[str, str]]:
     if includes_component(overlay, "registry"):
         for workload, checks in SUPPRESSED_WITH_REGISTRY.items():
             expected[workload] |= checks
+    if includes_component(overlay, "model-monitoring"):
+        expected.update(SUPPRESSED_WITH_MODEL_MONITORING)
     return {
         (check, f"{kind}.{namespace}.{name}")
         for (kind, name), checks in expected.items()
@@ -148,7 +154,9 @@ def test_checkov_passes_its_pod_security_checks_on_every_workload(report, render
     passed = {(c["check_id"], c["resource"]) for c in report["results"]["passed_checks"]}
     suppressed = set().union(*(_suppressed(overlay) for overlay in OVERLAYS))
     workloads = _workloads(rendered)
-    assert len(workloads) == 3 * len(OVERLAYS)
+    # The Deployment and two CronJobs of each overlay, and the monitor's where it is included.
+    monitored = sum(includes_component(o, "model-monitoring") for o in OVERLAYS)
+    assert len(workloads) == 3 * len(OVERLAYS) + monitored
     missing = sorted(
         (check, resource)
         for check in POD_SECURITY_CHECKS
@@ -254,7 +262,11 @@ def test_object_store_credentials_come_from_an_optional_secret_reference_only(ob
     for obj, _ in pod_templates(objects):
         for ctr in all_containers(obj):
             refs = [s["secretRef"] for s in ctr.get("envFrom", []) if "secretRef" in s]
-            reads_the_store = obj["kind"] == "CronJob" or ctr in init_containers(obj)
+            # The servers write the prediction log (k8s/components/model-monitoring).
+            logs = any(
+                "prediction-log" in str(s.get("configMapRef")) for s in ctr.get("envFrom", [])
+            )
+            reads_the_store = obj["kind"] == "CronJob" or ctr in init_containers(obj) or logs
             expected = [{"name": "bentos-object-store", "optional": True}]
             assert refs == (expected if reads_the_store else []), (obj["kind"], ctr["name"])
             for item in ctr.get("env", []):

@@ -52,12 +52,20 @@ GENERATED = {
     "retrain-config",
 }
 REGISTRY_GENERATED = {"model-registry"}  # k8s/components/registry
+MODEL_MONITORING_GENERATED = {"prediction-log", "monitor-config"}  # its model-monitoring
 # Which image each workload runs (its every container, init containers included).
 WORKLOAD_IMAGES = {
     ("Deployment", APP): SERVING_IMAGE,
     ("CronJob", "batch-predict"): SERVING_IMAGE,
     ("CronJob", "retrain"): TRAINING_IMAGE,
 }
+# k8s/components/model-monitoring's drift check (its report draws with matplotlib).
+MONITOR_IMAGES = {("CronJob", "monitor"): TRAINING_IMAGE}
+
+
+def _workload_images(overlay: str) -> dict[tuple[str, str], str]:
+    monitored = includes_component(overlay, "model-monitoring")
+    return {**WORKLOAD_IMAGES, **(MONITOR_IMAGES if monitored else {})}
 
 
 def _images(objects: list[dict]) -> dict[tuple[str, str], set[str]]:
@@ -102,7 +110,7 @@ def test_every_overlay_renders_what_it_deploys_and_no_secret(objects, overlay):
         "CronJob",
     }
     assert expected <= set(kinds), kinds
-    assert kinds.count("CronJob") == 2
+    assert kinds.count("CronJob") == 2 + includes_component(overlay, "model-monitoring")
     assert not find(objects, "Secret"), "no Secret may be rendered: credentials stay out of git"
     # RBAC only with the registry component (the retrain job's rollout), and namespaced only.
     rbac = {"Role": 1, "RoleBinding": 1} if includes_component(overlay, "registry") else {}
@@ -156,8 +164,8 @@ def test_the_overlay_sets_the_serving_image_and_the_training_image_of_their_work
         return image + (f"@{entry['digest']}" if entry.get("digest") else "")
 
     assert ref(entries[SERVING_IMAGE]) != ref(entries[TRAINING_IMAGE])
-    expected = {w: {ref(entries[image])} for w, image in WORKLOAD_IMAGES.items()}
-    assert _images(objects) == expected  # the Deployment and both CronJobs, nothing else
+    expected = {w: {ref(entries[image])} for w, image in _workload_images(overlay).items()}
+    assert _images(objects) == expected  # the Deployment and the CronJobs, nothing else
 
 
 def test_recommended_labels_on_every_object(objects):
@@ -272,6 +280,8 @@ def test_generated_configmaps_are_hashed_and_every_reference_resolves(objects, o
     generated = GENERATED | (
         REGISTRY_GENERATED if includes_component(overlay, "registry") else set()
     )
+    if includes_component(overlay, "model-monitoring"):
+        generated |= MODEL_MONITORING_GENERATED
     for base in generated:
         hashed = [n for n in names if re.fullmatch(rf"{re.escape(base)}-[a-z0-9]{{10}}", n)]
         assert len(hashed) == 1, (base, names)
