@@ -12,15 +12,21 @@ up: idle servers are not free on two cores), loaded on `/predict` with a 1-row a
 64-row JSON body by h2load, a closed loop of --clients clients, --duration s after 1 s of
 warm-up. The settings take turns within each round (off, 1.0, 0.1, off, 1.0, 0.1, ...), so the
 machine's drift falls on all of them alike. The log writes a part every --part-seconds (default
-2; the service's default is 60 s): so the writing thread's work falls inside the measured
-seconds, as it does under sustained traffic, rather than after the server is stopped.
+2; the service's default is 60 s), and each run is followed by that long and 2 s more, so that
+the writing thread's work on a run's rows falls inside that run, as it does under sustained
+traffic, rather than in the next run or after the server is stopped.
 
-Prints each run on stderr, then two markdown tables: req/s per setting (medians over the rounds)
-and each one's ratio to off (with the range of the ratios round by round, off and on measured
-side by side); and, per logging setting, the rows answered (`bentos_requests_total` of
-`/predict`, status 200, warm-up included, times the rows per request) against the rows in the
-log's Parquet parts once its servers stopped, and `bentos_prediction_log_rows_total` by outcome
-(written, dropped, failed) from /metrics, scraped just before each stop, summed over the rounds.
+Prints each run on stderr (with the server's CPU per request and each worker's share of it),
+then three markdown tables: req/s per setting (h2load's; medians over the rounds) and each
+one's ratio to off, with the range of the ratios round by round; the same for the server's CPU
+per request (all its processes and threads, the log's writing of the run's rows included), which
+does not depend on how the connections spread over the two workers, as req/s does; and, per
+logging setting, the rows answered (`bentos_requests_total` of `/predict`, status 200, warm-up
+included, times the rows per request) against the rows in the log's Parquet parts once its
+servers stopped, with `bentos_prediction_log_rows_total` by outcome (written, dropped, failed)
+from /metrics, scraped just before each stop, summed over the rounds. At sample 1.0 every row
+answered must be in the log, dropped or failed (a request whose client left before its answer,
+499, may be in the log too); a note says so when they do not add up.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +63,8 @@ JSON = {"content-type": "application/json"}
 class LogTally:
     """What one logging setting's servers answered and logged, over every round."""
 
-    answered_rows: int = 0
+    answered_rows: int = 0  # status 200
+    gone_rows: int = 0  # 499: the client left before its answer (the log may hold them)
     outcomes: dict[str, float] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0.0))
 
 
@@ -94,13 +102,28 @@ def _metrics(server: Process) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     }
 
 
-def _answered(server: Process) -> int:
-    """Requests /predict answered with 200 so far, as the server counts them."""
-    key = (
-        "bentos_requests_total",
-        (("route", "/predict"), ("status", "200"), ("transport", "http")),
-    )
-    return int(_metrics(server).get(key, 0.0))
+def _predict_requests(server: Process) -> tuple[int, int]:
+    """Requests to /predict so far, as the server counts them: (answered with 200, left by
+    their client before the answer, 499). A stopped h2load leaves requests in flight, which end
+    after it: counted once two looks a quarter of a second apart agree."""
+
+    def look() -> tuple[int, int]:
+        found = _metrics(server)
+
+        def count(status: str) -> int:
+            labels = (("route", "/predict"), ("status", status), ("transport", "http"))
+            return int(found.get(("bentos_requests_total", labels), 0.0))
+
+        return count("200"), count("499")
+
+    last = look()
+    for _ in range(40):
+        time.sleep(0.25)
+        now = look()
+        if now == last:
+            return now
+        last = now
+    raise RuntimeError(f"{server.url}/predict still answering requests 10 s after its run")
 
 
 def _log_outcomes(server: Process) -> dict[str, float]:
@@ -135,6 +158,88 @@ def _ratio(on: list[float], off: list[float]) -> str:
     return f"{whole:.3f} ({min(rounds):.2f}-{max(rounds):.2f})"
 
 
+def _cpu_seconds(server: Process) -> dict[int, float]:
+    """CPU seconds (user and system, every thread) of the server's processes so far, by pid:
+    `bentoml serve` and its workers, whose prediction logs' threads are theirs."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for pid in (server.proc.pid, *server.children()):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        found[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return found
+
+
+@dataclass
+class Cell:
+    """One run's figures: h2load's req/s and the server's CPU per request."""
+
+    rps: float
+    cpu_ms: float  # per request, the log's writes of the run's rows included
+    shares: list[float]  # each worker's part of the workers' CPU
+
+
+def _run(
+    server: Process,
+    rows: int,
+    body: bytes,
+    args: argparse.Namespace,
+    tally: LogTally | None,
+    hangs: list[str],
+) -> tuple[loadgen.Result, Cell]:
+    """Load /predict with `body`, then wait for the log to write the run's rows (a part is due
+    --part-seconds after its first row, looked at every second): the server's CPU from the
+    start to then, over the requests it answered or saw left (the warm-up's included).
+
+    h2load before nghttp2 1.64 may not end a duration run when the server closes connections
+    (nghttp2/nghttp2#2249), as SpreadConnections does every 100 responses: seen here with the
+    last answer sent, unread in h2load's socket, and the server idle. loadgen gives up on it
+    after a minute, and the run is made again (its requests still count for the log's rows)."""
+    for _ in range(3):
+        before, cpu0 = _predict_requests(server), _cpu_seconds(server)
+        r: loadgen.Result | None
+        try:
+            r = loadgen.run_h2load(
+                server.url + "/predict",
+                body,
+                headers=JSON,
+                concurrency=args.clients,
+                duration=args.duration,
+                rows=rows,
+            )
+        except subprocess.TimeoutExpired:
+            r = None
+            hangs.append(f"{rows} row(s)")
+            print("h2load did not end its run (nghttp2/nghttp2#2249): again", file=sys.stderr)
+        time.sleep(args.part_seconds + 2)
+        after = _predict_requests(server)
+        spent = {pid: t - cpu0.get(pid, 0.0) for pid, t in _cpu_seconds(server).items()}
+        if tally is not None:
+            tally.answered_rows += (after[0] - before[0]) * rows
+            tally.gone_rows += (after[1] - before[1]) * rows
+        if r is not None:
+            requests = (after[0] - before[0]) + (after[1] - before[1])
+            workers = [t for pid, t in spent.items() if pid != server.proc.pid]
+            shares = [t / sum(workers) for t in workers] if sum(workers) else []
+            return r, Cell(r.rps, sum(spent.values()) * 1000 / max(requests, 1), shares)
+    raise RuntimeError(f"h2load did not end three runs in a row against {server.url}")
+
+
+def _table(title: str, unit: str, cells: dict[tuple[str, int], list[float]], fmt: str) -> None:
+    print(
+        f"| rows/request | off {unit} | sample 1.0 {unit} | 1.0 / off (rounds) "
+        f"| sample 0.1 {unit} | 0.1 / off (rounds) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for rows in ROWS:
+        off, full, tenth = (cells[(s, rows)] for s in SETTINGS)
+        m = statistics.median
+        print(
+            f"| {rows} | {m(off):{fmt}} | {m(full):{fmt}} | {_ratio(full, off)} "
+            f"| {m(tenth):{fmt}} | {_ratio(tenth, off)} |"
+        )
+    print(f"\n{title}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -162,8 +267,9 @@ def main() -> None:
     }
     work = Path(tempfile.mkdtemp(prefix="bentos-predlog-cost-"))
     folders = {setting: work / f"log-{setting}" for setting in SETTINGS}
-    rps: dict[tuple[str, int], list[float]] = {}
+    cells: dict[tuple[str, int], list[Cell]] = {}
     errors: dict[str, int] = dict.fromkeys(SETTINGS, 0)
+    hangs: list[str] = []
     tally = {setting: LogTally() for setting, sample in SETTINGS.items() if sample is not None}
     try:
         for repeat in range(args.repeat):
@@ -171,24 +277,18 @@ def main() -> None:
                 server = bentoml_serve(".", _env(setting, folders[setting], args.part_seconds))
                 server.wait_ready()
                 try:
-                    before = _answered(server)
                     for rows, body in bodies.items():
-                        r = loadgen.run_h2load(
-                            server.url + "/predict",
-                            body,
-                            headers=JSON,
-                            concurrency=args.clients,
-                            duration=args.duration,
-                            rows=rows,
-                        )
-                        after = _answered(server)
-                        if setting in tally:
-                            tally[setting].answered_rows += (after - before) * rows
-                        before = after
-                        rps.setdefault((setting, rows), []).append(r.rps)
+                        r, cell = _run(server, rows, body, args, tally.get(setting), hangs)
+                        cells.setdefault((setting, rows), []).append(cell)
                         errors[setting] += r.errors
                         loadgen.print_run(
                             repeat, args.repeat, f"log {setting}", rows, args.clients, r
+                        )
+                        shares = "/".join(f"{s:.0%}" for s in cell.shares)
+                        print(
+                            f"    server CPU {cell.cpu_ms:.3f} ms a request; workers' shares "
+                            f"{shares}",
+                            file=sys.stderr,
                         )
                     if setting in tally:
                         for outcome, n in _log_outcomes(server).items():
@@ -196,30 +296,38 @@ def main() -> None:
                 finally:
                     server.stop()  # its workers write what their logs still hold
 
-        cpus = os.cpu_count()
         when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         print(
             f"\nThe prediction log's cost on /predict: {served} ({len(schema.names)} features), "
             f"{args.clients} clients (h2load), {args.duration:g} s a run after 1 s of warm-up, "
             f"medians of {args.repeat} round(s); a part every {args.part_seconds:g} s; "
-            f"{cpus} CPUs; {when}.\n"
+            f"{os.cpu_count()} CPUs; {when}.\n"
         )
-        print(
-            "| rows/request | off req/s | sample 1.0 req/s | 1.0 / off (rounds) "
-            "| sample 0.1 req/s | 0.1 / off (rounds) |"
+        _table(
+            "req/s: h2load's, the measured seconds. (rounds): the lowest and highest ratio of a "
+            "round's own runs.",
+            "req/s",
+            {k: [c.rps for c in v] for k, v in cells.items()},
+            ",.1f",
         )
-        print("|---:|---:|---:|---:|---:|---:|")
-        for rows in ROWS:
-            off, full, tenth = (rps[(s, rows)] for s in SETTINGS)
+        _table(
+            "CPU ms/request: the server's processes' CPU (user and system, every thread) from a "
+            "run's start until the log has written its rows, over the requests of the run "
+            "(warm-up included); higher is costlier, whichever worker the connections landed on.",
+            "CPU ms/request",
+            {k: [c.cpu_ms for c in v] for k, v in cells.items()},
+            ".3f",
+        )
+        if hangs:
             print(
-                f"| {rows} | {statistics.median(off):,.1f} | {statistics.median(full):,.1f} "
-                f"| {_ratio(full, off)} | {statistics.median(tenth):,.1f} | {_ratio(tenth, off)} |"
+                f"h2load did not end {len(hangs)} run(s) and they were made again "
+                f"({', '.join(hangs)}; nghttp2/nghttp2#2249).\n"
             )
         if any(errors.values()):
-            print(f"\nErrors (requests not answered 2xx), by setting: {errors}")
+            print(f"Errors (requests not answered 2xx), by setting: {errors}\n")
 
         print(
-            "\n| sample | rows answered | rows in the log's Parquet | logged / answered | parts "
+            "| sample | rows answered | rows in the log's Parquet | logged / answered | parts "
             "| written (/metrics) | dropped | failed |"
         )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -234,12 +342,17 @@ def main() -> None:
             )
             if half:
                 notes.append(f"sample {setting}: {half} part(s) left half-written (.tmp)")
+            if t.gone_rows:
+                notes.append(
+                    f"sample {setting}: besides, {t.gone_rows:,} rows of requests whose client "
+                    "left before the answer (499), which the log may hold"
+                )
             if SETTINGS[setting] == 1.0:
-                missing = t.answered_rows - rows_logged - o["dropped"] - o["failed"]
-                if missing:
+                accounted = rows_logged + o["dropped"] + o["failed"]
+                if not t.answered_rows <= accounted <= t.answered_rows + t.gone_rows:
                     notes.append(
-                        f"sample {setting}: {missing:,} rows answered are neither in the log nor "
-                        "counted dropped or failed"
+                        f"sample {setting}: the log holds, dropped or failed {accounted:,} rows, "
+                        f"not the {t.answered_rows:,} answered (+ up to {t.gone_rows:,} left)"
                     )
         print(
             "\nwritten, dropped, failed: bentos_prediction_log_rows_total by outcome, scraped from "
