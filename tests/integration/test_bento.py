@@ -162,6 +162,22 @@ def retrain():
     assert retrain.main(args) == 0
 
 
+def monitor():
+    from bentos.models import open_model, stored_versions
+    from bentos.monitoring.predlog import PredictionLog
+    from jobs import monitor
+
+    if not stored_versions("rf-classifier"):  # the training image's Bento packs no models
+        retrain()
+    # A window of the log as a server writes it, then the drift check with its report.
+    log = PredictionLog(str(work / "log"), source="test")
+    rows = iris.features.head(60).to_dict("records")
+    tag = open_model("rf-classifier:latest").tag
+    log.record("r", tag, rows, ["setosa"] * 60, np.full((60, 3), 1 / 3, np.float32))
+    log.close()
+    assert monitor.main(["--log", str(work / "log"), "--since", "1h"]) in (0, 3)
+
+
 def pull():
     from bentos.cli import main
 
@@ -169,7 +185,7 @@ def pull():
 
 
 RUN = {"service": service, "bentos.serving.grpc": grpc, "jobs.batch_predict": batch_predict,
-       "jobs.retrain": retrain, "bentos": pull}
+       "jobs.retrain": retrain, "jobs.monitor": monitor, "bentos": pull}
 unknown = sorted(set(sys.argv[1:]) - set(RUN))
 assert not unknown, f"the manifests run {unknown}: say here how to run it"
 for entry in sys.argv[1:]:
