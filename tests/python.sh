@@ -22,6 +22,7 @@ SUITE=(
   --ignore=tests/integration/test_benchmarks.py  # wrk, h2load
   --ignore=tests/integration/test_observability.py  # Prometheus, promtool
   --ignore=tests/integration/test_jobmetrics.py  # a Pushgateway
+  --ignore=tests/integration/test_monitor.py  # a Pushgateway
 )
 # What pip and uv download, kept between runs on this machine (the wheels for 3.13).
 CACHE=${BENTOS_PYTHON_CACHE:-/var/cache/bentos-python313}
