@@ -111,12 +111,12 @@ def _evaluate(args: argparse.Namespace, until: datetime) -> dict[str, Any]:
 
     since = until - args.since
     labels, _ = read_table(args.labels)
+    logged = read_window(args.log, since, until).to_pandas()  # read once: it may be large
     label = args.label_column
     if label is None:  # the models' target, which the labels table is expected to name
-        tags = sorted(set(read_window(args.log, since, until).column("model").to_pylist()))
-        targets = sorted({schema_of(t).target for t in tags})
+        targets = sorted({schema_of(t).target for t in set(logged["model"])})
         label = targets[0] if len(targets) == 1 else "label"
-    frame = joined(args.log, labels, args.key, label, since, until)
+    frame = joined(logged, labels, args.key, label)
     result = evaluate(frame, holdout_metrics(sorted(set(frame["model"]))), args.margin, args.every)
     return {
         "log": args.log,

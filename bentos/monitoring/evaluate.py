@@ -6,26 +6,24 @@ metrics the model reached on its hold-out rows at training."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
 from bentos.errors import DataError
-from bentos.monitoring.predlog import read_window
 
 METRICS = ("accuracy", "f1_macro")
 MIN_ROWS = 30  # labelled rows a model needs before its metrics are judged
 
 
-def joined(log: str, labels: pd.DataFrame, key: str, label: str, since: datetime, until: datetime):
-    """The window's logged rows that have a true label: model, time, prediction, truth."""
+def joined(logged: pd.DataFrame, labels: pd.DataFrame, key: str, label: str) -> pd.DataFrame:
+    """The window's logged rows (read_window's, as a DataFrame) that have a true label: model,
+    time, prediction, truth."""
     for column in (key, label):
         if column not in labels.columns:
             raise DataError(
                 f"the labels have no column {column!r}; their columns: {', '.join(labels.columns)}"
             )
-    logged = read_window(log, since, until).to_pandas()
     if key == "request_id":
         on = ["request_id", "row"] if "row" in labels.columns else ["request_id"]
         if on == ["request_id"] and logged.duplicated("request_id").any():

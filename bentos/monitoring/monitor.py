@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bentos.errors import ModelError
 from bentos.monitoring.drift import check_drift
@@ -41,9 +42,9 @@ def reference_of(tag: str) -> tuple[Any, dict[str, Any]]:
 def windows(table: pa.Table, schemas: dict[str, Any]) -> list[ModelWindow]:
     """The window's rows by model tag, each validated against that model's schema."""
     out = []
-    models = table.column("model").to_pylist()
-    for tag in sorted(set(models)):
-        mine = table.filter(pa.array([m == tag for m in models]))
+    models = table.column("model")
+    for tag in sorted(set(pc.unique(models).to_pylist())):
+        mine = table.filter(pc.equal(models, tag))
         schema = schemas[tag]
         frame = pd.DataFrame.from_records(json.loads(v) for v in mine.column("input").to_pylist())
         for name in schema.names:  # a field no logged row had (cannot be: rows are validated)
