@@ -169,6 +169,12 @@ class MonitorSettings(BaseSettings):
     label_column: str | None = None
     margin: Annotated[float, Field(ge=0, le=1)] = 0.05
     every: str = "1D"
+    # Closing the loop (bentos.rollout): on a drift or an accuracy drop, start this CronJob now
+    # as a Job in this namespace (the pod's own, from the downward API); the champion/challenger
+    # gate of the retrain job still decides what is served.
+    retrain_on_drift: bool = False
+    retrain_cronjob: str = "retrain"
+    namespace: str = "default"
 
 
 class RetrainSettings(BaseSettings):

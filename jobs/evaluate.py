@@ -15,6 +15,7 @@ Example:
 Exit codes (bentos.errors.ExitCode, the same for every command):
   0  every model with enough labelled rows is within --margin of its hold-out metrics
   1  the log or the labels could not be read, or the report written
+     (or, with --retrain-on-drift, the retrain CronJob could not be started)
   2  bad arguments, settings, or labels without the key or label column
   3  a metric fell by more than --margin (the summary names the model and the metric)
   4  a model of the window is not in the store, or fails its integrity check
@@ -33,7 +34,7 @@ from typing import Any
 from bentos import logs
 from bentos.errors import BentosError, ExitCode, exit_code
 from bentos.settings import MonitorSettings
-from jobs.monitor import duration, json_bytes, parse, pull, write_files
+from jobs.monitor import duration, json_bytes, parse, pull, retrain, retrain_arguments, write_files
 
 log = logging.getLogger("bentos.evaluate")
 
@@ -56,6 +57,7 @@ def _parser(settings: MonitorSettings) -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=settings.margin)
     p.add_argument("--reports", default=settings.reports, metavar="URL")
     p.add_argument("--registry", default=settings.registry, metavar="URL")
+    retrain_arguments(p, settings)
     return p
 
 
@@ -99,8 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tag: {k: m[k] for k in ("rows", "accuracy", "f1_macro", "holdout", "judged", "fell")}
         for tag, m in summary["models"].items()
     }
+    failed = retrain(args, "accuracy", until, brief) if summary["fell"] else None
     logs.event(log, "summary", **brief)
-    return ExitCode.GATE if summary["fell"] else ExitCode.OK
+    return failed or (ExitCode.GATE if summary["fell"] else ExitCode.OK)
 
 
 def _evaluate(args: argparse.Namespace, until: datetime) -> dict[str, Any]:

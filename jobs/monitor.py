@@ -6,12 +6,17 @@ writes a report (HTML, a picture per feature, drift.json) to --reports (default:
 one folder per run. Prints one JSON summary naming each drifted feature, and pushes gauges to
 the Pushgateway (BENTOS_PUSHGATEWAY) for the alerts.
 
+With --retrain-on-drift (BENTOS_MONITOR_RETRAIN_ON_DRIFT), a finding also starts the retrain
+CronJob (--retrain-cronjob, in --namespace) now as a Job, unless one of its Jobs is running;
+the retrain job's champion/challenger gate still decides what is served.
+
 Example:
   bentos monitor --log s3://bucket/prediction-log --since 6h
 
 Exit codes (bentos.errors.ExitCode, the same for every command):
   0  nothing drifted (or the window is empty)
   1  the log could not be read or the report written
+     (or, with --retrain-on-drift, the retrain CronJob could not be started)
   2  bad arguments or settings
   3  a feature or the predictions drifted (the summary names them)
   4  a model of the window is not in the store, or fails its integrity check
@@ -60,7 +65,38 @@ def _parser(settings: MonitorSettings) -> argparse.ArgumentParser:
     p.add_argument(
         "--registry", default=settings.registry, metavar="URL", help="pull its champions first"
     )
+    retrain_arguments(p, settings)
     return p
+
+
+def retrain_arguments(p: argparse.ArgumentParser, settings: MonitorSettings) -> None:
+    p.add_argument(
+        "--retrain-on-drift",
+        action=argparse.BooleanOptionalAction,
+        default=settings.retrain_on_drift,
+        help="on a finding (exit 3), start the retrain CronJob now as a Job",
+    )
+    p.add_argument("--retrain-cronjob", default=settings.retrain_cronjob, metavar="NAME")
+    p.add_argument("--namespace", default=settings.namespace, metavar="NS")
+
+
+def retrain(args: argparse.Namespace, reason: str, when: datetime, summary: dict) -> int | None:
+    """On a finding, with --retrain-on-drift: start the retrain CronJob as a Job (bentos.rollout)
+    and say so in the summary. None when that went well or was not asked; 1 when the API server
+    refused or could not be reached, so that the pod is retried (the Job's name is the same for
+    the same minute, and one running retrain is not doubled)."""
+    if not args.retrain_on_drift:
+        return None
+    from bentos.rollout import start_from_cronjob
+
+    try:
+        summary["retrain"] = start_from_cronjob(args.retrain_cronjob, args.namespace, reason, when)
+    except Exception as exc:  # the client's ApiException, urllib3's errors, no in-cluster config
+        error = f"starting cronjob/{args.retrain_cronjob} in {args.namespace}: {exc}"
+        summary["retrain"] = {"cronjob": args.retrain_cronjob, "started": False, "error": error}
+        logs.event(log, "error", error=error)
+        return ExitCode.IO
+    return None
 
 
 def parse(
@@ -116,8 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _push(settings.pushgateway, summary, until)
         except OSError as exc:  # the figures are in the summary; the verdict stands
             logs.event(log, "push_failed", f"pushgateway {settings.pushgateway}: {exc}")
+    failed = retrain(args, "drift", until, summary) if summary["drifted"] else None
     logs.event(log, "summary", **_brief(summary))
-    return ExitCode.GATE if summary["drifted"] else ExitCode.OK
+    return failed or (ExitCode.GATE if summary["drifted"] else ExitCode.OK)
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
@@ -130,8 +167,8 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
             "drifted_features": {name: features[name]["reason"] for name in m["drifted_features"]},
             "prediction_drifted": m["prediction_drifted"],
         }
-    keep = ("log", "since", "until", "rows", "drifted", "report", "duration_s")
-    return {**{k: summary[k] for k in keep}, "models": models}
+    keep = ("log", "since", "until", "rows", "drifted", "report", "duration_s", "retrain")
+    return {**{k: summary[k] for k in keep if k in summary}, "models": models}
 
 
 def json_bytes(data: Any) -> bytes:

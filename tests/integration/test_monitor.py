@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from bentos.training.data import load_builtin
+from tests.support.apiserver import api_server
 from tests.support.monitoring import pushgateway_server, scrape
 from tests.support.objectstore import ObjectStore, moto_server
 
@@ -30,6 +31,25 @@ def s3() -> ObjectStore:
 def gateway(tmp_path_factory):
     with pushgateway_server(tmp_path_factory.mktemp("pushgateway")) as gw:
         yield gw
+
+
+@pytest.fixture()
+def kube(tmp_path):
+    """The API server is the one thing mocked (none can run here): a stand-in holding the
+    retrain CronJob, found through a kubeconfig as outside a pod (tests/unit/test_rollout.py
+    has the requests; tests/k8s/test_retrain_on_drift.py the RBAC and the admission policy)."""
+    with api_server() as server:
+        server.cronjobs[("bentos", "retrain")] = {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "retrain", "namespace": "bentos", "uid": "u-1"},
+            "spec": {
+                "schedule": "0 1 1 * *",
+                "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "r"}]}}}},
+            },
+        }
+        env = {"KUBECONFIG": str(server.kubeconfig(tmp_path / "kubeconfig"))}
+        yield server, env
 
 
 def _logged(rows: pd.DataFrame, prefix: str, job_env, s3: ObjectStore, tmp_path) -> dict:
@@ -53,7 +73,9 @@ def _logged(rows: pd.DataFrame, prefix: str, job_env, s3: ObjectStore, tmp_path)
     return env
 
 
-def _monitor(env: dict, prefix: str, s3: ObjectStore, gateway=None) -> tuple[int, dict]:
+def _monitor(
+    env: dict, prefix: str, s3: ObjectStore, gateway=None, args: tuple[str, ...] = ()
+) -> tuple[int, dict]:
     extra = {"BENTOS_PUSHGATEWAY": gateway.url} if gateway else {}
     proc = subprocess.run(
         [
@@ -64,6 +86,7 @@ def _monitor(env: dict, prefix: str, s3: ObjectStore, gateway=None) -> tuple[int
             f"s3://{s3.bucket}/{prefix}",
             "--since",
             "1h",
+            *args,
         ],
         env={**env, **extra},
         capture_output=True,
@@ -78,10 +101,16 @@ def _iris(n: int, seed: int) -> pd.DataFrame:
     return load_builtin("iris").features.sample(n, replace=True, random_state=seed)
 
 
-def test_a_window_drawn_from_the_training_table_raises_no_drift(job_env, s3, gateway, tmp_path):
+def test_a_window_drawn_from_the_training_table_raises_no_drift(
+    job_env, s3, gateway, tmp_path, kube
+):
     env = _logged(_iris(1000, seed=1), "same", job_env, s3, tmp_path)
-    code, summary = _monitor(env, "same", s3, gateway)
+    server, kubeconfig = kube
+    code, summary = _monitor(
+        {**env, **kubeconfig}, "same", s3, gateway, ("--retrain-on-drift", "--namespace", "bentos")
+    )
     assert code == 0 and summary["drifted"] is False, summary
+    assert server.requests == [] and "retrain" not in summary  # nothing to retrain for
     (model,) = summary["models"].values()
     assert model["rows"] == 1000 and model["drifted_features"] == {}
     assert s3.fs().exists(summary["report"].removeprefix("s3://"))
@@ -96,13 +125,31 @@ def test_a_window_drawn_from_the_training_table_raises_no_drift(job_env, s3, gat
     assert drifted == [0.0]
 
 
-def test_a_shifted_window_names_the_features_that_moved_and_exits_3(job_env, s3, gateway, tmp_path):
+def test_a_shifted_window_names_the_features_that_moved_and_exits_3(
+    job_env, s3, gateway, tmp_path, kube
+):
     rows = _iris(1000, seed=2).reset_index(drop=True)
     rows["petal_length"] += 2.0  # a moved mean
     rows.loc[rows.index[:300], "sepal_width"] = np.nan  # more missing values
     env = _logged(rows, "shifted", job_env, s3, tmp_path)
-    code, summary = _monitor(env, "shifted", s3, gateway)
+    server, kubeconfig = kube
+    code, summary = _monitor(
+        {**env, **kubeconfig},
+        "shifted",
+        s3,
+        gateway,
+        ("--retrain-on-drift", "--namespace", "bentos"),
+    )
     assert code == 3 and summary["drifted"] is True
+    # --retrain-on-drift: the retrain CronJob started as a Job of its own template.
+    (job,) = server.jobs.values()
+    assert summary["retrain"] == {
+        "cronjob": "retrain",
+        "started": True,
+        "job": job["metadata"]["name"],
+        "namespace": "bentos",
+    }
+    assert job["metadata"]["annotations"]["bentos.io/started-by"] == "drift"
     (model,) = summary["models"].values()
     assert set(model["drifted_features"]) == {"petal_length", "sepal_width"}
     assert "missing" in model["drifted_features"]["sepal_width"]
@@ -125,7 +172,9 @@ def test_an_empty_window_is_no_drift_and_a_bad_duration_is_a_usage_error(job_env
     assert proc.returncode == 2 and "'yesterday' is not a duration" in proc.stderr
 
 
-def _evaluate(env: dict, prefix: str, labels: str, gateway) -> tuple[int, dict]:
+def _evaluate(env: dict, prefix: str, labels: str, gateway, kube) -> tuple[int, dict]:
+    _, kubeconfig = kube
+    retrain = {"BENTOS_MONITOR_RETRAIN_ON_DRIFT": "true", "BENTOS_MONITOR_NAMESPACE": "bentos"}
     proc = subprocess.run(
         [
             sys.executable,
@@ -138,7 +187,7 @@ def _evaluate(env: dict, prefix: str, labels: str, gateway) -> tuple[int, dict]:
             "--since",
             "1h",
         ],
-        env={**env, "BENTOS_PUSHGATEWAY": gateway.url},
+        env={**env, **kubeconfig, **retrain, "BENTOS_PUSHGATEWAY": gateway.url},
         capture_output=True,
         text=True,
     )
@@ -148,7 +197,9 @@ def _evaluate(env: dict, prefix: str, labels: str, gateway) -> tuple[int, dict]:
 
 
 @pytest.mark.parametrize("degraded", [False, True])
-def test_delayed_labels_show_the_served_models_accuracy(job_env, s3, gateway, tmp_path, degraded):
+def test_delayed_labels_show_the_served_models_accuracy(
+    job_env, s3, gateway, tmp_path, kube, degraded
+):
     iris = load_builtin("iris")
     picked = iris.features.sample(400, replace=True, random_state=3)
     truth = iris.target.loc[picked.index].astype(str).to_numpy()
@@ -165,15 +216,20 @@ def test_delayed_labels_show_the_served_models_accuracy(job_env, s3, gateway, tm
     labels = pd.DataFrame({"request_id": logged["request_id"], "species": truth[rows]})
     labels.to_csv(tmp_path / "labels.csv", index=False)
     code, summary = _evaluate(
-        {**env, "_bucket": s3.bucket}, prefix, str(tmp_path / "labels.csv"), gateway
+        {**env, "_bucket": s3.bucket}, prefix, str(tmp_path / "labels.csv"), gateway, kube
     )
     (model,) = summary["models"].values()
     assert model["rows"] == 400 and summary["label_column"] == "species"
     if degraded:
         assert code == 3 and set(model["fell"]) == {"accuracy", "f1_macro"}
         assert model["accuracy"] < 0.75
+        # BENTOS_MONITOR_RETRAIN_ON_DRIFT: an accuracy drop starts the retrain CronJob too.
+        (job,) = kube[0].jobs.values()
+        assert job["metadata"]["annotations"]["bentos.io/started-by"] == "accuracy"
+        assert summary["retrain"]["started"] is True
     else:
         assert code == 0 and model["fell"] == [] and model["accuracy"] > 0.9
+        assert kube[0].requests == []
     pushed = scrape(gateway.url + "/metrics")
     fell = [v for k, v in pushed.items() if k.startswith("bentos_evaluation_fell{")]
     assert fell == [float(degraded)]

@@ -12,9 +12,11 @@ init containers included), what hand-written asserts used to:
   seccompProfile RuntimeDefault ........... CKV_K8S_31
   automountServiceAccountToken: false ..... CKV_K8S_38 (the pod's field; suppressed on the
                                             retrain CronJob of an overlay with the registry
-                                            component, whose pod patches the Deployment)
+                                            component, whose pod patches the Deployment, and
+                                            on the monitor CronJob with retrain-on-drift,
+                                            whose pod starts the retrain CronJob)
   cpu and memory requests and limits ...... CKV_K8S_10, CKV_K8S_11, CKV_K8S_12, CKV_K8S_13
-and, on the registry component's Role and RoleBinding: no wildcards (CKV_K8S_49), no bind or
+and, on the Roles and RoleBindings (registry, retrain-on-drift): no wildcards (CKV_K8S_49), no bind or
 escalate (CKV_K8S_157, CKV_K8S_158), and its graph checks (CKV2_K8S_1 to CKV2_K8S_5: no
 escalation through RoleBindings, pods/exec, impersonation, services/status, reading Secrets).
 What stays here, and what checkov does not check about it, is in each test's docstring.
@@ -76,6 +78,13 @@ SUPPRESSED_WITH_REGISTRY = {
     ("Deployment", APP): {"CKV_K8S_35"},
     ("CronJob", "retrain"): {"CKV_K8S_38"},
 }
+# k8s/components/retrain-on-drift: the monitor pod's token, to start the retrain CronJob.
+SUPPRESSED_WITH_RETRAIN_ON_DRIFT = {("CronJob", "monitor"): {"CKV_K8S_38"}}
+# The components that bind a Role to a pod's own account, and the pod whose token it is.
+TOKENS = {
+    "registry": ("retrain", f"{APP}-retrain"),
+    "retrain-on-drift": ("monitor", f"{APP}-monitor"),
+}
 RBAC_CHECKS = {
     "Role": {"CKV_K8S_49", "CKV_K8S_157", "CKV_K8S_158"},
     "RoleBinding": {"CKV2_K8S_1", "CKV2_K8S_2", "CKV2_K8S_3", "CKV2_K8S_4", "CKV2_K8S_5"},
@@ -90,7 +99,10 @@ def _suppressed(overlay: str) -> set[tuple[str, str]]:
         for workload, checks in SUPPRESSED_WITH_REGISTRY.items():
             expected[workload] |= checks
     if includes_component(overlay, "model-monitoring"):
-        expected.update(SUPPRESSED_WITH_MODEL_MONITORING)
+        expected.update({k: set(v) for k, v in SUPPRESSED_WITH_MODEL_MONITORING.items()})
+    if includes_component(overlay, "retrain-on-drift"):
+        for workload, checks in SUPPRESSED_WITH_RETRAIN_ON_DRIFT.items():
+            expected[workload] |= checks
     return {
         (check, f"{kind}.{namespace}.{name}")
         for (kind, name), checks in expected.items()
@@ -134,7 +146,8 @@ def test_checkov_finds_no_failed_checks(report):
 
 def test_checkov_suppressions_are_the_documented_ones_with_their_reasons(report, rendered):
     """Exactly these checks on exactly these objects: CKV_K8S_38 (a ServiceAccount token) on
-    the retrain CronJob of an overlay with the registry component only, and nowhere else."""
+    the retrain CronJob of an overlay with the registry component and the monitor CronJob of
+    one with retrain-on-drift, and nowhere else."""
     skipped = report["results"].get("skipped_checks", [])
     expected = set().union(*(_suppressed(overlay) for overlay in OVERLAYS))
     assert {(c["check_id"], c["resource"]) for c in skipped} == expected
@@ -143,8 +156,13 @@ def test_checkov_suppressions_are_the_documented_ones_with_their_reasons(report,
         reason = (check.get("check_result") or {}).get("suppress_comment", "")
         assert len(reason) > 30, (check["check_id"], check["resource"], reason)
     token = {c["resource"] for c in skipped if c["check_id"] == "CKV_K8S_38"}
-    with_registry = [o for o in OVERLAYS if includes_component(o, "registry")]
-    assert with_registry and token == {f"CronJob.{_namespace(o)}.retrain" for o in with_registry}
+    expected_tokens = {
+        f"CronJob.{_namespace(o)}.{pod}"
+        for o in OVERLAYS
+        for component, (pod, _) in TOKENS.items()
+        if includes_component(o, component)
+    }
+    assert expected_tokens and token == expected_tokens
 
 
 def test_checkov_passes_its_pod_security_checks_on_every_workload(report, rendered):
@@ -166,10 +184,9 @@ def test_checkov_passes_its_pod_security_checks_on_every_workload(report, render
     assert missing == [], missing
 
 
-def test_checkov_passes_its_rbac_checks_on_the_registry_component_s_role_and_binding(
-    report, rendered
-):
-    """The Role and RoleBinding were scanned, and passed, in every overlay that renders them."""
+def test_checkov_passes_its_rbac_checks_on_every_role_and_binding(report, rendered):
+    """The Roles and RoleBindings were scanned, and passed, in every overlay that renders them:
+    one of each per component that binds a pod's account (TOKENS)."""
     passed = {(c["check_id"], c["resource"]) for c in report["results"]["passed_checks"]}
     expected = {
         (check, f"{o['kind']}.{o['metadata']['namespace']}.{o['metadata']['name']}")
@@ -179,7 +196,7 @@ def test_checkov_passes_its_rbac_checks_on_the_registry_component_s_role_and_bin
         for check in RBAC_CHECKS[o["kind"]]
     }
     assert len(expected) == sum(len(c) for c in RBAC_CHECKS.values()) * sum(
-        includes_component(o, "registry") for o in OVERLAYS
+        includes_component(o, component) for o in OVERLAYS for component in TOKENS
     )
     assert expected - passed == set()
 
@@ -200,16 +217,18 @@ def test_pods_run_as_the_image_user_with_run_as_non_root_set(objects):
             assert (sc.get("runAsUser", UID), sc.get("runAsGroup", UID)) == (UID, UID), name
 
 
-def test_pods_use_their_own_service_accounts_and_only_the_retrain_pod_mounts_a_token(
+def test_pods_use_their_own_service_accounts_and_only_pods_with_a_role_mount_a_token(
     objects, overlay
 ):
     """CKV_K8S_38 checks the pod's automountServiceAccountToken and CKV_K8S_41 only the
     `default` ServiceAccount: not that the named accounts are rendered, nor their own field.
     Every account refuses a token to a pod that does not ask; only the retrain pod asks, with the
-    registry component (its rollout patches the Deployment), under an account of its own."""
+    registry component (its rollout patches the Deployment), and the monitor pod, with
+    retrain-on-drift (it starts the retrain CronJob), each under an account of its own."""
     accounts = {sa["metadata"]["name"]: sa for sa in find(objects, "ServiceAccount")}
     assert all(sa["automountServiceAccountToken"] is False for sa in accounts.values())
     registry = includes_component(overlay, "registry")
+    tokens = {pair for c, pair in TOKENS.items() if includes_component(overlay, c)}
     with_token = set()
     for obj, tpl in pod_templates(objects):
         account = tpl["spec"]["serviceAccountName"]
@@ -217,10 +236,11 @@ def test_pods_use_their_own_service_accounts_and_only_the_retrain_pod_mounts_a_t
         if tpl["spec"]["automountServiceAccountToken"] is not False:
             assert tpl["spec"]["automountServiceAccountToken"] is True
             with_token.add((obj["metadata"]["name"], account))
-    assert with_token == ({("retrain", f"{APP}-retrain")} if registry else set())
+    assert with_token == tokens
     users = [tpl["spec"]["serviceAccountName"] for _, tpl in pod_templates(objects)]
-    if registry:
-        assert users.count(f"{APP}-retrain") == 1  # the retrain pod's alone
+    for _, account in tokens:
+        assert users.count(account) == 1, account  # that pod's alone
+    assert registry or not tokens  # retrain-on-drift starts the retrain job of the registry
 
 
 def test_pod_volumes_are_configmaps_and_emptydirs_only(objects):

@@ -24,6 +24,7 @@ from tests.support.k8s import (
     OVERLAYS,
     PULL_MODELS,
     all_containers,
+    api_request,
     config_map_data,
     container,
     deployment,
@@ -38,6 +39,7 @@ from tests.support.k8s import (
     pod_template,
     render,
     resolve_env,
+    role_allows,
     server_container,
 )
 
@@ -215,8 +217,8 @@ def test_the_retrain_pod_reads_the_registry_and_rolls_the_deployment_of_its_own_
 
 def test_the_retrain_role_allows_get_and_patch_on_the_one_deployment_only(registry_objects):
     namespace = deployment(registry_objects)["metadata"]["namespace"]
-    (role,) = find(registry_objects, "Role")
-    (binding,) = find(registry_objects, "RoleBinding")
+    role = one(registry_objects, "Role", RETRAIN_ACCOUNT)
+    binding = one(registry_objects, "RoleBinding", RETRAIN_ACCOUNT)
     assert not find(registry_objects, "ClusterRole") and not find(
         registry_objects, "ClusterRoleBinding"
     )
@@ -255,22 +257,6 @@ def test_the_retrain_role_allows_get_and_patch_on_the_one_deployment_only(regist
     assert users == {"retrain"}
 
 
-_VERBS = {"GET": "get", "PATCH": "patch", "PUT": "update", "DELETE": "delete", "POST": "create"}
-_NAMED = re.compile(
-    r"/apis/(?P<group>[^/]+)/[^/]+/namespaces/(?P<ns>[^/]+)/(?P<res>[^/]+)/(?P<name>[^/]+)"
-)
-
-
-def _allowed(role: dict, verb: str, group: str, resource: str, name: str) -> bool:
-    return any(
-        verb in r["verbs"]
-        and group in r["apiGroups"]
-        and resource in r["resources"]
-        and (not r.get("resourceNames") or name in r["resourceNames"])
-        for r in role["rules"]
-    )
-
-
 def test_the_role_allows_exactly_the_request_the_rollout_sends(registry_objects):
     """bentos.rollout's request, as a recording stand-in for the API server receives it (its
     body is checked in tests/unit/test_rollout.py), sent with the retrain pod's own settings,
@@ -288,19 +274,18 @@ def test_the_role_allows_exactly_the_request_the_rollout_sends(registry_objects)
             api_client=server.client(),
         )
     seen = [(r.method, r.path) for r in server.requests]
-    (role,) = find(registry_objects, "Role")
-    (binding,) = find(registry_objects, "RoleBinding")
+    role = one(registry_objects, "Role", RETRAIN_ACCOUNT)
+    binding = one(registry_objects, "RoleBinding", RETRAIN_ACCOUNT)
     assert len(seen) == 1, seen
     method, path = seen[0]
-    request = _NAMED.fullmatch(path)
-    assert request, path
-    assert request["ns"] == role["metadata"]["namespace"] == binding["metadata"]["namespace"]
-    assert _allowed(role, _VERBS[method], request["group"], request["res"], request["name"])
+    request = api_request(method, path)
+    assert request["namespace"] == role["metadata"]["namespace"] == binding["metadata"]["namespace"]
+    assert role_allows(role, **request)
     # Nothing more: another Deployment, or deleting or replacing this one, is refused.
-    assert not _allowed(role, _VERBS[method], request["group"], request["res"], "another")
+    assert not role_allows(role, **{**request, "name": "another"})
     for verb in ("delete", "update", "list", "watch", "create"):
-        assert not _allowed(role, verb, request["group"], request["res"], request["name"]), verb
-    assert not _allowed(role, "get", "", "secrets", request["name"])
+        assert not role_allows(role, **{**request, "verb": verb}), verb
+    assert not role_allows(role, **{**request, "group": "", "resource": "secrets"})
 
 
 def _write(folder, kustomization_yaml: dict, **files: str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -399,3 +400,35 @@ def checkov(folder: str | os.PathLike[str]) -> dict:
     report["returncode"] = proc.returncode
     report["stderr"] = proc.stderr
     return report
+
+
+_VERBS = {"GET": "get", "PATCH": "patch", "PUT": "update", "DELETE": "delete", "POST": "create"}
+_PATH = re.compile(
+    r"/apis/(?P<group>[^/]+)/[^/]+/namespaces/(?P<namespace>[^/]+)/(?P<resource>[^/]+)"
+    r"(?:/(?P<name>[^/?]+))?"
+)
+
+
+def api_request(method: str, path: str) -> dict[str, str]:
+    """A request to the API server as RBAC sees it: verb, group, namespace, resource and name
+    (empty for a create, which names no existing object)."""
+    match = _PATH.fullmatch(path)
+    assert match, path
+    return {"verb": _VERBS[method], **{k: v or "" for k, v in match.groupdict().items()}}
+
+
+def role_allows(
+    role: dict, verb: str, group: str, resource: str, name: str = "", namespace: str = ""
+) -> bool:
+    """Whether one of the Role's rules allows the request (in the Role's namespace). RBAC
+    matches resourceNames against the request's name, and a `create` has none: a rule with
+    resourceNames never allows one."""
+    if namespace and namespace != role["metadata"]["namespace"]:
+        return False
+    return any(
+        verb in r["verbs"]
+        and group in r["apiGroups"]
+        and resource in r["resources"]
+        and (not r.get("resourceNames") or (name and name in r["resourceNames"]))
+        for r in role["rules"]
+    )
