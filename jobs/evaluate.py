@@ -34,7 +34,7 @@ from typing import Any
 from bentos import logs
 from bentos.errors import BentosError, ExitCode, exit_code
 from bentos.settings import MonitorSettings
-from jobs.monitor import duration, json_bytes, parse, pull, retrain, retrain_arguments, write_files
+from jobs.monitor import duration, json_bytes, parse, retrain, retrain_arguments, write_files
 
 log = logging.getLogger("bentos.evaluate")
 
@@ -76,7 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     until = datetime.now(UTC)
     t0 = time.perf_counter()
     try:
-        pull(args.registry)
         summary = _evaluate(args, until)
         folder = (args.reports or f"{args.log.rstrip('/')}/_reports").rstrip("/")
         folder = f"{folder}/evaluation-{until.strftime('%Y%m%dT%H%M%SZ')}"
@@ -109,12 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _evaluate(args: argparse.Namespace, until: datetime) -> dict[str, Any]:
     from bentos.models import schema_of
     from bentos.monitoring.evaluate import evaluate, holdout_metrics, joined
+    from bentos.monitoring.monitor import references
     from bentos.monitoring.predlog import read_window
     from bentos.training.data import read_table
 
     since = until - args.since
     labels, _ = read_table(args.labels)
     logged = read_window(args.log, since, until).to_pandas()  # read once: it may be large
+    references(
+        sorted(set(logged["model"])), args.registry
+    )  # each logged version, pulled if need be
     label = args.label_column
     if label is None:  # the models' target, which the labels table is expected to name
         targets = sorted({schema_of(t).target for t in set(logged["model"])})

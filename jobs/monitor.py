@@ -63,7 +63,10 @@ def _parser(settings: MonitorSettings) -> argparse.ArgumentParser:
     p.add_argument("--since", type=duration, default=duration(settings.since), metavar="DURATION")
     p.add_argument("--reports", default=settings.reports, metavar="URL", help="where reports go")
     p.add_argument(
-        "--registry", default=settings.registry, metavar="URL", help="pull its champions first"
+        "--registry",
+        default=settings.registry,
+        metavar="URL",
+        help="where logged model versions missing from the store are pulled from",
     )
     retrain_arguments(p, settings)
     return p
@@ -114,14 +117,6 @@ def parse(
         return ExitCode.USAGE
 
 
-def pull(registry: str | None) -> None:
-    """The registry's champions into the local store first, when there is a registry."""
-    if registry:
-        from bentos.registry import pull_champions
-
-        pull_champions(registry)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parsed = parse(_parser, argv)
     if isinstance(parsed, int):
@@ -135,10 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     since = until - args.since
     t0 = time.perf_counter()
     try:
-        pull(args.registry)
         from bentos.monitoring.monitor import check, report_files
 
-        summary, details = check(args.log, since, until)
+        summary, details = check(args.log, since, until, args.registry)
         folder = (args.reports or f"{args.log.rstrip('/')}/_reports").rstrip("/")
         folder = f"{folder}/{until.strftime('%Y%m%dT%H%M%SZ')}"
         write_files(folder, {**report_files(details), "drift.json": json_bytes(summary)})

@@ -39,6 +39,28 @@ def reference_of(tag: str) -> tuple[Any, dict[str, Any]]:
     return stored.schema, json.loads(stored.file.read_text())
 
 
+def references(tags: list[str], registry: str | None = None) -> dict[str, tuple[Any, dict]]:
+    """Each logged model's schema and reference profile. A version missing from the local
+    stores is pulled from `registry` first: a window can hold rows of a former champion, and
+    the monitor's own store starts empty. Without one, or when the registry lacks it too, a
+    ModelError names the model."""
+    found: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for tag in tags:
+        try:
+            found[tag] = reference_of(tag)
+            continue
+        except ModelError as exc:
+            if registry is None:
+                raise ModelError(
+                    f"the log holds predictions of {tag}, which cannot be checked: {exc}"
+                ) from None
+        from bentos.registry import Registry
+
+        Registry(registry).pull(*tag.split(":", 1))
+        found[tag] = reference_of(tag)
+    return found
+
+
 def windows(table: pa.Table, schemas: dict[str, Any]) -> list[ModelWindow]:
     """The window's rows by model tag, each validated against that model's schema."""
     out = []
@@ -61,19 +83,13 @@ def windows(table: pa.Table, schemas: dict[str, Any]) -> list[ModelWindow]:
     return out
 
 
-def check(log: str, since: datetime, until: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+def check(
+    log: str, since: datetime, until: datetime, registry: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The summary of the window `since`..`until` of `log`, and per model tag what its report
-    needs. A model of the window that is not in the store is a ModelError naming it."""
+    needs. A model of the window in neither the store nor `registry` is a ModelError naming it."""
     table = read_window(log, since, until)
-    tags = sorted(set(table.column("model").to_pylist()))
-    references: dict[str, tuple[Any, dict[str, Any]]] = {}
-    for tag in tags:
-        try:
-            references[tag] = reference_of(tag)
-        except ModelError as exc:
-            raise ModelError(
-                f"the log holds predictions of {tag}, which cannot be checked: {exc}"
-            ) from None
+    found = references(sorted(set(table.column("model").to_pylist())), registry)
     summary: dict[str, Any] = {
         "log": log,
         "since": since.isoformat(),
@@ -83,8 +99,8 @@ def check(log: str, since: datetime, until: datetime) -> tuple[dict[str, Any], d
         "drifted": False,
     }
     details: dict[str, Any] = {}
-    for window in windows(table, {t: s for t, (s, _) in references.items()}):
-        schema, reference = references[window.tag]
+    for window in windows(table, {t: s for t, (s, _) in found.items()}):
+        schema, reference = found[window.tag]
         result = check_drift(reference, schema, window.matrix, window.predicted)
         result["unusable_rows"] = window.unusable
         summary["models"][window.tag] = {

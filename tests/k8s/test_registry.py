@@ -89,7 +89,7 @@ def test_without_the_component_no_pod_pulls_and_the_grpc_container_keeps_its_own
     assert not find(objects, "ServiceAccount", RETRAIN_ACCOUNT)
 
 
-def test_the_model_registry_configmap_reaches_the_pulls_and_the_retrain_job_only(
+def test_the_model_registry_configmap_reaches_the_pulls_the_retrain_job_and_the_monitor_only(
     registry_objects,
 ):
     cm = _registry_map(registry_objects)
@@ -104,9 +104,17 @@ def test_the_model_registry_configmap_reaches_the_pulls_and_the_retrain_job_only
         (obj["metadata"]["name"], ctr["name"])
         for obj in [*find(registry_objects, "Deployment"), *find(registry_objects, "CronJob")]
         for ctr in all_containers(obj)
-        if {"configMapRef": {"name": cm["metadata"]["name"]}} in (ctr.get("envFrom") or [])
+        for source in ctr.get("envFrom") or []
+        if source.get("configMapRef", {}).get("name") == cm["metadata"]["name"]
     }
-    assert readers == {(APP, PULL_MODELS), ("batch-predict", PULL_MODELS), ("retrain", "retrain")}
+    # With model-monitoring, the drift check pulls the logged versions from the registry too.
+    monitor = {("monitor", "monitor")} if find(registry_objects, "CronJob", "monitor") else set()
+    assert readers == {
+        (APP, PULL_MODELS),
+        ("batch-predict", PULL_MODELS),
+        ("retrain", "retrain"),
+        *monitor,
+    }
     # The servers and the batch container read the pulled store, never the registry itself.
     for (kind, name), ctr_names in PULLING.items():
         obj = one(registry_objects, kind, name)
@@ -354,12 +362,13 @@ def test_an_overlay_sets_the_registry_url_by_a_merge_over_prod_or_a_patch_beside
             **{"registry.yaml": yaml.safe_dump(patch)},
         )
     )
-    for objects in (merged, patched):
+    for objects, monitored in ((merged, True), (patched, False)):
         readers = _registry_of(objects)
         assert set(readers) == {
             (APP, PULL_MODELS),
             ("batch-predict", PULL_MODELS),
             ("retrain", "retrain"),
+            *([("monitor", "monitor")] if monitored else []),
         }
         assert set(readers.values()) == {url}
         name = _registry_map(objects)["metadata"]["name"]
