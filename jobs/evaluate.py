@@ -109,12 +109,14 @@ def _evaluate(args: argparse.Namespace, until: datetime) -> dict[str, Any]:
     from bentos.models import schema_of
     from bentos.monitoring.evaluate import evaluate, holdout_metrics, joined
     from bentos.monitoring.monitor import references
-    from bentos.monitoring.predlog import read_window
+    from bentos.monitoring.predlog import inputs, read_window
     from bentos.training.data import read_table
 
     since = until - args.since
     labels, _ = read_table(args.labels)
-    logged = read_window(args.log, since, until).to_pandas()  # read once: it may be large
+    table = read_window(args.log, since, until)  # read once: it may be large
+    logged = table.drop_columns(["input", "body"]).to_pandas()
+    logged["input"] = inputs(table)  # each row's fields, for a --key column of the rows
     references(
         sorted(set(logged["model"])), args.registry
     )  # each logged version, pulled if need be

@@ -5,7 +5,6 @@ metrics the model reached on its hold-out rows at training."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
@@ -17,7 +16,8 @@ MIN_ROWS = 30  # labelled rows a model needs before its metrics are judged
 
 
 def joined(logged: pd.DataFrame, labels: pd.DataFrame, key: str, label: str) -> pd.DataFrame:
-    """The window's logged rows (read_window's, as a DataFrame) that have a true label: model,
+    """The window's logged rows (read_window's, as a DataFrame, with each row's fields as a
+    dict in `input`: predlog.inputs) that have a true label: model,
     time, prediction, truth."""
     for column in (key, label):
         if column not in labels.columns:
@@ -33,7 +33,7 @@ def joined(logged: pd.DataFrame, labels: pd.DataFrame, key: str, label: str) -> 
             )
     else:
         # A column of the logged rows themselves (an order id; a batch input's identifier).
-        logged[key] = [json.loads(v).get(key) for v in logged["input"]]
+        logged[key] = [fields.get(key) for fields in logged["input"]]
         on = [key]
     truth = labels[[*on, label]].rename(columns={label: "truth"})
     for column in on:  # ids compare as text: a CSV reads "17" as a number, JSON keeps "17"

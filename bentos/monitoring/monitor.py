@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from bentos.errors import ModelError
 from bentos.monitoring.drift import check_drift
-from bentos.monitoring.predlog import read_window
+from bentos.monitoring.predlog import inputs, read_window
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def windows(table: pa.Table, schemas: dict[str, Any]) -> list[ModelWindow]:
     for tag in sorted(set(pc.unique(models).to_pylist())):
         mine = table.filter(pc.equal(models, tag))
         schema = schemas[tag]
-        frame = pd.DataFrame.from_records(json.loads(v) for v in mine.column("input").to_pylist())
+        frame = pd.DataFrame.from_records(inputs(mine))
         for name in schema.names:  # a field no logged row had (cannot be: rows are validated)
             if name not in frame.columns:
                 frame[name] = None

@@ -13,8 +13,16 @@ reader can skip older parts by name alone:
     LOG/2026-12-05/part-20261205T134501123Z-<host>-<pid>-<n>.parquet
 
 Columns: request_id, time (UTC), model (its tag), source (http, grpc, batch), row (within its
-request), input (the row as received, after validation, as JSON), prediction (the label, as
-text), probabilities.
+request), input (the row as received, after validation, as JSON), body (a JSON API request's
+body as received, on its first row only, instead of `input` on every row), prediction
+(the label, as text), probabilities. `inputs(table)` gives every row's fields, whichever column
+holds them.
+
+Why `body`: a JSON API request's body is already JSON text, and it passed validation as a
+whole. Keeping it costs a reference on the request path and nothing in the writer, where
+writing each row as JSON again (and an Arrow string per row) took most of the writer's time
+under the server's GIL (BENCHMARKS.md, "The prediction log's cost online"); the drift check
+parses each body once, offline.
 """
 
 from __future__ import annotations
@@ -46,10 +54,16 @@ SCHEMA = pa.schema(
         ("source", pa.string()),
         ("row", pa.int32()),
         ("input", pa.string()),
+        ("body", pa.binary()),
         ("prediction", pa.string()),
         ("probabilities", pa.list_(pa.float32())),
     ]
 )
+# `body` is written as it is: Snappy took two thirds of the Parquet write of 64-row requests
+# to halve their bytes, under the server's GIL (BENCHMARKS.md, "The prediction log's cost
+# online"); storage is cheaper than the serving pods' CPU. Nor has it min/max statistics.
+_COMPRESSION = {name: "none" if name == "body" else "snappy" for name in SCHEMA.names}
+_STATISTICS = [name for name in SCHEMA.names if name != "body"]
 PART_TIME = "%Y%m%dT%H%M%S"  # and milliseconds, then "Z"
 Count = Callable[[str, int], None]  # (outcome: written, dropped or failed, rows)
 
@@ -116,13 +130,14 @@ class PredictionLog:
         self,
         request_id: str | Sequence[str],
         model: str,
-        rows: Sequence[Any],
+        rows: Sequence[Any] | bytes,
         predictions: Sequence[Any],
         probabilities: np.ndarray,
     ) -> None:
         """Queue one request's rows (each a dict of the row's fields as received, after
-        validation), with the model's answers; dropped and counted if the buffer is full."""
-        n = len(rows)
+        validation; or, as bytes, a JSON API body {"instances": [...]} that validated), with the
+        model's answers; dropped and counted if the buffer is full."""
+        n = len(predictions)
         with self._lock:
             if self._pending_rows + n > self.buffer_rows or self._stop.is_set():
                 self.dropped += n
@@ -160,7 +175,7 @@ class PredictionLog:
             if taken and not rows:
                 first = taken[0][1]
             rows.extend(taken)
-            n_rows += sum(len(r[3]) for r in taken)
+            n_rows += sum(len(r[4]) for r in taken)
             old = rows and time.time() - first >= self.part_seconds
             if rows and (n_rows >= self.part_rows or old or stopping):
                 self._write(rows, n_rows)
@@ -179,7 +194,7 @@ class PredictionLog:
             # half a part.
             tmp = f"{path.rsplit('/', 1)[0]}/.{path.rsplit('/', 1)[1]}.tmp"
             with self.fs.open(tmp, "wb") as fh:
-                pq.write_table(table, fh)
+                pq.write_table(table, fh, compression=_COMPRESSION, write_statistics=_STATISTICS)
             self.fs.mv(tmp, path)
         except Exception as exc:  # storage down, a row orjson cannot write: logged, counted
             self.failed += n_rows
@@ -198,16 +213,24 @@ class PredictionLog:
 
 def _table(requests: list[tuple[Any, ...]], source: str) -> pa.Table:
     ids, times, models, rows, inputs, labels = [], [], [], [], [], []
+    bodies: list[bytes | None] = []  # a JSON API request's body on its first row
     blocks = []  # each request's probabilities; models with other numbers of classes may mix
+    option = orjson.OPT_SERIALIZE_NUMPY
     for request_id, at, model, records, predictions, proba in requests:
-        n = len(records)
+        n = len(predictions)
         ids += [request_id] * n if isinstance(request_id, str) else list(request_id)
         times += [int(at * 1000)] * n
         models += [model] * n
         rows += range(n)
-        # default=str: dates and the like as their text; NaN (a missing value) becomes null.
-        option = orjson.OPT_SERIALIZE_NUMPY
-        inputs += [orjson.dumps(r, default=str, option=option).decode() for r in records]
+        if isinstance(records, bytes):
+            # Once, not on every row: Parquet's dictionary of a large column falls back to
+            # writing each row's value (a 64-row body 64 times) past 1 MiB.
+            inputs += [None] * n
+            bodies += [records, *[None] * (n - 1)]
+        else:
+            # default=str: dates and the like as their text; NaN (a missing value) is null.
+            inputs += [orjson.dumps(r, default=str, option=option).decode() for r in records]
+            bodies += [None] * n
         labels += [str(v) for v in predictions]
         blocks.append(np.asarray(proba, dtype=np.float32).reshape(n, -1))
     lengths = np.concatenate([np.full(len(b), b.shape[1], np.int32) for b in blocks])
@@ -221,11 +244,36 @@ def _table(requests: list[tuple[Any, ...]], source: str) -> pa.Table:
             "source": pa.repeat(pa.scalar(source, pa.string()), len(ids)),
             "row": pa.array(rows, pa.int32()),
             "input": pa.array(inputs, pa.string()),
+            "body": pa.array(bodies, pa.binary()),
             "prediction": pa.array(labels, pa.string()),
             "probabilities": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
         },
         schema=SCHEMA,
     )
+
+
+def inputs(table: pa.Table) -> list[dict[str, Any]]:
+    """Each logged row's fields as received: its `input`, or its place in its request's `body`,
+    which the request's first row holds (each body parsed once). The rows of a request stay
+    together (they share their time and model, by which windows are cut); a row whose
+    request's first row is not in `table` is a ValueError, never another request's fields."""
+    out: list[dict[str, Any]] = []
+    rows: list[Any] = []  # the current JSON API request's instances
+    current = None  # its request id
+    for batch in table.select(["request_id", "row", "input", "body"]).to_batches():
+        if batch.column(2).null_count == 0:  # no JSON API request in this batch
+            out += [orjson.loads(v) for v in batch.column(2).to_pylist()]
+            continue
+        for rid, place, text, body in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+            if text is not None:
+                out.append(orjson.loads(text))
+                continue
+            if body is not None:
+                rows, current = orjson.loads(body)["instances"], rid
+            if rid != current or place >= len(rows):
+                raise ValueError(f"row {place} of request {rid!r} without its request's body")
+            out.append(rows[place])
+    return out
 
 
 def from_settings(source: str, count: Count | None = None) -> PredictionLog | None:

@@ -114,7 +114,8 @@ async def predict_json(core: Core, model: ServedModel, body: bytes, rid: str) ->
     core.counted(model, unknown)
     proba = await core.infer(model, x)
     predictions = model.runner.labels_for(proba)
-    core.record(model, rid, lambda: parsed["instances"], proba, predictions)
+    # The body as received (it validated whole): the log keeps it as it is (predlog).
+    core.record(model, rid, lambda: body, proba, predictions)
     return json_response(
         {
             "predictions": predictions,

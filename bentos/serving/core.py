@@ -159,12 +159,13 @@ class Core:
         self,
         model: ServedModel,
         request_id: str,
-        rows: Callable[[], Sequence[Any]],
+        rows: Callable[[], Sequence[Any] | bytes],
         proba: np.ndarray,
         predictions: Sequence[Any] | None = None,
     ) -> None:
         """A sampled request into the prediction log, if there is one: `rows()` (the rows as
-        received) is made only for the requests sampled. Never blocks, never raises."""
+        received, or a JSON API body) is made only for the requests sampled. Never blocks, never
+        raises."""
         log = self.log
         if log is None or not log.sampled():
             return

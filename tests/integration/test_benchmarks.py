@@ -210,3 +210,14 @@ def test_ab_variants_name_a_target_a_path_and_an_environment():
         {"A": "1", "B": "2"},
     )
     assert _variant("before=/tmp/old//predict") == ("before", "/tmp/old", "/predict", {})
+
+
+def test_predlog_writer_benchmark_times_both_forms_of_input(capsys):
+    from benchmarks import predlog_writer
+
+    predlog_writer.main(["--part-rows", "640", "--repeat", "1"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| rows/request | rows: table |") and len(table) == 4
+    for line, rows in zip(table[2:], (1, 64), strict=True):
+        cells = line.strip("|").split("|")
+        assert int(cells[0]) == rows and all(float(c.split()[0]) > 0 for c in cells[1:])

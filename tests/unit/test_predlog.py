@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from bentos.monitoring.predlog import PredictionLog, part_name, part_time, read_window
+from bentos.monitoring.predlog import PredictionLog, inputs, part_name, part_time, read_window
 
 
 def _log(tmp_path, **kw) -> tuple[PredictionLog, list[tuple[str, int]]]:
@@ -36,12 +36,37 @@ def test_a_stopped_log_writes_every_row_it_was_given(tmp_path):
     got = table.to_pylist()
     assert [r["request_id"] for r in got] == ["req-1", "req-1", "f.csv#7"]
     assert [r["row"] for r in got] == [0, 1, 0]
-    assert [json.loads(r["input"]) for r in got] == [*rows, {"sex": "x", "age": None}]
+    assert inputs(table) == [*rows, {"sex": "x", "age": None}]
     assert [r["prediction"] for r in got] == ["yes", "no", "1"]
     assert got[0]["probabilities"] == [0.25, 0.75]
     assert {r["source"] for r in got} == {"http"}
     assert counted == [("written", 3)]
     assert log.written == 3 and log.dropped == 0
+
+
+def test_a_json_api_body_is_kept_once_per_request_and_read_back_as_its_rows(tmp_path):
+    """The JSON API hands over its body as received (it validated whole): the part holds it once,
+    on the request's first row, and `inputs` gives each row its own fields, in order with rows
+    logged one by one (gRPC, batch) in the same part."""
+    log, _ = _log(tmp_path)
+    proba = np.full((3, 2), 0.5, dtype=np.float32)
+    first = [{"sex": "male", "age": None}, {"sex": "female", "age": 3.5}, {"sex": "?", "age": 1}]
+    log.record("a", "m:1", json.dumps({"instances": first}).encode(), ["x", "y", "x"], proba)
+    log.record("b", "m:1", [{"sex": "female", "age": 40.0}], ["y"], proba[:1])
+    second = [{"age": 2, "sex": "male"}]
+    log.record("c", "m:1", json.dumps({"instances": second}).encode(), ["x"], proba[:1])
+    log.close()
+    (part,) = (tmp_path / "log").rglob("*.parquet")
+    stored = pq.read_table(part)
+    assert stored.column("input").null_count == 4  # the body's rows: no text of their own
+    assert stored.column("body").null_count == 3  # each body once, on its first row
+    table = read_window(str(tmp_path / "log"), datetime.now(UTC) - timedelta(minutes=1))
+    assert inputs(table) == [*first, {"sex": "female", "age": 40.0}, *second]
+    assert table.column("row").to_pylist() == [0, 1, 2, 0, 0]
+    # Rows cut from their request's first row are an error, not another request's fields.
+    assert inputs(table.slice(3)) == [{"sex": "female", "age": 40.0}, *second]
+    with pytest.raises(ValueError, match="row 1 of request 'a' without its request's body"):
+        inputs(table.slice(1, 3))
 
 
 def test_a_full_buffer_drops_and_counts_instead_of_waiting(tmp_path):
