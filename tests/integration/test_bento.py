@@ -213,6 +213,9 @@ _NOT_REQUIRED = {
     "hpack",
     "hyperframe",
     "bentos",
+    # pathspec (under bentoml) takes re2 when it can import it, else the standard re: re2 is
+    # here only as cel-python's, the k8s tests' CEL evaluator.
+    "google-re2",
 }
 
 
