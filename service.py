@@ -89,7 +89,9 @@ class TabularClassifier:
             app.state.metrics,
             # The prediction log (bentos.monitoring), made in each worker; it writes what it
             # holds when the worker exits.
-            predlog.from_settings("http", app.state.metrics.prediction_log),
+            predlog.from_settings(
+                "http", app.state.metrics.prediction_log, app.state.metrics.prediction_log_cpu
+            ),
         )
         attach(app, self.core)
         tune_gc(SETTINGS.gc_gen0_threshold)

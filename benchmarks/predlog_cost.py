@@ -1,6 +1,7 @@
 """The prediction log's cost online (issue 27): `/predict` with the log off, logging every request
-(sample 1.0) to a local temporary folder, and logging one request in ten (sample 0.1), in one
-run, on this machine. Loopback only.
+(sample 1.0) to a local temporary folder, logging one request in ten (sample 0.1), and with the
+log off again (the control: its ratio to off is the measure's own noise), in one run, on this
+machine. Loopback only.
 
     BENTOML_HOME=/path/with/synthetic/models .venv/bin/python -m benchmarks.predlog_cost \\
         [--repeat 3] [--duration 8] [--clients 16]
@@ -10,18 +11,21 @@ BENTOML_HOME has none, trains the synthetic ones into a temporary store first. R
 round, each setting in turn gets a `bentoml serve .` of its own (only the measured server is
 up: idle servers are not free on two cores), loaded on `/predict` with a 1-row and then a
 64-row JSON body by h2load, a closed loop of --clients clients, --duration s after 1 s of
-warm-up. The settings take turns within each round (off, 1.0, 0.1, off, 1.0, 0.1, ...), so the
-machine's drift falls on all of them alike. The log writes a part every --part-seconds (default
+warm-up. The settings take turns within each round, each round starting one setting further on
+(off, 1.0, 0.1, off again; 1.0, 0.1, off again, off; ...), so the machine's drift and the place
+in a round fall on all of them alike. The log writes a part every --part-seconds (default
 2; the service's default is 60 s), and each run is followed by that long and 2 s more, so that
 the writing thread's work on a run's rows falls inside that run, as it does under sustained
 traffic, rather than in the next run or after the server is stopped.
 
 Prints each run on stderr (with the server's CPU per request and each worker's share of it),
-then three markdown tables: req/s per setting (h2load's; medians over the rounds) and each
+then four markdown tables: req/s per setting (h2load's; medians over the rounds) and each
 one's ratio to off, with the range of the ratios round by round; the same for the server's CPU
 per request (all its processes and threads, the log's writing of the run's rows included), which
-does not depend on how the connections spread over the two workers, as req/s does; and, per
-logging setting, the rows answered (`bentos_requests_total` of `/predict`, status 200, warm-up
+does not depend on how the connections spread over the two workers, as req/s does; per logging
+setting, the log's writing threads' CPU per request (its own metric,
+`bentos_prediction_log_writer_cpu_seconds_total`) and its share of the server's CPU per request,
+a direct measure that the servers' run-to-run spread does not move; and, per logging setting, the rows answered (`bentos_requests_total` of `/predict`, status 200, warm-up
 included, times the rows per request) against the rows in the log's Parquet parts once its
 servers stopped, with `bentos_prediction_log_rows_total` by outcome (written, dropped, failed)
 from /metrics, scraped just before each stop, summed over the rounds. At sample 1.0 every row
@@ -52,8 +56,9 @@ from benchmarks import loadgen
 from benchmarks.servers import ROOT, Process, bentoml_serve
 from benchmarks.workload import sample_rows
 
-# Each setting's BENTOS_PREDICTION_LOG_SAMPLE; None: no log.
-SETTINGS: dict[str, float | None] = {"off": None, "1.0": 1.0, "0.1": 0.1}
+# Each setting's BENTOS_PREDICTION_LOG_SAMPLE; None: no log. "off again" is the control: a second
+# server with the log off, whose ratio to "off" is the noise of the measure itself.
+SETTINGS: dict[str, float | None] = {"off": None, "1.0": 1.0, "0.1": 0.1, "off again": None}
 ROWS = (1, 64)
 OUTCOMES = ("written", "dropped", "failed")
 JSON = {"content-type": "application/json"}
@@ -133,6 +138,11 @@ def _log_outcomes(server: Process) -> dict[str, float]:
     }
 
 
+def _writer_cpu(server: Process) -> float:
+    """The log's writing threads' CPU seconds so far (every worker's)."""
+    return _metrics(server).get(("bentos_prediction_log_writer_cpu_seconds_total", ()), 0.0)
+
+
 def _parquet_rows(folder: Path) -> tuple[int, int, int]:
     """(rows, parts, parts left half-written) of the log in `folder`."""
     parts = sorted(folder.rglob("part-*.parquet"))
@@ -176,6 +186,7 @@ class Cell:
     rps: float
     cpu_ms: float  # per request, the log's writes of the run's rows included
     shares: list[float]  # each worker's part of the workers' CPU
+    writer_ms: float  # per request, the log's writing threads' CPU (as the server counts it)
 
 
 def _run(
@@ -196,6 +207,7 @@ def _run(
     after a minute, and the run is made again (its requests still count for the log's rows)."""
     for _ in range(3):
         before, cpu0 = _predict_requests(server), _cpu_seconds(server)
+        writer0 = _writer_cpu(server)
         r: loadgen.Result | None
         try:
             r = loadgen.run_h2load(
@@ -212,6 +224,7 @@ def _run(
             print("h2load did not end its run (nghttp2/nghttp2#2249): again", file=sys.stderr)
         time.sleep(args.part_seconds + 2)
         after = _predict_requests(server)
+        writer = _writer_cpu(server) - writer0
         spent = {pid: t - cpu0.get(pid, 0.0) for pid, t in _cpu_seconds(server).items()}
         if tally is not None:
             tally.answered_rows += (after[0] - before[0]) * rows
@@ -220,24 +233,53 @@ def _run(
             requests = (after[0] - before[0]) + (after[1] - before[1])
             workers = [t for pid, t in spent.items() if pid != server.proc.pid]
             shares = [t / sum(workers) for t in workers] if sum(workers) else []
-            return r, Cell(r.rps, sum(spent.values()) * 1000 / max(requests, 1), shares)
+            per = 1000 / max(requests, 1)
+            return r, Cell(r.rps, sum(spent.values()) * per, shares, writer * per)
     raise RuntimeError(f"h2load did not end three runs in a row against {server.url}")
 
 
 def _table(title: str, unit: str, cells: dict[tuple[str, int], list[float]], fmt: str) -> None:
+    others = [s for s in SETTINGS if s != "off"]
     print(
-        f"| rows/request | off {unit} | sample 1.0 {unit} | 1.0 / off (rounds) "
-        f"| sample 0.1 {unit} | 0.1 / off (rounds) |"
+        f"| rows/request | off {unit} | "
+        + " | ".join(f"{s} {unit} | {s} / off (rounds)" for s in others)
+        + " |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|" + "---:|---:|" * len(others))
     for rows in ROWS:
-        off, full, tenth = (cells[(s, rows)] for s in SETTINGS)
+        off = cells[("off", rows)]
         m = statistics.median
         print(
-            f"| {rows} | {m(off):{fmt}} | {m(full):{fmt}} | {_ratio(full, off)} "
-            f"| {m(tenth):{fmt}} | {_ratio(tenth, off)} |"
+            f"| {rows} | {m(off):{fmt}} | "
+            + " | ".join(
+                f"{m(cells[(s, rows)]):{fmt}} | {_ratio(cells[(s, rows)], off)}" for s in others
+            )
+            + " |"
         )
     print(f"\n{title}\n")
+
+
+def _writer_table(cells: dict[tuple[str, int], list[Cell]]) -> None:
+    """The log's own cost, measured where it is spent: its writing threads' CPU per request
+    (bentos_prediction_log_writer_cpu_seconds_total), against the server's CPU per request in
+    the same runs. Unlike the ratios above, it does not move with how fast a server happened to
+    be (see the control, "off again")."""
+    print("| sample | rows/request | writer CPU us/request | share of the server's CPU (rounds) |")
+    print("|---:|---:|---:|---:|")
+    for setting, sample in SETTINGS.items():
+        if sample is None:
+            continue
+        for rows in ROWS:
+            runs = cells[(setting, rows)]
+            shares = [c.writer_ms / c.cpu_ms for c in runs if c.cpu_ms]
+            print(
+                f"| {setting} | {rows} | {statistics.median(c.writer_ms for c in runs) * 1000:.1f} "
+                f"| {statistics.median(shares):.1%} ({min(shares):.1%}-{max(shares):.1%}) |"
+            )
+    print(
+        "\nThe writing threads' CPU per request (the request path's own part is an append to a "
+        "buffer), and its share of the server's CPU per request in the same run.\n"
+    )
 
 
 def main() -> None:
@@ -272,8 +314,10 @@ def main() -> None:
     hangs: list[str] = []
     tally = {setting: LogTally() for setting, sample in SETTINGS.items() if sample is not None}
     try:
+        order = list(SETTINGS)
         for repeat in range(args.repeat):
-            for setting in SETTINGS:
+            # Each round starts one setting further on: no setting always runs first.
+            for setting in order[repeat % len(order) :] + order[: repeat % len(order)]:
                 server = bentoml_serve(".", _env(setting, folders[setting], args.part_seconds))
                 server.wait_ready()
                 try:
@@ -318,6 +362,7 @@ def main() -> None:
             {k: [c.cpu_ms for c in v] for k, v in cells.items()},
             ".3f",
         )
+        _writer_table(cells)
         if hangs:
             print(
                 f"h2load did not end {len(hangs)} run(s) and they were made again "

@@ -1,9 +1,10 @@
 """The prediction log's writer thread, in process (issue 27): what one request costs it to build
 its part's Arrow table (`bentos.monitoring.predlog._table`) and to write that table to Parquet,
 for rows handed over as dicts (gRPC, V2, the batch job: each row written as JSON text) and as a
-JSON API body (kept as received), with the body compressed as Parquet's default (Snappy) and as
-the log writes it (uncompressed). Best of --repeat, one part of --part-rows rows of 20 random
-features.
+JSON API body (kept as received), with the body uncompressed and as the log writes it (zstd,
+level 1), to a file; and the part's bytes per request. Best of --repeat, one part of --part-rows
+rows of 20 random features, its pages warm: in a server under load the writer pays more for each
+byte written (`benchmarks.predlog_cost` measures its CPU there).
 
     .venv/bin/python -m benchmarks.predlog_writer [--part-rows 50000] [--repeat 3]
 """
@@ -11,12 +12,14 @@ features.
 from __future__ import annotations
 
 import argparse
-import io
+import os
+import tempfile
 import time
 from collections.abc import Callable
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bentos.monitoring import predlog
@@ -47,18 +50,32 @@ def measure(rows_per_request: int, part_rows: int, repeat: int) -> dict[str, flo
     per = 1e6 / n_requests
     rows_table = predlog._table(as_rows, "http")
     body_table = predlog._table(as_body, "http")
-    own = {"compression": predlog._COMPRESSION, "write_statistics": predlog._STATISTICS}
-    return {
-        "rows: table": _best(lambda: predlog._table(as_rows, "http"), repeat) * per,
-        "rows: write": _best(lambda: pq.write_table(rows_table, io.BytesIO(), **own), repeat) * per,
-        "body: table": _best(lambda: predlog._table(as_body, "http"), repeat) * per,
-        "body: write, Snappy": _best(lambda: pq.write_table(body_table, io.BytesIO()), repeat)
-        * per,
-        "body: write, as logged": _best(
-            lambda: pq.write_table(body_table, io.BytesIO(), **own), repeat
-        )
-        * per,
+    own = {
+        "compression": predlog._COMPRESSION,
+        "compression_level": predlog._COMPRESSION_LEVEL,
+        "write_statistics": predlog._STATISTICS,
+        "use_dictionary": predlog._DICTIONARY,
     }
+    plain = {**own, "compression": {**predlog._COMPRESSION, "body": "none"}}
+    plain.pop("compression_level")
+    with tempfile.TemporaryDirectory() as folder:
+        # To a file, as the log writes a part: the bytes' way out costs too.
+        def write(table: pa.Table, options: dict) -> Callable[[], object]:
+            return lambda: pq.write_table(table, f"{folder}/part.parquet", **options)
+
+        def size(table: pa.Table, options: dict) -> float:
+            write(table, options)()
+            return os.path.getsize(f"{folder}/part.parquet") / n_requests
+
+        return {
+            "rows: table": _best(lambda: predlog._table(as_rows, "http"), repeat) * per,
+            "rows: write": _best(write(rows_table, own), repeat) * per,
+            "body: table": _best(lambda: predlog._table(as_body, "http"), repeat) * per,
+            "body: write, uncompressed": _best(write(body_table, plain), repeat) * per,
+            "body: write, as logged": _best(write(body_table, own), repeat) * per,
+            "bytes, uncompressed": size(body_table, plain),
+            "bytes, as logged": size(body_table, own),
+        }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     print("| rows/request | " + " | ".join(names) + " |")
     print("|---:|" + "---:|" * len(names))
     for n, r in results.items():
-        print(f"| {n} | " + " | ".join(f"{r[k]:.1f} us" for k in names) + " |")
+        cells = [f"{r[k]:,.0f}" if k.startswith("bytes") else f"{r[k]:.1f} us" for k in names]
+        print(f"| {n} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -106,8 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace, until: datetime) -> dict[str, Any]:
-    from bentos.models import schema_of
-    from bentos.monitoring.evaluate import evaluate, holdout_metrics, joined
+    from bentos.monitoring.evaluate import evaluate, joined
     from bentos.monitoring.monitor import references
     from bentos.monitoring.predlog import inputs, read_window
     from bentos.training.data import read_table
@@ -117,15 +116,15 @@ def _evaluate(args: argparse.Namespace, until: datetime) -> dict[str, Any]:
     table = read_window(args.log, since, until)  # read once: it may be large
     logged = table.drop_columns(["input", "body"]).to_pandas()
     logged["input"] = inputs(table)  # each row's fields, for a --key column of the rows
-    references(
-        sorted(set(logged["model"])), args.registry
-    )  # each logged version, pulled if need be
+    # Each logged version (pulled if need be), opened once for its target and hold-out metrics.
+    found = references(sorted(set(logged["model"])), args.registry)
     label = args.label_column
     if label is None:  # the models' target, which the labels table is expected to name
-        targets = sorted({schema_of(t).target for t in set(logged["model"])})
+        targets = sorted({r.schema.target for r in found.values()})
         label = targets[0] if len(targets) == 1 else "label"
     frame = joined(logged, labels, args.key, label)
-    result = evaluate(frame, holdout_metrics(sorted(set(frame["model"]))), args.margin, args.every)
+    holdout = {tag: found[tag].holdout for tag in sorted(set(frame["model"]))}
+    result = evaluate(frame, holdout, args.margin, args.every)
     return {
         "log": args.log,
         "labels": args.labels,

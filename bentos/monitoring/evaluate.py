@@ -134,10 +134,3 @@ def report_files(summary: dict[str, Any]) -> dict[str, bytes]:
         parts.append(f'<img src="{name}" alt="{escape(tag)} per period">')
     files["index.html"] = ("\n".join(parts) + "\n").encode()
     return files
-
-
-def holdout_metrics(tags: list[str]) -> dict[str, dict[str, Any]]:
-    """Each model's hold-out metrics, from its registration (sha256-checked as every load)."""
-    from bentos import models
-
-    return {tag: models.open_model(tag).metadata.get("metrics", {}) for tag in tags}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,20 +31,30 @@ class ModelWindow:
     unusable: int  # rows that no longer validate (the model's schema is not the one logged)
 
 
-def reference_of(tag: str) -> tuple[Any, dict[str, Any]]:
-    """The model's schema and its reference profile, sha256-checked as every load is."""
+class Reference(NamedTuple):
+    """What the monitors compare a logged model's rows with, from its registration."""
+
+    schema: Any  # bentos.schema.FeatureSchema
+    profile: dict[str, Any]  # the reference profile (bentos.monitoring.profile)
+    holdout: dict[str, Any]  # its hold-out metrics
+
+
+def reference_of(tag: str) -> Reference:
+    """The model's schema, reference profile and hold-out metrics, sha256-checked as every load
+    is."""
     from bentos import models
 
     stored = models.open_model(tag, models.REFERENCE_FILE)
-    return stored.schema, json.loads(stored.file.read_text())
+    profile = json.loads(stored.file.read_text())
+    return Reference(stored.schema, profile, stored.metadata.get("metrics", {}))
 
 
-def references(tags: list[str], registry: str | None = None) -> dict[str, tuple[Any, dict]]:
-    """Each logged model's schema and reference profile. A version missing from the local
-    stores is pulled from `registry` first: a window can hold rows of a former champion, and
-    the monitor's own store starts empty. Without one, or when the registry lacks it too, a
-    ModelError names the model."""
-    found: dict[str, tuple[Any, dict[str, Any]]] = {}
+def references(tags: list[str], registry: str | None = None) -> dict[str, Reference]:
+    """Each logged model's reference. A version missing from the local stores is pulled from
+    `registry` first: a window can hold rows of a former champion, and the monitor's own store
+    starts empty. Without one, or when the registry lacks it too, a ModelError names the
+    model."""
+    found: dict[str, Reference] = {}
     for tag in tags:
         try:
             found[tag] = reference_of(tag)
@@ -99,8 +109,8 @@ def check(
         "drifted": False,
     }
     details: dict[str, Any] = {}
-    for window in windows(table, {t: s for t, (s, _) in found.items()}):
-        schema, reference = found[window.tag]
+    for window in windows(table, {t: r.schema for t, r in found.items()}):
+        schema, reference, _ = found[window.tag]
         result = check_drift(reference, schema, window.matrix, window.predicted)
         result["unusable_rows"] = window.unusable
         summary["models"][window.tag] = {

@@ -19,7 +19,7 @@ body as received, on its first row only, instead of `input` on every row), predi
 holds them.
 
 Why `body`: a JSON API request's body is already JSON text, and it passed validation as a
-whole. Keeping it costs a reference on the request path and nothing in the writer, where
+whole. Keeping it costs a reference on the request path and little in the writer, where
 writing each row as JSON again (and an Arrow string per row) took most of the writer's time
 under the server's GIL (BENCHMARKS.md, "The prediction log's cost online"); the drift check
 parses each body once, offline.
@@ -59,13 +59,19 @@ SCHEMA = pa.schema(
         ("probabilities", pa.list_(pa.float32())),
     ]
 )
-# `body` is written as it is: Snappy took two thirds of the Parquet write of 64-row requests
-# to halve their bytes, under the server's GIL (BENCHMARKS.md, "The prediction log's cost
-# online"); storage is cheaper than the serving pods' CPU. Nor has it min/max statistics.
-_COMPRESSION = {name: "none" if name == "body" else "snappy" for name in SCHEMA.names}
+# `body`, most of a part's bytes, is compressed with zstd at level 1: a third of its bytes. In the
+# server, writing bytes out (the kernel's copy into the file, fresh pages) cost more of the
+# writer's CPU than compressing them does (BENCHMARKS.md, "The prediction log's cost online").
+# Nor has it min/max statistics.
+_COMPRESSION = {name: "zstd" if name == "body" else "snappy" for name in SCHEMA.names}
+_COMPRESSION_LEVEL = {"body": 1}
 _STATISTICS = [name for name in SCHEMA.names if name != "body"]
+# Nor a dictionary for a column whose values are each a request's own (a body, a row as JSON):
+# Parquet would hash every value before falling back to plain encoding past 1 MiB.
+_DICTIONARY = [name for name in SCHEMA.names if name not in ("body", "input")]
 PART_TIME = "%Y%m%dT%H%M%S"  # and milliseconds, then "Z"
 Count = Callable[[str, int], None]  # (outcome: written, dropped or failed, rows)
+Spent = Callable[[float], None]  # the writer thread's CPU seconds for a part
 
 
 def part_name(last: datetime, host: str, pid: int, n: int) -> str:
@@ -99,6 +105,7 @@ class PredictionLog:
         part_rows: int = 50_000,
         part_seconds: float = 60.0,
         count: Count | None = None,
+        spent: Spent | None = None,
     ):
         import fsspec
 
@@ -107,6 +114,7 @@ class PredictionLog:
         self.source, self.sample = source, sample
         self.buffer_rows, self.part_rows, self.part_seconds = buffer_rows, part_rows, part_seconds
         self._count = count or (lambda outcome, n: None)
+        self._spent = spent or (lambda seconds: None)
         self._lock = threading.Lock()
         self._pending: deque[tuple[Any, ...]] = deque()
         self._pending_rows = 0
@@ -115,6 +123,7 @@ class PredictionLog:
         self._parts = 0
         self._host = socket.gethostname().replace("/", "_")[:63]
         self.written = self.dropped = self.failed = 0
+        self.cpu_seconds = 0.0  # the writer thread's, making and writing parts
         self._thread = threading.Thread(target=self._run, name="bentos-prediction-log", daemon=True)
         self._thread.start()
         # Before the interpreter's own threads are joined, not at atexit: by then
@@ -178,7 +187,13 @@ class PredictionLog:
             n_rows += sum(len(r[4]) for r in taken)
             old = rows and time.time() - first >= self.part_seconds
             if rows and (n_rows >= self.part_rows or old or stopping):
+                # What the log costs the process, measured where it is spent (this thread's
+                # CPU: an object store's upload may run on fsspec's own thread besides).
+                started = time.thread_time()
                 self._write(rows, n_rows)
+                seconds = time.thread_time() - started
+                self.cpu_seconds += seconds
+                self._spent(seconds)
                 rows, n_rows = [], 0
             if stopping:
                 return
@@ -194,7 +209,14 @@ class PredictionLog:
             # half a part.
             tmp = f"{path.rsplit('/', 1)[0]}/.{path.rsplit('/', 1)[1]}.tmp"
             with self.fs.open(tmp, "wb") as fh:
-                pq.write_table(table, fh, compression=_COMPRESSION, write_statistics=_STATISTICS)
+                pq.write_table(
+                    table,
+                    fh,
+                    compression=_COMPRESSION,
+                    write_statistics=_STATISTICS,
+                    use_dictionary=_DICTIONARY,
+                    compression_level=_COMPRESSION_LEVEL,
+                )
             self.fs.mv(tmp, path)
         except Exception as exc:  # storage down, a row orjson cannot write: logged, counted
             self.failed += n_rows
@@ -276,7 +298,9 @@ def inputs(table: pa.Table) -> list[dict[str, Any]]:
     return out
 
 
-def from_settings(source: str, count: Count | None = None) -> PredictionLog | None:
+def from_settings(
+    source: str, count: Count | None = None, spent: Spent | None = None
+) -> PredictionLog | None:
     """The process's prediction log as its settings say (BENTOS_PREDICTION_LOG and the rest;
     read once, at start-up); None when there is none or nothing is sampled."""
     from bentos.settings import PredictionLogSettings, load
@@ -292,6 +316,7 @@ def from_settings(source: str, count: Count | None = None) -> PredictionLog | No
         part_rows=settings.part_rows,
         part_seconds=settings.part_seconds,
         count=count,
+        spent=spent,
     )
 
 

@@ -200,7 +200,11 @@ def _worker(host: str, port: int, grace: float, settings: GrpcSettings) -> None:
         # holds when the worker exits.
         from bentos.monitoring.predlog import from_settings
 
-        core = load_models(serving, metrics, from_settings("grpc", metrics.prediction_log))
+        core = load_models(
+            serving,
+            metrics,
+            from_settings("grpc", metrics.prediction_log, metrics.prediction_log_cpu),
+        )
     except BentosError as exc:
         log.error("%s", exc)
         sys.exit(exc.exit_code)

@@ -13,7 +13,9 @@ RPC name), never by raw path: a scan of random paths adds one series, not one pe
 - `bentos_unknown_categories_total{model, feature}`: values of a categorical feature outside its
   training levels, answered as the "other" level (features come from the schema: bounded);
 - `bentos_prediction_log_rows_total{outcome}`: rows of the prediction log (bentos.monitoring)
-  written, dropped (its buffer was full: the request path never waits) or failed (storage).
+  written, dropped (its buffer was full: the request path never waits) or failed (storage);
+  `bentos_prediction_log_writer_cpu_seconds_total`: its writing thread's CPU, what the log costs
+  the pod besides the request path's append.
 
 The HTTP server registers them in BentoML's multiprocess registry (so /metrics adds up every
 worker), the gRPC server in a registry of its own on its metrics port.
@@ -99,6 +101,10 @@ class Metrics:
         )
         for outcome in ("written", "dropped", "failed"):  # each series exists from the start
             self.log_rows.labels(outcome)
+        self.log_cpu = counter(
+            name="bentos_prediction_log_writer_cpu_seconds_total",
+            documentation="CPU seconds of the prediction log's writing thread",
+        )
         # (transport, route, status) -> that label set's series; routes are templates or RPC
         # names and statuses a handful, so this stays small.
         self._series: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
@@ -108,6 +114,9 @@ class Metrics:
 
     def prediction_log(self, outcome: str, rows: int) -> None:
         self.log_rows.labels(outcome).inc(rows)
+
+    def prediction_log_cpu(self, seconds: float) -> None:
+        self.log_cpu.inc(seconds)
 
     def unknown_categories(self, model: str, counts: dict[str, int]) -> None:
         for feature, n in counts.items():

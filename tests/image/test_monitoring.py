@@ -41,6 +41,11 @@ def registry(s3, trained, monkeypatch) -> str:
     return url
 
 
+def _pod(objects: list[dict], kind: str, name: str, root, s3) -> Pod:
+    """The rendered `kind` `name`'s pod, with the object store's credentials as its Secrets."""
+    return Pod(objects, one(objects, kind, name), name=name, root=root / name, secrets=s3.secrets)
+
+
 def _shifted_rows() -> list[list[dict]]:
     """Iris rows with petal_length moved up by 2 cm: requests of ROWS rows."""
     iris = load_builtin("iris").features
@@ -71,13 +76,7 @@ def test_the_server_logs_to_s3_and_the_monitor_pod_finds_the_drift(
             )
         ],
     )
-    server_pod = Pod(
-        objects,
-        one(objects, "Deployment", "tabular-classifier"),
-        name="logged",
-        root=tmp_path / "server",
-        secrets=s3.secrets,
-    )
+    server_pod = _pod(objects, "Deployment", "tabular-classifier", tmp_path, s3)
     sent = []
     try:
         server_pod.run_init()  # pull-models: the registry's champions into the pod's home
@@ -108,13 +107,7 @@ def test_the_server_logs_to_s3_and_the_monitor_pod_finds_the_drift(
     assert sorted(set(logged["request_id"])) == sorted(sent)
     assert set(logged["model"]) == {trained.rf_tag}
 
-    monitor_pod = Pod(
-        objects,
-        one(objects, "CronJob", "monitor"),
-        name="monitor",
-        root=tmp_path / "monitor",
-        secrets=s3.secrets,
-    )
+    monitor_pod = _pod(objects, "CronJob", "monitor", tmp_path, s3)
     try:
         code, logs = monitor_pod.run("monitor")
     finally:

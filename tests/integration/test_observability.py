@@ -84,7 +84,7 @@ def _model_checks(trained) -> tuple[Any, Any]:
     from jobs import monitor as monitor_job
 
     tag, now = trained.rf_tag, datetime.now(UTC)
-    schema, reference = reference_of(tag)
+    schema, reference, _ = reference_of(tag)
     iris = load_builtin("iris")
     rows = iris.features.sample(600, replace=True, random_state=0).reset_index(drop=True)
     rows["petal_length"] += 4.0  # every flower now looks like a virginica to the forest

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -16,6 +17,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -51,6 +53,19 @@ def _window(s3: ObjectStore, prefix: str, env: dict) -> pd.DataFrame:
     return pd.DataFrame(json.loads(out.stdout))
 
 
+def _log_metrics(url: str) -> tuple[float, float]:
+    """(rows written, the writing threads' CPU seconds) from the server's /metrics."""
+    found = {"written": 0.0, "cpu": 0.0}
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == "bentos_prediction_log_rows_total":
+                if sample.labels.get("outcome") == "written":
+                    found["written"] += sample.value
+            elif sample.name == "bentos_prediction_log_writer_cpu_seconds_total":
+                found["cpu"] += sample.value
+    return found["written"], found["cpu"]
+
+
 def test_http_requests_are_logged_under_the_id_the_answer_carries(serve, pinned, s3):
     env = {**pinned, **s3.credentials, "BENTOS_PREDICTION_LOG": f"s3://{s3.bucket}/http"}
     srv = serve({**env, "BENTOS_PREDICTION_LOG_PART_SECONDS": "1"}).wait_ready()
@@ -81,6 +96,14 @@ def test_http_requests_are_logged_under_the_id_the_answer_carries(serve, pinned,
         assert v2.status_code == 200 and v2.headers["x-request-id"] == "client-id-v2"
         bad = httpx.post(srv.url + "/predict", json={"instances": [{"sepal_length": "x"}]})
         assert bad.status_code == 400
+        # A part is due a second after its first row: /metrics counts its rows and the CPU
+        # its writing took (every worker's, added up).
+        written, cpu = _log_metrics(srv.url)
+        deadline = time.monotonic() + 15
+        while written < 4 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            written, cpu = _log_metrics(srv.url)
+        assert written == 4 and cpu > 0
     finally:
         srv.stop()  # a stopped server writes what it holds
     log = _window(s3, "http", env)

@@ -264,6 +264,7 @@ def test_the_dashboard_has_the_panels_operators_look_for():
         "bentos_drift_features_drifted",
         "bentos_evaluation_metric",
         "bentos_prediction_log_rows_total",
+        "bentos_prediction_log_writer_cpu_seconds_total",
     } <= used
     queries = " ".join(dashboard_queries())
     assert "histogram_quantile(0.5," in queries and "histogram_quantile(0.99," in queries

@@ -23,7 +23,8 @@ def _log(tmp_path, **kw) -> tuple[PredictionLog, list[tuple[str, int]]]:
 
 
 def test_a_stopped_log_writes_every_row_it_was_given(tmp_path):
-    log, counted = _log(tmp_path)
+    spent: list[float] = []
+    log, counted = _log(tmp_path, spent=spent.append)
     proba = np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)
     rows = [{"sex": "male", "age": None}, {"sex": "female", "age": 3.5}]
     log.record("req-1", "rf-classifier:abc", rows, ["yes", "no"], proba)
@@ -42,6 +43,8 @@ def test_a_stopped_log_writes_every_row_it_was_given(tmp_path):
     assert {r["source"] for r in got} == {"http"}
     assert counted == [("written", 3)]
     assert log.written == 3 and log.dropped == 0
+    # The writing thread's CPU for the part, handed to the metrics as it is spent.
+    assert len(spent) == 1 and spent[0] > 0 and log.cpu_seconds == spent[0]
 
 
 def test_a_json_api_body_is_kept_once_per_request_and_read_back_as_its_rows(tmp_path):
