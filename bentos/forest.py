@@ -99,7 +99,7 @@ class PackError(ValueError):
 class PackedForest:
     nodes: np.ndarray  # int32, 2 per node (see the module's docstring)
     roots: np.ndarray  # int64: each tree's first node
-    values: np.ndarray  # float64 [distinct leaf distributions, classes]
+    values: np.ndarray  # float64 [distinct leaf rows, classes]; a regression: (value, square)
     feature_bits: int
     n_features: int
 
@@ -158,15 +158,29 @@ class PackedForest:
         if not ok:
             raise PackError("the packed forest's node indices are inconsistent")
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    def mean_leaves(self, x: np.ndarray) -> np.ndarray:
+        """Each row's leaf rows averaged over the trees, in float64: class shares, or a
+        regression's (value, value squared) (bentos.training.packing)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             # The compiled walk does not check bounds: a narrower matrix must not reach it.
             raise ValueError(f"expected rows of {self.n_features} features, got shape {x.shape}")
         out = _walk(self.nodes, self.roots, self.values, x, self.feature_bits)
         out /= len(self.roots)
+        return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
         # float32, as TFLite answers: the API's numbers keep one precision.
-        return out.astype(np.float32)
+        return self.mean_leaves(x).astype(np.float32)
+
+    def predict_regression(self, x: np.ndarray) -> np.ndarray:
+        """A regression forest's [prediction, spread of its trees' predictions] per row, from
+        its (value, value squared) leaves: the spread is a difference of two large numbers,
+        taken in float64 before the answer's float32."""
+        leaves = self.mean_leaves(x)
+        mean = leaves[:, 0]
+        spread = np.sqrt(np.maximum(leaves[:, 1] - mean * mean, 0.0))
+        return np.column_stack([mean, spread]).astype(np.float32)
 
 
 @_compiled

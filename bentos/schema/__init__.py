@@ -76,6 +76,7 @@ class FeatureSchema(TensorChecks):
     target: str
     columns: tuple[Column, ...] = ()  # every column but the target, with its kind; () in v1
     dense: Dense | None = None  # the TFLite model's input from the feature matrix
+    task: str = "classification"  # or "regression" (bentos.schema.task): then no labels
 
     @property
     def names(self) -> list[str]:
@@ -108,9 +109,10 @@ class FeatureSchema(TensorChecks):
         labels: Sequence[Any],
         target: str,
         columns: Sequence[Column] | None = None,
+        task: str = "classification",
     ) -> FeatureSchema:
         """From the training table's columns (`frame`, without the target) and their kinds
-        (inferred from `frame` when not given)."""
+        (inferred from `frame` when not given); a regression's `labels` are empty."""
         if columns is None:
             columns = infer(frame.assign(**{target: 0}), target)
         return cls(
@@ -118,7 +120,12 @@ class FeatureSchema(TensorChecks):
             tuple(native(v) for v in labels),
             str(target),
             tuple(columns),
+            task=task,
         )
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     def with_dense(self, train_matrix: np.ndarray) -> FeatureSchema:
         """The TFLite input's fill values and indicators, from the training rows only."""
@@ -138,6 +145,10 @@ class FeatureSchema(TensorChecks):
             data["columns"] = [c.to_dict() for c in self.columns]
         if self.dense is not None:
             data["dense"] = self.dense.to_dict()
+        # Only when not the default: a classifier's schema (and its recorded sha256) is as it was
+        # before tasks.
+        if self.task != "classification":
+            data["task"] = self.task
         return data
 
     @classmethod
@@ -153,6 +164,7 @@ class FeatureSchema(TensorChecks):
             str(data["target"]),
             tuple(Column.from_dict(c) for c in data.get("columns", ())),
             Dense.from_dict(data["dense"]) if "dense" in data else None,
+            _task(data.get("task", "classification")),
         )
 
     def differences(self, other: FeatureSchema) -> list[str]:
@@ -349,3 +361,11 @@ def _feature(column: Column, values: pd.Series) -> Feature:
     else:  # datetime: the earliest, as ISO-8601 text
         example = str(present.min()) if dtype.startswith("datetime") else str(present.iloc[0])
     return Feature(column.name, dtype, None, None, column.kind, example)
+
+
+def _task(task: Any) -> str:
+    from bentos.schema.task import TASKS
+
+    if task not in TASKS:
+        raise ValueError(f"schema task {task!r} is not known here ({', '.join(TASKS)})")
+    return str(task)

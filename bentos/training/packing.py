@@ -11,7 +11,11 @@ from bentos.forest import PackedForest, PackError
 
 
 def pack(forest: Any) -> PackedForest:
-    """Pack a fitted RandomForestClassifier (or any forest of sklearn classification trees)."""
+    """Pack a fitted RandomForestClassifier or RandomForestRegressor (any forest of sklearn
+    trees with one output). A classifier's leaf holds its class shares; a regressor's, its value
+    and the value's square, so that the walk's average gives each row the forest's prediction
+    and the mean square of its trees' predictions, hence their spread
+    (PackedForest.predict_regression)."""
     n_features = int(forest.n_features_in_)
     bits = max(1, (n_features - 1).bit_length())
     if bits > 24:
@@ -22,7 +26,7 @@ def pack(forest: Any) -> PackedForest:
         if tree.n_outputs != 1:
             raise PackError(f"a tree has {tree.n_outputs} outputs; only one can be packed")
         order = _preorder(tree.children_left, tree.children_right)
-        packed, leaves = _pack_tree(tree, order, bits)
+        packed, leaves = _pack_tree(tree, order, bits, hasattr(forest, "classes_"))
         nodes.append(packed)
         leaf_rows.append(leaves)
         roots.append(start)
@@ -55,8 +59,11 @@ def _preorder(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.asarray(order)
 
 
-def _pack_tree(tree: Any, order: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """One tree's [nodes, 2] int32 pairs (leaves marked -1 for now) and its leaf distributions."""
+def _pack_tree(
+    tree: Any, order: np.ndarray, bits: int, classes: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One tree's [nodes, 2] int32 pairs (leaves marked -1 for now) and its leaves' rows:
+    class shares, or a regression's (value, value squared)."""
     n = len(order)
     new = np.empty(n, dtype=np.int64)
     new[order] = np.arange(n)
@@ -81,6 +88,8 @@ def _pack_tree(tree: Any, order: np.ndarray, bits: int) -> tuple[np.ndarray, np.
     )
     out[:, 1] = np.where(split, t32, np.float32(0)).view(np.int32)
     value = tree.value[order][~split, 0, :]
+    if not classes:
+        return out, np.column_stack([value[:, 0], value[:, 0] ** 2])
     return out, value / value.sum(axis=1, keepdims=True)
 
 
@@ -92,3 +101,10 @@ def forest_parity(want: np.ndarray, served: Any, x: np.ndarray) -> dict[str, flo
         "labels_identical": bool((want.argmax(1) == got.argmax(1)).all()),
         "max_abs_diff": float(np.abs(want - got).max()),
     }
+
+
+def regression_parity(want: np.ndarray, got: np.ndarray, scale: float) -> dict[str, float]:
+    """The packed forest's predictions `got` against scikit-learn's `want`, in the target's
+    units and as a share of `scale` (the target's standard deviation in training)."""
+    diff = float(np.abs(np.asarray(want, np.float64) - np.asarray(got, np.float64)).max())
+    return {"max_abs_diff": diff, "max_diff_share": diff / scale if scale > 0 else diff}

@@ -146,3 +146,26 @@ def test_a_forest_packed_before_the_missing_value_bit_still_predicts_the_same(fi
     )
     old = PackedForest.from_bytes(buf.getvalue())
     np.testing.assert_allclose(old.predict_proba(x), forest.predict_proba(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 9, 64, 442])
+def test_a_regression_forest_answers_scikit_learn_s_numbers_and_its_trees_spread(rows):
+    """A real table scikit-learn ships (diabetes progression, a number), with values knocked
+    out: the packed walk's prediction is scikit-learn's, and the spread is the standard
+    deviation of the trees' own predictions."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import RandomForestRegressor
+
+    x, y = load_diabetes(return_X_y=True)
+    x = x.copy()
+    x[np.arange(0, len(x), 5), np.arange(0, len(x), 5) % x.shape[1]] = np.nan
+    forest = RandomForestRegressor(n_estimators=25, random_state=0).fit(x, y)
+    packed = PackedForest.from_bytes(pack(forest).to_bytes())
+    got = packed.predict_regression(x[:rows])
+    assert got.dtype == np.float32 and got.shape == (rows, 2)
+    want = forest.predict(x[:rows])
+    # float32 answers: a relative 1e-7 of the value.
+    np.testing.assert_allclose(got[:, 0], want, rtol=2e-7, atol=0)
+    trees = np.stack([t.predict(x[:rows].astype(np.float32)) for t in forest.estimators_])
+    np.testing.assert_allclose(got[:, 1], trees.std(axis=0), rtol=1e-5, atol=1e-6 * y.std())
+    assert (got[:, 1] > 0).any()
