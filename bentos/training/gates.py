@@ -1,6 +1,9 @@
-"""The hold-out gates both models pass before anything is registered: accuracy, and macro F1
-against always answering the majority class (on a table with a rare class, accuracy alone passes
-a model that never predicts it); and whether the classes are weighed because one is rare."""
+"""The hold-out gates both models pass before anything is registered.
+
+Classification: accuracy, and macro F1 against always answering the majority class (on a table
+with a rare class, accuracy alone passes a model that never predicts it); and whether the
+classes are weighed because one is rare. Regression: R² against always answering the training
+mean, with RMSE and MAE in the target's units."""
 
 from __future__ import annotations
 
@@ -72,3 +75,38 @@ def gate(name: str, metrics: dict[str, Any], min_accuracy: float, min_lift: floa
             f"{base['class']!r} (macro F1 {base['f1_macro']:.4f}) by --min-lift {min_lift}"
         )
     return failures
+
+
+def evaluate_regression(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """RMSE, MAE and R² of a regression's hold-out predictions, in the target's units."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    return {
+        "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "r2": float(r2_score(y_true, y_pred)),
+        "n_test": len(y_true),
+    }
+
+
+def mean_baseline(y_true: np.ndarray, y_train: np.ndarray) -> dict[str, Any]:
+    """The mean predictor: always the training rows' mean, scored on the hold-out rows."""
+    scores = evaluate_regression(y_true, np.full(len(y_true), float(np.mean(y_train))))
+    return {
+        "rmse": scores["rmse"],
+        "mae": scores["mae"],
+        "r2": scores["r2"],
+        "mean": float(np.mean(y_train)),
+    }
+
+
+def gate_regression(name: str, metrics: dict[str, Any], min_r2: float) -> list[str]:
+    """R² on the hold-out rows: the share of their variance a model explains beyond what
+    answering the mean does; below `min_r2` the model is not worth serving."""
+    if metrics["r2"] >= min_r2:
+        return []
+    base = metrics["baseline"]
+    return [
+        f"{name} R² {metrics['r2']:.4f} < --min-r2 {min_r2} (RMSE {metrics['rmse']:.4g} against "
+        f"{base['rmse']:.4g} always answering the training mean {base['mean']:.4g})"
+    ]

@@ -99,7 +99,11 @@ def train_keras(
     balanced: bool = False,
 ) -> Any:
     """A small MLP whose first layer normalizes, so raw feature values go in (online and edge).
-    `on_epoch(epoch, logs)` is called after each epoch (1-based), for progress."""
+    `on_epoch(epoch, logs)` is called after each epoch (1-based), for progress.
+
+    `n_classes` 0 makes a regression: one linear output, trained on `y` already standardized
+    (`TargetScale`): the graph's numbers stay near 1 whatever the target's units, which float16
+    constants and int8 outputs need; the host turns the output back into the target's units."""
     tf = tensorflow()
     import keras
 
@@ -128,13 +132,15 @@ def train_keras(
             norm,
             keras.layers.Dense(32, activation="relu"),
             keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(n_classes, activation="softmax", name="probabilities"),
+            keras.layers.Dense(n_classes, activation="softmax", name="probabilities")
+            if n_classes
+            else keras.layers.Dense(1, name="prediction"),
         ]
     )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=0.01),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        loss="sparse_categorical_crossentropy" if n_classes else "mean_squared_error",
+        metrics=["accuracy"] if n_classes else [],
     )
     batch = 16 if len(x) < 1000 else 128
     callbacks = []
@@ -145,8 +151,10 @@ def train_keras(
             )
         )
     # Balanced: each class weighs n / (classes x its rows), as scikit-learn's "balanced" does.
-    counts = np.bincount(y, minlength=n_classes)
-    weights = {i: len(y) / (n_classes * c) for i, c in enumerate(counts) if c} if balanced else None
+    weights = None
+    if balanced and n_classes:
+        counts = np.bincount(y, minlength=n_classes)
+        weights = {i: len(y) / (n_classes * c) for i, c in enumerate(counts) if c}
     model.fit(
         x,
         y,
@@ -209,6 +217,82 @@ def _silently(convert: Any) -> bytes:
     # The converter prints the exported SavedModel's signature to stdout on every call.
     with contextlib.redirect_stdout(io.StringIO()):
         return bytes(convert())
+
+
+@dataclass(frozen=True)
+class TargetScale:
+    """A regression's target as the network sees it, standardized by the training rows' mean
+    and standard deviation; `restore` gives the target's units back (on the host)."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, y: np.ndarray) -> TargetScale:
+        std = float(np.std(y))
+        return cls(float(np.mean(y)), std if std > 0 else 1.0)
+
+    def apply(self, y: np.ndarray) -> np.ndarray:
+        return ((np.asarray(y, np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def restore(self, out: np.ndarray) -> np.ndarray:
+        return (np.asarray(out, np.float64).reshape(-1) * self.std + self.mean).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RegressionParity:
+    """The converted model's predictions against Keras's, in the target's units."""
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    scale: float  # the target's standard deviation in training
+    keras_rmse: float
+    tflite_rmse: float
+
+    @property
+    def mean_diff_share(self) -> float:
+        return self.mean_abs_diff / self.scale
+
+    def failures(self, mode: str) -> list[str]:
+        # int8 rounds the inputs, every activation and the output to 256 steps of their
+        # ranges: on the diabetes table the mean difference was 2.65% of the target's standard
+        # deviation (tests/integration/test_regression.py); the other modes keep float
+        # arithmetic.
+        limit = 0.05 if mode == "int8" else 1e-3
+        out = []
+        if self.mean_diff_share > limit:
+            out.append(
+                f"mean abs difference {self.mean_abs_diff:.4g} is {self.mean_diff_share:.2%} of "
+                f"the target's standard deviation {self.scale:.4g} (at most {limit:.1%})"
+            )
+        if self.tflite_rmse > self.keras_rmse * 1.02 + 1e-12:
+            out.append(f"RMSE {self.tflite_rmse:.4g} > Keras's {self.keras_rmse:.4g} + 2%")
+        return out
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "max_abs_diff": self.max_abs_diff,
+            "mean_abs_diff": self.mean_abs_diff,
+            "mean_diff_share": self.mean_diff_share,
+            "keras_rmse": self.keras_rmse,
+            "tflite_rmse": self.tflite_rmse,
+        }
+
+
+def regression_parity(
+    keras_y: np.ndarray, lite_y: np.ndarray, y: np.ndarray, scale: float
+) -> RegressionParity:
+    """Both models' predictions in the target's units (`TargetScale.restore`d), on rows whose
+    true values are `y`."""
+    k, t = np.asarray(keras_y, np.float64), np.asarray(lite_y, np.float64)
+    diff = np.abs(k - t)
+    return RegressionParity(
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        scale=scale,
+        keras_rmse=float(np.sqrt(np.mean((k - y) ** 2))),
+        tflite_rmse=float(np.sqrt(np.mean((t - y) ** 2))),
+    )
 
 
 def predict_keras(model: Any, x: np.ndarray) -> np.ndarray:
