@@ -61,7 +61,7 @@ def _example(command: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from bentos.training.data import DATASETS
-    from bentos.training.flags import add_balance_flags, add_kind_flags
+    from bentos.training.flags import add_balance_flags, add_kind_flags, add_task_flags
     from bentos.training.tflite import QUANTIZE_MODES
 
     parser = argparse.ArgumentParser(
@@ -105,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_kind_flags(train)
     add_balance_flags(train)
+    add_task_flags(train)
 
     settings = load(ModelSettings)
     serve = command("serve", "the online service over HTTP: `bentoml serve` of this service")
@@ -220,6 +221,8 @@ def _train(args: argparse.Namespace) -> int:
         kinds=kinds,
         class_weight=args.class_weight,
         min_lift=args.min_lift,
+        task=args.task,
+        min_r2=args.min_r2,
         dataset=args.dataset,
         data=args.data,
         target=args.target,
@@ -285,25 +288,33 @@ def _summary(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    blank = {"accuracy": float("nan"), "f1_macro": float("nan")}
-    rf, tfl = result.rf_metrics or blank, result.tflite_metrics or blank
-    par = result.parity or {"argmax_agreement": float("nan"), "max_abs_diff": float("nan")}
     table = Table(title="Registered models")
     table.add_column("")
     table.add_column("RandomForest")
     table.add_column("TFLite")
     table.add_row("tag", result.rf_tag or "(not trained)", result.tflite_tag or "(not trained)")
+    if "rmse" in (result.rf_metrics or result.tflite_metrics or {}):
+        _regression_rows(table, result)
+    else:
+        _classification_rows(table, result)
+    table.add_row(
+        "size",
+        f"{result.rf_size / 1024:.1f} KiB",
+        f"{result.tflite_size / 1024:.1f} KiB (float32: {result.float32_size / 1024:.1f} KiB)",
+    )
+    Console().print(table)
+
+
+def _classification_rows(table: Any, result: Any) -> None:
+    blank = {"accuracy": float("nan"), "f1_macro": float("nan")}
+    rf, tfl = result.rf_metrics or blank, result.tflite_metrics or blank
+    par = result.parity or {"argmax_agreement": float("nan"), "max_abs_diff": float("nan")}
     table.add_row("hold-out accuracy", f"{rf['accuracy']:.4f}", f"{tfl['accuracy']:.4f}")
     table.add_row("macro F1", f"{rf['f1_macro']:.4f}", f"{tfl['f1_macro']:.4f}")
     base = (result.rf_metrics or result.tflite_metrics or {}).get("baseline")
     if base:  # the gate's other side (bentos.training.gates): always the majority class
         shown = f"{base['f1_macro']:.4f} (always {base['class']!r})"
         table.add_row("majority-class macro F1", shown, shown)
-    table.add_row(
-        "size",
-        f"{result.rf_size / 1024:.1f} KiB",
-        f"{result.tflite_size / 1024:.1f} KiB (float32: {result.float32_size / 1024:.1f} KiB)",
-    )
     agrees = []
     for form, info in (("packed", result.rf_packed),):
         p = (info or {}).get("parity", {})
@@ -315,7 +326,27 @@ def _summary(result: Any) -> None:
         f"Keras: {par['argmax_agreement']:.2%} of rows",
     )
     table.add_row("max prob. difference", "", f"{par['max_abs_diff']:.1e}")
-    Console().print(table)
+
+
+def _regression_rows(table: Any, result: Any) -> None:
+    blank = {"rmse": float("nan"), "mae": float("nan"), "r2": float("nan")}
+    rf, tfl = result.rf_metrics or blank, result.tflite_metrics or blank
+    for name, key in (("hold-out RMSE", "rmse"), ("MAE", "mae"), ("R²", "r2")):
+        table.add_row(name, f"{rf[key]:.4g}", f"{tfl[key]:.4g}")
+    base = (result.rf_metrics or result.tflite_metrics or {}).get("baseline")
+    if base:  # the gate's other side (bentos.training.gates): always the training mean
+        shown = f"{base['rmse']:.4g} (always {base['mean']:.4g})"
+        table.add_row("mean predictor's RMSE", shown, shown)
+    packed = ((result.rf_packed or {}).get("parity") or {}).get("max_abs_diff")
+    par = result.parity or {}
+    table.add_row(
+        "max difference from",
+        "" if packed is None else f"scikit-learn: {packed:.2g}",
+        ""
+        if not par
+        else f"Keras: {par['max_abs_diff']:.2g} (mean {par['mean_diff_share']:.2%} "
+        "of the target's std)",
+    )
 
 
 def _export_edge(args: argparse.Namespace) -> int:

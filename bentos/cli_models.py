@@ -134,6 +134,7 @@ def _show_local(tag: str) -> int:
             for f in meta.get("schema", {}).get("features", [])
         ],
         "target": meta.get("schema", {}).get("target"),
+        "task": meta.get("schema", {}).get("task", "classification"),
         "class_weight": meta.get("class_weight", "none"),
         "size_bytes": meta.get("size_bytes"),
         "report": None if report is None else str(report),

@@ -33,13 +33,11 @@ def export_edge(out: str | Path, model: str = f"{TFLITE_NAME}:latest") -> dict[s
         "feature_order": stored.schema.names,
         "features": stored.schema.to_dict()["features"],
         "preprocessing": _preprocessing(stored.schema),
+        "task": stored.schema.task,
         "class_labels": list(stored.schema.labels),
         "quantization": meta["quantization"],
         "tensors": TFLite(content).tensor_details(),
-        "metrics": {
-            "accuracy": meta["metrics"]["accuracy"],
-            "f1_macro": meta["metrics"]["f1_macro"],
-        },
+        "metrics": _metrics(stored.schema, meta["metrics"]),
         "how_to_run": (
             "Encode each column of feature_order as preprocessing.columns says (numbers; booleans "
             "as 1/0 from true_words/false_words; categories as their index in levels, any other "
@@ -50,11 +48,21 @@ def export_edge(out: str | Path, model: str = f"{TFLITE_NAME}:latest") -> dict[s
             "feed it as float32 [rows, inputs]. If the "
             "input tensor is int8, quantize with q = round(x / scale + zero_point); the output is "
             "one probability per class in class_labels order (dequantize int8 with "
-            "(q - zero_point) * scale). examples/edge_predict.py does all of this with numpy."
+            "(q - zero_point) * scale); for task regression, one number per row, the "
+            "standardized target: the prediction is output * target_scale.std + "
+            "target_scale.mean. examples/edge_predict.py does all of this with numpy."
         ),
     }
+    if stored.schema.regression:
+        manifest["target"] = stored.schema.target
+        manifest["target_scale"] = meta["target_scale"]
     (out / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _metrics(schema: FeatureSchema, metrics: dict[str, Any]) -> dict[str, Any]:
+    names = ("rmse", "mae", "r2") if schema.regression else ("accuracy", "f1_macro")
+    return {k: metrics[k] for k in names}
 
 
 def _preprocessing(schema: FeatureSchema) -> dict[str, Any] | None:

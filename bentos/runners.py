@@ -1,6 +1,9 @@
-"""The two model runners: load a registered model, turn a valid float matrix into probabilities.
+"""The two model runners: load a registered model, turn a valid float matrix into its answers.
 
-Runners assume valid input (the schema checked it at the edge) and know nothing of HTTP.
+A classifier answers probabilities [rows, classes]; a regression (the schema's task) answers
+[rows, 1 or 2]: the prediction in the target's units, and for the forest the spread of its
+trees' predictions. The method keeps one name, `predict_proba`, for every door's batching and
+timing. Runners assume valid input (the schema checked it at the edge) and know nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ class Runner:
     # Rows a call may take in the event loop rather than a thread (bentos.serving.batching): only for
     # models that answer in microseconds.
     inline_rows: int = 0
+    # A regression's answers have a second column, the spread of the model's own predictions
+    # (the forest's trees).
+    spread: bool = False
 
     def __init__(self, stored: StoredModel):
         self.tag = stored.tag
@@ -43,6 +49,10 @@ class Runner:
         raise NotImplementedError
 
     def labels_for(self, proba: np.ndarray) -> list[Any]:
+        """Each row's answer: its label, or a regression's number (as its float32 prints, the
+        precision the model answered in, not float64's digits of that float32)."""
+        if self.schema.regression:
+            return [float(str(v)) for v in proba[:, 0]]
         labels = self.schema.labels
         return [labels[i] for i in np.argmax(proba, axis=1).tolist()]
 
@@ -52,6 +62,7 @@ class RandomForestRunner(Runner):
     scikit-learn's own (`sklearn`); BENCHMARKS.md has the figures."""
 
     BACKENDS = RF_BACKENDS
+    spread = True
 
     def __init__(self, model: Any = "rf-classifier:latest", backend: str = "packed"):
         if backend not in self.BACKENDS:
@@ -73,8 +84,15 @@ class RandomForestRunner(Runner):
             self._impl = joblib.load(stored.file)
             self._impl.n_jobs = 1  # one request must not fan out over every core of the pod
 
+        self._regression = self.schema.regression
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self._impl.predict_proba(x)
+        if not self._regression:
+            return self._impl.predict_proba(x)
+        if self.backend == "packed":
+            return self._impl.predict_regression(x)
+        trees = np.stack([t.predict(x) for t in self._impl.estimators_])
+        return np.column_stack([trees.mean(axis=0), trees.std(axis=0)]).astype(np.float32)
 
 
 class TFLite:
@@ -118,11 +136,18 @@ class TFLiteRunner(Runner):
         # (bentos.schema.dense); schemas from before kinds have none, and need none.
         dense = self.schema.dense
         self._dense = None if dense is None else dense.apply
+        # A regression's network answers the standardized target (bentos.training.tflite).
+        scale = self.metadata.get("target_scale") if self.schema.regression else None
+        self._scale = None if scale is None else (float(scale["mean"]), float(scale["std"]))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         if self._dense is not None:
             x = self._dense(x)
-        return self.model.predict_proba(x)
+        out = self.model.predict_proba(x)
+        if self._scale is not None:
+            mean, std = self._scale
+            out = (out.astype(np.float64) * std + mean).astype(np.float32)
+        return out
 
 
 _native_logged = False

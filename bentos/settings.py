@@ -192,7 +192,8 @@ class RetrainSettings(BaseSettings):
     # which a challenger must do at least as well.
     registry: str | None = Field(None, validation_alias="BENTOS_REGISTRY")
     eval_data: str | None = None
-    metric: Literal["f1_macro", "accuracy"] = "f1_macro"
+    # None: macro F1 for a classifier, RMSE for a regression.
+    metric: Literal["f1_macro", "accuracy", "rmse", "mae", "r2"] | None = None
     margin: Annotated[float, Field(ge=0, le=1)] = 0.0
     # After a promotion, the Deployment to roll (bentos.rollout); none: no rollout.
     rollout_deployment: str | None = None
@@ -209,6 +210,9 @@ class RetrainSettings(BaseSettings):
     # Rare classes (bentos.training.pipeline): weights, and the gate against the majority class.
     class_weight: Literal["auto", "balanced", "none"] = "auto"
     min_lift: Annotated[float, Field(ge=0, le=1)] = 0.05
+    # What the target makes (bentos.schema.task): None infers it; a regression's gate.
+    task: Literal["classification", "regression"] | None = None
+    min_r2: Annotated[float, Field(ge=-1, le=1)] = 0.1
     # Promote a challenger whose columns differ from the champion's (clients send the champion's).
     allow_schema_change: bool = False
 

@@ -8,7 +8,8 @@ Needs only numpy and ai-edge-litert (no TensorFlow, no pandas, not this project)
 The CSV needs a header with the model's feature names (any order; other columns are ignored).
 Each column is read as the model's preprocessing (model.json) says: numbers, booleans, categories
 (a value not seen in training is the unknown level, and counted), dates; an empty cell is a
-missing value. Output: one line per row, the predicted label, then one probability per class.
+missing value. Output: one line per row, the predicted label, then one probability per class;
+for a regression model (model.json's task), the predicted number.
 """
 
 from __future__ import annotations
@@ -184,6 +185,13 @@ def main(folder: str, csv_path: str) -> int:
         print(f"{csv_path}: {count} value(s) of {name!r} not seen in training", file=sys.stderr)
     rows = dense(rows, (manifest.get("preprocessing") or {}).get("dense"))
     writer = csv.writer(sys.stdout)
+    if manifest.get("task") == "regression":
+        # The network answers the standardized target; the manifest has its mean and spread.
+        scale = manifest["target_scale"]
+        writer.writerow([manifest["target"]])
+        for out in predict(interp, rows).reshape(-1).astype(np.float64):
+            writer.writerow([f"{np.float32(out * scale['std'] + scale['mean'])}"])
+        return 0
     writer.writerow(["label", *(f"p_{label}" for label in labels)])
     for proba in predict(interp, rows):
         writer.writerow([labels[int(np.argmax(proba))], *(f"{p:.6f}" for p in proba)])

@@ -36,7 +36,13 @@ from dataclasses import dataclass, field
 from bentos import jobmetrics, logs
 from bentos.errors import BentosError, ExitCode, SettingsError
 from bentos.settings import RetrainSettings, load
-from bentos.training.flags import KIND_FLAGS, add_balance_flags, add_kind_flags, overrides
+from bentos.training.flags import (
+    KIND_FLAGS,
+    add_balance_flags,
+    add_kind_flags,
+    add_task_flags,
+    overrides,
+)
 
 log = logging.getLogger("bentos.retrain")
 
@@ -56,7 +62,13 @@ def _parser(settings: RetrainSettings) -> argparse.ArgumentParser:
     p.add_argument("--min-accuracy", type=float, default=settings.min_accuracy)
     p.add_argument("--registry", default=settings.registry, metavar="URL")
     p.add_argument("--eval-data", default=settings.eval_data, metavar="URL")
-    p.add_argument("--metric", default=settings.metric, choices=("f1_macro", "accuracy"))
+    p.add_argument(
+        "--metric",
+        default=settings.metric,
+        choices=("f1_macro", "accuracy", "rmse", "mae", "r2"),
+        help="what champion and challenger are judged on (default: f1_macro; a regression: "
+        "rmse, where lower is better)",
+    )
     p.add_argument("--margin", type=float, default=settings.margin)
     p.add_argument("--rollout-deployment", default=settings.rollout_deployment, metavar="NAME")
     p.add_argument("--rollout-namespace", default=settings.rollout_namespace, metavar="NS")
@@ -65,6 +77,7 @@ def _parser(settings: RetrainSettings) -> argparse.ArgumentParser:
     add_kind_flags(p, {flag: getattr(settings, flag) for flag in KIND_FLAGS})
     p.set_defaults(max_levels=settings.max_levels, min_level_count=settings.min_level_count)
     add_balance_flags(p, settings.class_weight, settings.min_lift)
+    add_task_flags(p, settings.task, settings.min_r2)
     p.add_argument(
         "--allow-schema-change",
         action="store_true",
@@ -148,6 +161,8 @@ def _run(args: argparse.Namespace, run: _Run) -> int:
         kinds=kinds,
         class_weight=args.class_weight,
         min_lift=args.min_lift,
+        task=args.task,
+        min_r2=args.min_r2,
         data=args.data,
         target=args.target,
         quantize=args.quantize,
@@ -169,7 +184,9 @@ def _run(args: argparse.Namespace, run: _Run) -> int:
     _log(
         event="registered",
         models=tags,
-        accuracy={k: v["accuracy"] for k, v in metrics.items() if v},
+        # A classifier's accuracy, a regression's R².
+        accuracy={k: v["accuracy"] for k, v in metrics.items() if v and "accuracy" in v},
+        r2={k: v["r2"] for k, v in metrics.items() if v and "r2" in v},
     )
     if args.registry:
         code = _decide(args, config, result)

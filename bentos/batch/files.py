@@ -217,7 +217,7 @@ REJECTED_SCHEMA = pa.schema(
 )
 
 
-OUTPUT_COLUMNS = ("source_file", "source_row", "prediction", "probabilities", "model")
+OUTPUT_COLUMNS = ("source_file", "source_row", "prediction", "probabilities", "spread", "model")
 
 
 def columns_of(fs: Any, f: InputFile) -> dict[str, pa.DataType]:
@@ -230,8 +230,26 @@ def columns_of(fs: Any, f: InputFile) -> dict[str, pa.DataType]:
     return dict.fromkeys(next(csv.reader([header]), []), pa.string())
 
 
-def output_schema(labels: tuple[Any, ...], keep: dict[str, pa.DataType] | None = None) -> pa.Schema:
-    """The predictions' columns; `keep`: input columns copied beside each prediction."""
+def output_schema(
+    labels: tuple[Any, ...],
+    keep: dict[str, pa.DataType] | None = None,
+    regression: tuple[str, ...] = (),
+) -> pa.Schema:
+    """The predictions' columns; `keep`: input columns copied beside each prediction. A
+    regression's (`regression`: its answers' names, "prediction" and perhaps "spread", as
+    bentos.serving.v2.model_outputs gives them) are float32 numbers instead of a label and
+    probabilities."""
+    if regression:
+        return pa.schema(
+            [
+                ("source_file", pa.string()),
+                ("source_row", pa.int64()),
+                *(keep or {}).items(),
+                *((name, pa.float32()) for name in regression),
+                ("model", pa.string()),
+            ],
+            metadata={"task": "regression"},
+        )
     label_type = pa.int64() if all(isinstance(v, int) for v in labels) else pa.string()
     return pa.schema(
         [
@@ -255,10 +273,26 @@ def predictions(
     kept: pd.DataFrame | None = None,
 ) -> pa.Table:
     n, k = proba.shape
-    flat = pa.array(np.ascontiguousarray(proba, dtype=np.float32).ravel())
     copied = {}
     for name in kept.columns if kept is not None else ():
         copied[name] = pa.array(kept[name], schema.field(name).type, from_pandas=True)
+    if runner.schema.regression:
+        answers = {
+            name: pa.array(np.ascontiguousarray(proba[:, i], dtype=np.float32))
+            for i, name in enumerate(("prediction", "spread"))
+            if name in schema.names
+        }
+        return pa.table(
+            {
+                "source_file": pa.repeat(pa.scalar(source, pa.string()), n),
+                "source_row": pa.array(rows, pa.int64()),
+                **copied,
+                **answers,
+                "model": pa.repeat(pa.scalar(runner.tag, pa.string()), n),
+            },
+            schema=schema,
+        )
+    flat = pa.array(np.ascontiguousarray(proba, dtype=np.float32).ravel())
     # Built in Arrow's C code, not from a Python object per row: a list of 65,536 strings took
     # about 15 ms a column and held the GIL that the other chunks' threads wait for.
     labels = pa.array(list(runner.schema.labels), schema.field("prediction").type)

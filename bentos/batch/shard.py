@@ -158,7 +158,9 @@ def run_shard(
     first_rejected: list[str] = []  # the first few reasons, for the failure's message
     read_bytes: dict[str, int] = {}  # per file, how far its chunks have come
     schema = runner.schema
-    out_schema = output_schema(schema.labels, keep)
+    # A regression's answers: the number, and the forest's spread (bentos.runners).
+    answers = ("prediction", "spread") if runner.spread else ("prediction",)
+    out_schema = output_schema(schema.labels, keep, answers if schema.regression else ())
     with (
         fs.open(tmp_part, "wb") as part_fh,
         fs.open(tmp_rej, "wb") as rej_fh,

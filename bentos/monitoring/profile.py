@@ -117,11 +117,19 @@ def reference_profile(
         "format": FORMAT,
         "rows": rows,
         "features": features,
-        "prediction": prediction_profile(schema, predicted),
+        "prediction": prediction_profile(schema, predicted, rng),
     }
 
 
-def prediction_profile(schema: FeatureSchema, predicted: np.ndarray) -> dict[str, Any]:
+def prediction_profile(
+    schema: FeatureSchema, predicted: np.ndarray, rng: np.random.Generator | None = None
+) -> dict[str, Any]:
+    """The model's answers on the hold-out rows: label shares, or a regression's numbers as
+    a numeric feature's are summarized (`kind` numeric)."""
+    if schema.regression:
+        values = np.asarray(predicted, np.float64).reshape(-1)
+        rng = rng or np.random.default_rng(0)
+        return {"kind": "numeric", "rows": len(values), **_numeric(values, rng, SAMPLE)}
     labels = list(schema.labels)
     codes = label_codes(predicted, len(labels))
     return {

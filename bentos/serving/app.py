@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -21,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bentos.errors import ClientError
+from bentos.errors import ClientError, InputError
 from bentos.models import REPORT_PAGE
 from bentos.schema import parse_json
 from bentos.serving import openapi, v2
@@ -106,26 +107,51 @@ def request_id(request: Request) -> str:
     return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
-async def predict_json(core: Core, model: ServedModel, body: bytes, rid: str) -> Response:
-    """The JSON API: {"instances": [...]} in, predictions and probabilities out."""
+async def predict_json(
+    core: Core, model: ServedModel, body: bytes, rid: str, spread: bool = False
+) -> Response:
+    """The JSON API: {"instances": [...]} in, predictions and probabilities out (a
+    regression: predictions, and with `spread` the forest's trees' spread per row)."""
     unknown: dict[str, int] = {}
     parsed = parse_json(body)
     x = model.runner.schema.validate_body(parsed, core.settings.max_rows, unknown)
     core.counted(model, unknown)
+    if spread and not (model.runner.schema.regression and model.runner.spread):
+        raise InputError(
+            f"spread: only a regression forest's answers have one (its trees' spread); "
+            f"model {model.name!r} is a {model.runner.schema.task} "
+            f"{'forest' if model.runner.spread else 'network'}",
+            [(None, "spread", "not available")],
+        )
     proba = await core.infer(model, x)
     predictions = model.runner.labels_for(proba)
     # The body as received (it validated whole): the log keeps it as it is (predlog).
     core.record(model, rid, lambda: body, proba, predictions)
-    return json_response(
-        {
-            "predictions": predictions,
-            # The model's own numbers (float32 for the packed forest and TFLite), unrounded:
-            # orjson writes each in its shortest exact form (BENCHMARKS.md, "Choices": orjson);
-            # it needs them contiguous, which a batch's slice of rows is.
-            "probabilities": proba if proba.flags.c_contiguous else np.ascontiguousarray(proba),
-            "model": model.runner.tag,
-        },
-        headers={"x-request-id": rid},
+    answer: dict[str, Any] = {"predictions": predictions}
+    if not model.runner.schema.regression:
+        # The model's own numbers (float32 for the packed forest and TFLite), unrounded:
+        # orjson writes each in its shortest exact form (BENCHMARKS.md, "Choices": orjson);
+        # it needs them contiguous, which a batch's slice of rows is.
+        answer["probabilities"] = proba if proba.flags.c_contiguous else np.ascontiguousarray(proba)
+    elif spread:
+        answer["spread"] = np.ascontiguousarray(proba[:, 1])
+    answer["model"] = model.runner.tag
+    return json_response(answer, headers={"x-request-id": rid})
+
+
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A yes/no query parameter; a 400 naming it for any other value."""
+    value = request.query_params.get(name)
+    if value is None or value.lower() in _FALSE:
+        return False
+    if value.lower() in _TRUE:
+        return True
+    raise InputError(
+        f"query parameter {name!r} must be true or false, got {value[:50]!r}",
+        [(None, name, "not a boolean")],
     )
 
 
@@ -133,8 +159,9 @@ def _predict(name: str) -> Handler:
     async def predict(request: Request) -> Response:
         core = _core(request)
         model = core.model(name)
+        spread = _flag(request, "spread")
         body = await read_body(request, core.settings.max_body_bytes)
-        return await predict_json(core, model, body, request_id(request))
+        return await predict_json(core, model, body, request_id(request), spread)
 
     return predict
 
@@ -225,7 +252,7 @@ async def v2_infer(request: Request) -> Response:
     rid = request_id(request)
     schema = model.runner.schema
     core.record(model, rid, lambda: v2.rows(schema, decoded), proba)
-    outs = v2.outputs(proba, decoded.outputs)
+    outs = v2.outputs(proba, decoded.outputs, model.runner.schema)
     content, headers = v2.rest_response(model.name, model.version, decoded.id, outs)
     return Response(content, headers={**headers, "x-request-id": rid})
 

@@ -58,6 +58,7 @@ class ServedModel:
             # newest in the store, or the tag asked for.
             "selected": self.runner.selected,
             "schema": self.runner.schema.to_dict(),
+            "task": self.runner.schema.task,
             "labels": list(self.runner.schema.labels),
             "metrics": meta.get("metrics", {}),
             "parity": meta.get("parity"),

@@ -62,6 +62,7 @@ _CONFIG_TYPES = {
     "FP64": "TYPE_FP64",
     "BOOL": "TYPE_BOOL",
     "BYTES": "TYPE_STRING",
+    "INT64": "TYPE_INT64",
 }
 
 log = logging.getLogger("bentos.serving.grpc")
@@ -121,8 +122,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 for i in meta["inputs"]
             ],
             output=[
-                mc.ModelOutput(name="label", data_type=mc.TYPE_INT64, dims=[1]),
-                mc.ModelOutput(name="probabilities", data_type=mc.TYPE_FP32, dims=[n_classes]),
+                mc.ModelOutput(
+                    name=o["name"],
+                    data_type=getattr(mc, _CONFIG_TYPES[o["datatype"]]),
+                    dims=[n_classes] if o["name"] == "probabilities" else [1],
+                )
+                for o in meta["outputs"]
             ],
             parameters={
                 k: mc.ModelParameter(string_value=v) for k, v in meta["parameters"].items()
@@ -146,7 +151,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await context.send_initial_metadata((("x-request-id", rid),))
         schema = model.runner.schema
         self.core.record(model, rid, lambda: v2.rows(schema, decoded), proba)
-        outs = v2.outputs(proba, decoded.outputs)
+        outs = v2.outputs(proba, decoded.outputs, model.runner.schema)
         return v2.grpc_response(model.name, model.version, decoded.id, outs)
 
 

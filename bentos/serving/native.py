@@ -81,6 +81,16 @@ def api_types(schema: FeatureSchema, prefix: str) -> ApiTypes:
         __config__=ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra=row_schema),
         **fields,
     )
+    if schema.regression:
+        prediction = create_model(
+            f"{prefix}Prediction",
+            predictions=(
+                list[float],
+                Field(description=f"one number per row: the predicted {schema.target}"),
+            ),
+            model=(str, Field(description="the model's tag")),
+        )
+        return ApiTypes(row, prediction)
     label_type: Any = Literal[tuple(schema.labels)] if schema.labels else str
     prediction = create_model(
         f"{prefix}Prediction",
@@ -106,6 +116,8 @@ async def predict(core: Core, name: str, instances: list[BaseModel], types: ApiT
     predictions = model.runner.labels_for(proba)
     # In process there are no headers: each call's log records get an id of their own.
     core.record(model, uuid.uuid4().hex, lambda: rows, proba, predictions)
+    if model.runner.schema.regression:
+        return types.prediction(predictions=predictions, model=model.runner.tag)
     return types.prediction(
         predictions=predictions,
         probabilities=proba.tolist(),

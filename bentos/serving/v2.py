@@ -28,6 +28,9 @@ from bentos.serving import v2_data
 SERVER_NAME = "bentos"
 EXTENSIONS = ["binary_tensor_data"]
 OUTPUTS = ("label", "probabilities")
+# A regression's: the number (FP32 [N]), and for the forest its trees' spread (FP32 [N]).
+REGRESSION_OUTPUTS = ("prediction", "spread")
+_ALL = "*"  # no output named: every output of the model
 
 
 @dataclass
@@ -78,9 +81,10 @@ def rows(schema: Any, request: Request) -> list[dict[str, Any]]:
 
 
 def _outputs(requested: Any, binary_default: bool) -> list[tuple[str, bool]]:
-    """(name, as binary?) for each output a request asked for (all when it named none)."""
+    """(name, as binary?) for each output a request asked for (all when it named none: which
+    they are, the model decides, `outputs`)."""
     if requested is None:
-        return [(n, binary_default) for n in OUTPUTS]
+        return [(_ALL, binary_default)]
     if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
         raise InputError(
             "'outputs' must be a list of objects with a 'name'", [(None, "outputs", "shape")]
@@ -88,9 +92,10 @@ def _outputs(requested: Any, binary_default: bool) -> list[tuple[str, bool]]:
     out = []
     for spec in requested:
         name = spec.get("name")
-        if name not in OUTPUTS:
+        if name not in OUTPUTS + REGRESSION_OUTPUTS:
             raise InputError(
-                f"unknown output {name!r}; the model gives {', '.join(OUTPUTS)}",
+                f"unknown output {name!r}; a model gives {', '.join(OUTPUTS)} "
+                f"(a regression: {', '.join(REGRESSION_OUTPUTS)})",
                 [(None, "outputs", "unknown output")],
             )
         params = spec.get("parameters") or {}
@@ -235,12 +240,37 @@ def grpc_response(model: str, version: str, request_id: str | None, outs: list[O
 # -- answers --------------------------------------------------------------------------------------
 
 
-def outputs(proba: np.ndarray, wanted: list[tuple[str, bool]]) -> list[Output]:
-    arrays = {
-        "label": (np.argmax(proba, axis=1).astype(np.int64), "INT64"),
-        "probabilities": (np.ascontiguousarray(proba, dtype=np.float32), "FP32"),
-    }
-    return [Output(name, *arrays[name], binary) for name, binary in wanted]
+def model_outputs(schema: Any, spread: bool) -> tuple[str, ...]:
+    """The outputs a model gives: a classifier's label and probabilities; a regression's
+    prediction, and its spread when it has one (the forest)."""
+    if schema.regression:
+        return REGRESSION_OUTPUTS if spread else REGRESSION_OUTPUTS[:1]
+    return OUTPUTS
+
+
+def outputs(proba: np.ndarray, wanted: list[tuple[str, bool]], schema: Any) -> list[Output]:
+    """The answer's tensors from a model's answers (bentos.runners), as the request asked."""
+    if schema.regression:
+        arrays = {"prediction": (np.ascontiguousarray(proba[:, 0], dtype=np.float32), "FP32")}
+        if proba.shape[1] > 1:
+            arrays["spread"] = (np.ascontiguousarray(proba[:, 1], dtype=np.float32), "FP32")
+    else:
+        arrays = {
+            "label": (np.argmax(proba, axis=1).astype(np.int64), "INT64"),
+            "probabilities": (np.ascontiguousarray(proba, dtype=np.float32), "FP32"),
+        }
+    out = []
+    for name, binary in wanted:
+        if name == _ALL:
+            out += [Output(n, *arrays[n], binary) for n in arrays]
+        elif name in arrays:
+            out.append(Output(name, *arrays[name], binary))
+        else:
+            raise InputError(
+                f"output {name!r}: this model gives {', '.join(arrays)}",
+                [(None, "outputs", "unknown output")],
+            )
+    return out
 
 
 def server_metadata() -> dict[str, Any]:
@@ -267,13 +297,22 @@ def model_metadata(model: Any) -> dict[str, Any]:
         "versions": [model.version],
         "platform": model.platform,
         "inputs": inputs(schema),
-        "outputs": [
-            {"name": "label", "datatype": "INT64", "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(schema.labels)]},
-        ],
+        "outputs": output_metadata(schema, model.runner.spread),
         "parameters": {
             "tag": model.runner.tag,
+            "task": schema.task,
             "feature_names": json.dumps(schema.names),
             "class_labels": json.dumps(list(schema.labels)),
         },
     }
+
+
+def output_metadata(schema: Any, spread: bool) -> list[dict[str, Any]]:
+    if schema.regression:
+        return [
+            {"name": n, "datatype": "FP32", "shape": [-1]} for n in model_outputs(schema, spread)
+        ]
+    return [
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(schema.labels)]},
+    ]

@@ -13,8 +13,9 @@ import pandas as pd
 
 from bentos.errors import DataError
 from bentos.schema.kinds import Column, Overrides, infer
+from bentos.schema.task import infer_task
 
-DATASETS = ("iris", "synthetic")
+DATASETS = ("iris", "synthetic", "diabetes")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Dataset:
     source: str  # where it came from, for the model's metadata
     sha256: str  # of the file bytes, or of the canonical table for bundled data
     columns: tuple[Column, ...] = ()  # the kind of each column of `features`
+    task: str = "classification"  # bentos.schema.task
+    task_why: str = ""
 
 
 def _snake(name: str) -> str:
@@ -36,8 +39,9 @@ def _table_sha256(frame: pd.DataFrame) -> str:
     return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
 
 
-def load_builtin(name: str, overrides: Overrides | None = None) -> Dataset:
-    """The bundled datasets: both ship with scikit-learn and need no network."""
+def load_builtin(name: str, overrides: Overrides | None = None, task: str | None = None) -> Dataset:
+    """The bundled datasets: all ship with scikit-learn and need no network. diabetes (a
+    disease's progression a year on, from ten measurements) is a regression."""
     if name == "iris":
         from sklearn.datasets import load_iris
 
@@ -53,11 +57,18 @@ def load_builtin(name: str, overrides: Overrides | None = None) -> Dataset:
         )
         features = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
         target = pd.Series(y, name="label")
+    elif name == "diabetes":
+        from sklearn.datasets import load_diabetes
+
+        diabetes = load_diabetes(as_frame=True)
+        features = diabetes.data
+        target = diabetes.target.rename("progression")
     else:
         raise DataError(f"unknown dataset {name!r}: allowed are {', '.join(DATASETS)}")
     table = features.assign(**{str(target.name): target})
     columns = tuple(infer(table, str(target.name), overrides))
-    return Dataset(features, target, f"builtin:{name}", _table_sha256(table), columns)
+    kind, why = infer_task(target, task)
+    return Dataset(features, target, f"builtin:{name}", _table_sha256(table), columns, kind, why)
 
 
 def read_table(url: str) -> tuple[pd.DataFrame, str]:
@@ -89,8 +100,11 @@ def read_table(url: str) -> tuple[pd.DataFrame, str]:
     return frame, digest
 
 
-def load_table(url: str, target: str, overrides: Overrides | None = None) -> Dataset:
-    """Read a user's table and check it can train a classifier; DataError names what is wrong.
+def load_table(
+    url: str, target: str, overrides: Overrides | None = None, task: str | None = None
+) -> Dataset:
+    """Read a user's table and check it can train a model for its task (inferred from the
+    target, or `task`); DataError names what is wrong.
 
     Every column but the target gets a kind (bentos.schema.kinds): inferred, or as `overrides`
     name it."""
@@ -101,7 +115,12 @@ def load_table(url: str, target: str, overrides: Overrides | None = None) -> Dat
             f"{url}: target column {target!r} not found; the columns are {', '.join(frame.columns)}"
         )
     y = frame[target]
-    if y.isna().any():
+    kind, why = infer_task(y, task)
+    if kind == "regression":
+        from bentos.schema.task import regression_target
+
+        regression_target(y, url)  # a DataError naming the column and row when not a number
+    elif y.isna().any():
         raise DataError(
             f"{url}: target column {target!r} has {int(y.isna().sum())} missing values; "
             "drop those rows or fill them"
@@ -117,4 +136,4 @@ def load_table(url: str, target: str, overrides: Overrides | None = None) -> Dat
         columns = tuple(infer(frame, target, overrides))
     except DataError as exc:
         raise DataError(f"{url}: {exc}") from None
-    return Dataset(features, y, url, digest, columns)
+    return Dataset(features, y, url, digest, columns, kind, why)

@@ -1,8 +1,9 @@
 """Champion and challenger: both judged on the same labelled rows, and the decision to promote.
 
 A challenger replaces the champion only when it is at least as good on the chosen metric (macro
-F1 by default) plus a margin, and only after it passed the training gates; a registry without a
-champion takes the first challenger that passed them.
+F1 by default; a regression's RMSE or MAE, where lower is better, or R²) plus a margin, and only
+after it passed the training gates; a registry without a champion takes the first challenger
+that passed them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pandas as pd
 from bentos.errors import DataError
 
 METRICS = ("f1_macro", "accuracy")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 
 
 def score(runner: Any, frame: pd.DataFrame, target: str) -> dict[str, Any]:
@@ -30,6 +33,17 @@ def score(runner: Any, frame: pd.DataFrame, target: str) -> dict[str, Any]:
     ok = np.array([r is None for r in reasons], dtype=bool)
     if not ok.any():
         raise DataError("evaluation data has no row the model can score")
+    if runner.schema.regression:
+        from bentos.schema.task import regression_target
+        from bentos.training.gates import evaluate_regression
+
+        truth = regression_target(frame[target][ok], "evaluation data")
+        scores = evaluate_regression(truth, runner.predict_proba(x[ok])[:, 0])
+        return {
+            **{k: scores[k] for k in REGRESSION_METRICS},
+            "rows": int(ok.sum()),
+            "rows_refused": int((~ok).sum()),
+        }
     predicted = [str(v) for v in runner.labels_for(runner.predict_proba(x[ok]))]
     truth = [str(v) for v in frame[target].to_numpy()[ok]]
     labels = [str(v) for v in runner.schema.labels]
@@ -46,9 +60,24 @@ def score(runner: Any, frame: pd.DataFrame, target: str) -> dict[str, Any]:
 def decide(
     challenger: dict[str, Any], champion: dict[str, Any] | None, metric: str, margin: float
 ) -> tuple[bool, str]:
-    """(promote?, why), on `metric` with `margin`."""
+    """(promote?, why), on `metric` with `margin`: higher is better, or for RMSE and MAE lower
+    (the challenger's must be at most the champion's minus the margin)."""
     if champion is None:
         return True, "no champion yet"
+    if metric not in challenger or metric not in champion:
+        known = ", ".join(k for k in challenger if k not in ("rows", "rows_refused"))
+        raise DataError(f"metric {metric!r} does not fit these models; they have {known}")
+    if metric in LOWER_IS_BETTER:
+        need = champion[metric] - margin
+        if challenger[metric] <= need:
+            return (
+                True,
+                f"{metric} {challenger[metric]:.4g} <= champion's {champion[metric]:.4g} - {margin:g}",
+            )
+        return (
+            False,
+            f"{metric} {challenger[metric]:.4g} > champion's {champion[metric]:.4g} - {margin:g}",
+        )
     need = champion[metric] + margin
     if challenger[metric] >= need:
         return (
@@ -84,9 +113,10 @@ def report(
         "champion": None if champion is None else {"version": champion[0], "metrics": champion[1]},
     }
     rows = [("challenger", *challenger)] + ([("champion", *champion)] if champion else [])
+    shown = REGRESSION_METRICS if "rmse" in challenger[1] else METRICS
     cells = "".join(
         f"<tr><th>{role}</th><td>{html.escape(version)}</td>"
-        + "".join(f"<td>{m[k]:.4f}</td>" for k in METRICS)
+        + "".join(f"<td>{m[k]:.4f}</td>" for k in shown)
         + f"<td>{m['rows']}</td></tr>"
         for role, version, m in rows
     )
@@ -98,7 +128,7 @@ def report(
 <h1>{html.escape(name)} {html.escape(challenger[0])}: {verdict}</h1>
 <p>{html.escape(why)} (metric {html.escape(metric)}, margin {margin:g}); evaluated on
 {html.escape(evaluated_on)}, {data["decided_at"]}.</p>
-<table><tr><th></th><th>version</th>{"".join(f"<th>{k}</th>" for k in METRICS)}<th>rows</th></tr>{cells}</table>
+<table><tr><th></th><th>version</th>{"".join(f"<th>{k}</th>" for k in shown)}<th>rows</th></tr>{cells}</table>
 </body></html>
 """
     return data, page

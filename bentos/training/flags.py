@@ -83,3 +83,24 @@ def add_balance_flags(
         help="how much each model's hold-out macro F1 must exceed always answering the majority "
         f"class (default: {min_lift})",
     )
+
+
+def add_task_flags(
+    parser: argparse.ArgumentParser, task: str | None = None, min_r2: float = 0.1
+) -> None:
+    """`--task` and `--min-r2`: what the target makes, and a regression's gate."""
+    parser.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        default=task,
+        help="what to predict: classes or a number (default: inferred from the target; a "
+        "number with fractions or over 20 distinct values is a regression)",
+    )
+    parser.add_argument(
+        "--min-r2",
+        type=float,
+        default=min_r2,
+        metavar="X",
+        help="regression: the R² on the hold-out rows each model must reach, the share of "
+        f"their variance explained beyond always answering the mean (default: {min_r2})",
+    )

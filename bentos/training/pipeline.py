@@ -41,6 +41,9 @@ class TrainConfig:
     class_weight: str = "auto"
     # How much each model's macro F1 must exceed the majority-class baseline's.
     min_lift: float = 0.05
+    task: str | None = None  # None: inferred from the target (bentos.schema.task)
+    # Regression: the share of the hold-out variance each model must explain beyond the mean's.
+    min_r2: float = 0.1
 
 
 @dataclass
@@ -73,8 +76,8 @@ def load(config: TrainConfig) -> data_mod.Dataset:
     if config.data:
         if not config.target:
             raise DataError("--data needs --target, the name of the label column")
-        return data_mod.load_table(config.data, config.target, config.kinds)
-    return data_mod.load_builtin(config.dataset, config.kinds)
+        return data_mod.load_table(config.data, config.target, config.kinds, config.task)
+    return data_mod.load_builtin(config.dataset, config.kinds, config.task)
 
 
 def held_out(config: TrainConfig) -> Any:
@@ -87,7 +90,7 @@ def held_out(config: TrainConfig) -> Any:
     _, test = train_test_split(
         np.arange(len(table)),
         test_size=config.test_size,
-        stratify=ds.target.to_numpy(),
+        stratify=None if ds.task == "regression" else ds.target.to_numpy(),
         random_state=config.seed,
     )
     return table.iloc[np.sort(test)].reset_index(drop=True)
@@ -122,12 +125,25 @@ def train(
     with step("Loading data"):
         ds = load(config)
     show(kinds_table(ds.columns))
-    labels, y = np.unique(ds.target.to_numpy(), return_inverse=True)
-    schema = FeatureSchema.from_training(ds.features, labels, str(ds.target.name), ds.columns)
+    show(f"Task: {ds.task} of {ds.target.name!r} ({ds.task_why})")
+    regression = ds.task == "regression"
+    if regression:
+        from bentos.schema.task import regression_target
+
+        labels, y = np.array([]), regression_target(ds.target, ds.source)
+    else:
+        labels, y = np.unique(ds.target.to_numpy(), return_inverse=True)
+    schema = FeatureSchema.from_training(
+        ds.features, labels, str(ds.target.name), ds.columns, task=ds.task
+    )
     x = features(ds)
     try:
         split = train_test_split(
-            x, y, test_size=config.test_size, stratify=y, random_state=config.seed
+            x,
+            y,
+            test_size=config.test_size,
+            stratify=None if regression else y,
+            random_state=config.seed,
         )
     except ValueError as exc:  # e.g. a class with one row cannot be stratified
         raise DataError(
@@ -136,7 +152,7 @@ def train(
     # The TFLite model's fill values come from the training rows, not the hold-out ones.
     schema = schema.with_dense(split[0])
     # "auto" decided once, from the labels: both models read the resolved setting.
-    weigh = balanced(config.class_weight, y)
+    weigh = False if regression else balanced(config.class_weight, y)
     config = replace(config, class_weight="balanced" if weigh else "none")
     if "tflite" in config.models:
         try:
@@ -153,6 +169,10 @@ def train(
     gate_failures: list[str] = []
     register: list[Callable[[dict[str, Any]], None]] = []  # run only once every gate passed
     trainers = {"rf": _forest, "tflite": _tflite}
+    if regression:
+        from bentos.training import regression as numbers
+
+        trainers = {"rf": numbers.forest, "tflite": numbers.network}
     for name in (m for m in MODELS if m in config.models):
         failures, action = trainers[name](config, schema, split, result, step)
         gate_failures += failures
@@ -163,7 +183,11 @@ def train(
         "schema": schema.to_dict(),
         "schema_sha256": schema.sha256(),
         "training_data": {"source": ds.source, "sha256": ds.sha256, "rows": len(x)},
-        "split": {"test_size": config.test_size, "seed": config.seed, "stratified": True},
+        "split": {
+            "test_size": config.test_size,
+            "seed": config.seed,
+            "stratified": not regression,
+        },
         "class_weight": "balanced" if weigh else "none",
         "python": platform.python_version(),
     }
@@ -219,7 +243,7 @@ def _forest(
         parity["rows_with_missing"] = int(np.isnan(x_test).any(axis=1).sum()) + len(knocked)
     # What the drift check compares served rows with: the training rows, and this model's
     # answers on the hold-out rows (bentos.monitoring.profile).
-    rf_reference = _reference(schema, x_train, proba)
+    rf_reference = reference_bytes(schema, x_train, proba)
     with step("Drawing the RandomForest's report"):
         rf_report = report.build(
             "RandomForest",
@@ -261,7 +285,7 @@ def _forest(
                 forest, meta, pkl, forms, lambda tag: rf_report.files(tag, common)
             )
             result.rf_tag = str(saved.tag)
-            result.reports[result.rf_tag] = _report_path(saved)
+            result.reports[result.rf_tag] = report_path(saved)
             result.rf_packed = meta["packed"]
             result.rf_size = meta["size_bytes"]
 
@@ -271,7 +295,6 @@ def _forest(
 def _tflite(
     config: TrainConfig, schema: FeatureSchema, split: Split, result: TrainResult, step: Step
 ) -> Trained:
-    from bentos import models
     from bentos.runners import TFLite
     from bentos.training import report, tflite
 
@@ -302,7 +325,7 @@ def _tflite(
         result.parity = par.to_dict()
         result.tflite_metrics = evaluate(y_test, proba.argmax(1), schema.labels)
         result.tflite_metrics["baseline"] = baseline(y_test, split[2], schema.labels)
-    lite_reference = _reference(schema, split[0], proba)
+    lite_reference = reference_bytes(schema, split[0], proba)
     with step("Drawing the TFLite model's report"):
         lite_report = report.build(
             "TFLite",
@@ -321,40 +344,60 @@ def _tflite(
     failures += [f"TFLite parity: {f}" for f in par.failures(config.quantize)]
 
     def register(common: dict[str, Any]) -> None:
-        tf = tflite.tensorflow()
-
-        meta = {
-            **common,
-            "metrics": result.tflite_metrics,
-            "quantization": config.quantize,
-            "size_bytes": len(content),
-            "float32_size_bytes": result.float32_size,
-            "parity": result.parity,
-            "tensorflow_version": tf.__version__,
-            "params": {"epochs": epochs, "hidden": [32, 16], "learning_rate": 0.01},
-            "tensors": lite.tensor_details(),
-        }
-        saved = models.register_tflite(
-            content,
-            meta,
-            lambda tag: lite_report.files(tag, common),
-            {models.REFERENCE_FILE: lite_reference},
-        )
-        result.tflite_tag = str(saved.tag)
-        result.reports[result.tflite_tag] = _report_path(saved)
+        register_tflite(result, config, common, content, lite, epochs, lite_report, lite_reference)
 
     return failures, register
 
 
-def _reference(schema: FeatureSchema, x_train: np.ndarray, proba: np.ndarray) -> bytes:
-    """The reference profile a model is registered with, as its file's bytes."""
+def register_tflite(
+    result: TrainResult,
+    config: TrainConfig,
+    common: dict[str, Any],
+    content: bytes,
+    lite: Any,
+    epochs: int,
+    lite_report: Any,
+    reference: bytes,
+    **extra: Any,
+) -> None:
+    """Register the TFLite model (a classifier's or a regression's, `extra` its own metadata)
+    once every gate passed."""
+    from bentos import models
+    from bentos.training import tflite
+
+    meta = {
+        **common,
+        "metrics": result.tflite_metrics,
+        "quantization": config.quantize,
+        "size_bytes": len(content),
+        "float32_size_bytes": result.float32_size,
+        "parity": result.parity,
+        "tensorflow_version": tflite.tensorflow().__version__,
+        "params": {"epochs": epochs, "hidden": [32, 16], "learning_rate": 0.01},
+        "tensors": lite.tensor_details(),
+        **extra,
+    }
+    saved = models.register_tflite(
+        content,
+        meta,
+        lambda tag: lite_report.files(tag, common),
+        {models.REFERENCE_FILE: reference},
+    )
+    result.tflite_tag = str(saved.tag)
+    result.reports[result.tflite_tag] = report_path(saved)
+
+
+def reference_bytes(schema: FeatureSchema, x_train: np.ndarray, answers: np.ndarray) -> bytes:
+    """The reference profile a model is registered with, as its file's bytes: `answers` are
+    the hold-out probabilities, or a regression's predictions."""
     from bentos.monitoring.profile import reference_profile
 
-    profile = reference_profile(schema, x_train, proba.argmax(1))
+    predicted = answers if schema.regression else answers.argmax(1)
+    profile = reference_profile(schema, x_train, predicted)
     return (json.dumps(profile, allow_nan=False, separators=(",", ":")) + "\n").encode()
 
 
-def _report_path(model: Any) -> str:
+def report_path(model: Any) -> str:
     """Where the store holds a registered model's report page (bentos.training.report)."""
     import bentoml
 

@@ -30,7 +30,7 @@ def promote(
     registry: Registry,
     *,
     eval_data: str | None,
-    metric: str,
+    metric: str | None,
     margin: float,
     log: Log,
     allow_schema_change: bool = False,
@@ -53,6 +53,7 @@ def promote(
     for tag in (t for t in (result.rf_tag, result.tflite_tag) if t):
         name, version = tag.split(":")
         runner = _runner(tag)
+        judged = metric or ("rmse" if runner.schema.regression else "f1_macro")
         challenger = score(runner, frame, target)
         pointer = registry.champion(name)
         champion, changed = None, []
@@ -67,7 +68,7 @@ def promote(
                 # The champion's columns are not in the new data: it cannot be judged on it.
                 log(event="champion_not_scored", model=name, error=str(exc))
         promoted, why = decide(
-            challenger, None if champion is None else champion[1], metric, margin
+            challenger, None if champion is None else champion[1], judged, margin
         )
         if changed:
             what = "schema differs from the champion's: " + "; ".join(changed)
@@ -78,7 +79,7 @@ def promote(
                 why = f"{why}; {what} (allowed by --allow-schema-change)"
         registry.push(tag, challenger)
         data, page = report(
-            name, (version, challenger), champion, metric, margin, promoted, why, evaluated_on
+            name, (version, challenger), champion, judged, margin, promoted, why, evaluated_on
         )
         registry.write_report(name, version, data, page)
         if promoted:

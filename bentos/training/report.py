@@ -81,7 +81,6 @@ class Report:
     def _page(self, tag: str, common: dict[str, Any]) -> str:
         e = _escape
         m = self.metrics
-        data = common.get("training_data", {})
         split = common.get("split", {})
         rows = "".join(
             f"<tr><th>{e(label)}</th>"
@@ -91,62 +90,19 @@ class Report:
             + "</tr>"
             for label in (str(v) for v in self.schema.labels)
         )
-        imp = self.importances
-        order = np.argsort(-imp.mean, kind="stable")
-        features = "".join(
-            f"<tr><th>{e(self.schema.matrix_names[i])}</th><td>{imp.mean[i]:.4f}</td>"
-            f"<td>{imp.std[i]:.4f}</td></tr>"
-            for i in order
-        )
-        parity = ""
-        if self.parity is not None:
-            cells = "".join(
-                f"<tr><th>{e(k)}</th><td>{e(_number(v))}</td></tr>"
-                for k, v in self.parity.figures.items()
-            )
-            parity = f"<h2>{e(self.parity.title)}</h2>\n<table>{cells}</table>\n"
-        pictures = "".join(
-            f'<figure><img src="{name}" alt="{e(_CAPTIONS[name])}">'
-            f"<figcaption>{e(self._caption(name))}</figcaption></figure>\n"
-            for name in self.pictures
-        )
-        note = f'<p class="note">{e(self.note)}</p>\n' if self.note else ""
-        return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{e(tag)}: training report</title>
-<style>
-body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;margin:.5em 0 1.5em}}
-td,th{{padding:.25em .8em;text-align:left;border-bottom:1px solid #ddd}}
-td{{font-variant-numeric:tabular-nums}}
-figure{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}}
-img{{max-width:100%}}
-.note{{background:#fff4d6;padding:.5em 1em}}
-</style></head><body>
-<h1>{e(self.title)} <code>{e(tag)}</code></h1>
+        captions = {name: self._caption(name) for name in self.pictures}
+        return f"""{page_head(tag, self.title)}
 <p>Hold-out accuracy <b>{m["accuracy"]:.4f}</b>, macro F1 <b>{m["f1_macro"]:.4f}</b>, on
 {int(m["n_test"])} rows held out of training (test size {e(split.get("test_size"))}, seed
 {e(split.get("seed"))}, stratified; class weights {e(common.get("class_weight", "none"))}).</p>
 {self._baseline()}
-{note}<h2>Training data</h2>
-<table>
-<tr><th>source</th><td>{e(data.get("source"))}</td></tr>
-<tr><th>sha256</th><td><code>{e(data.get("sha256"))}</code></td></tr>
-<tr><th>rows</th><td>{e(data.get("rows"))}</td></tr>
-<tr><th>target</th><td>{e(self.schema.target)}</td></tr>
-</table>
+{note_section(self.note)}{data_section(self.schema, common)}
 <h2>Per class</h2>
 <table><tr><th>class</th>{"".join(f"<th>{k}</th>" for k in _PER_CLASS)}<th>support</th>
 <th>ROC AUC</th><th>average precision</th></tr>
 {rows}</table>
-{parity}<h2>Pictures</h2>
-{pictures or "<p>(none)</p>"}
-<h2>Feature importances</h2>
-<p>{e(imp.method)}.</p>
-<table><tr><th>feature</th><th>importance</th><th>std</th></tr>
-{features}</table>
-</body></html>
-"""
+{parity_section(self.parity)}{pictures_section(captions, _CAPTIONS)}
+{importances_section(self.schema, self.importances)}"""
 
     def _baseline(self) -> str:
         base = self.metrics.get("baseline")
@@ -189,6 +145,93 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def page_head(tag: str, title: str) -> str:
+    """A report page's head and heading: the same look for every model's report."""
+    e = _escape
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{e(tag)}: training report</title>
+<style>
+body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}
+td,th{{padding:.25em .8em;text-align:left;border-bottom:1px solid #ddd}}
+td{{font-variant-numeric:tabular-nums}}
+figure{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}}
+img{{max-width:100%}}
+.note{{background:#fff4d6;padding:.5em 1em}}
+</style></head><body>
+<h1>{e(title)} <code>{e(tag)}</code></h1>"""
+
+
+def note_section(note: str) -> str:
+    return f'<p class="note">{_escape(note)}</p>\n' if note else ""
+
+
+def data_section(schema: FeatureSchema, common: dict[str, Any]) -> str:
+    e, data = _escape, common.get("training_data", {})
+    return f"""<h2>Training data</h2>
+<table>
+<tr><th>source</th><td>{e(data.get("source"))}</td></tr>
+<tr><th>sha256</th><td><code>{e(data.get("sha256"))}</code></td></tr>
+<tr><th>rows</th><td>{e(data.get("rows"))}</td></tr>
+<tr><th>target</th><td>{e(schema.target)}</td></tr>
+</table>"""
+
+
+def parity_section(parity: Parity | None) -> str:
+    if parity is None:
+        return ""
+    cells = "".join(
+        f"<tr><th>{_escape(k)}</th><td>{_escape(_number(v))}</td></tr>"
+        for k, v in parity.figures.items()
+    )
+    return f"<h2>{_escape(parity.title)}</h2>\n<table>{cells}</table>\n"
+
+
+def pictures_section(captions: dict[str, str], alts: dict[str, str]) -> str:
+    """The pictures (name -> caption), each with its plain description as alt text."""
+    shown = "".join(
+        f'<figure><img src="{name}" alt="{_escape(alts[name])}">'
+        f"<figcaption>{_escape(caption)}</figcaption></figure>\n"
+        for name, caption in captions.items()
+    )
+    return f"<h2>Pictures</h2>\n{shown or '<p>(none)</p>'}"
+
+
+def importances_section(schema: FeatureSchema, imp: Importances) -> str:
+    features = "".join(
+        f"<tr><th>{_escape(schema.matrix_names[i])}</th><td>{imp.mean[i]:.4f}</td>"
+        f"<td>{imp.std[i]:.4f}</td></tr>"
+        for i in np.argsort(-imp.mean, kind="stable")
+    )
+    return f"""<h2>Feature importances</h2>
+<p>{_escape(imp.method)}.</p>
+<table><tr><th>feature</th><th>importance</th><th>std</th></tr>
+{features}</table>
+</body></html>
+"""
+
+
+def png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def importances_png(title: str, schema: FeatureSchema, imp: Importances) -> bytes:
+    """The importances as bars, the top _TOP_FEATURES of them."""
+    from matplotlib.figure import Figure
+
+    order = np.argsort(-imp.mean, kind="stable")[:_TOP_FEATURES][::-1]
+    fig = Figure(figsize=(7, 1.5 + 0.3 * len(order)), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(range(len(order)), imp.mean[order], xerr=imp.std[order], color="tab:blue")
+    ax.set_yticks(range(len(order)), [schema.matrix_names[i] for i in order])
+    shown = "" if len(order) == len(imp.mean) else f" (top {len(order)} of {len(imp.mean)})"
+    ax.set(title=f"{title}: feature importances{shown}", xlabel=imp.measure)
+    return png(fig)
+
+
 def forest_importances(forest: Any) -> Importances:
     """A forest's impurity-based importances, with their spread over its trees."""
     per_tree = np.array([t.feature_importances_ for t in forest.estimators_])
@@ -210,21 +253,34 @@ def permutation_importances(
 ) -> Importances:
     """How much the hold-out accuracy drops when one feature's column is shuffled, for any
     model given as its probability function (the TFLite model as it is served)."""
-    rng = np.random.default_rng(seed)
-    base = float((predict_proba(x).argmax(1) == y).mean())
-    drops = np.empty((x.shape[1], repeats))
-    for j in range(x.shape[1]):
-        shuffled = x.copy()
-        for r in range(repeats):
-            shuffled[:, j] = rng.permutation(x[:, j])
-            drops[j, r] = base - float((predict_proba(shuffled).argmax(1) == y).mean())
+
+    def loss(m: np.ndarray) -> float:
+        return -float((predict_proba(m).argmax(1) == y).mean())
+
+    mean, std = permuted_growth(loss, x, repeats, seed)
     return Importances(
-        drops.mean(axis=1),
-        drops.std(axis=1),
+        mean,
+        std,
         "drop in hold-out accuracy when shuffled",
         f"permutation importance: the drop in hold-out accuracy when the feature is shuffled "
         f"(mean and std over {repeats} shuffles)",
     )
+
+
+def permuted_growth(
+    loss: Callable[[np.ndarray], float], x: np.ndarray, repeats: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, how much `loss` grows when its column is shuffled: mean and std over
+    `repeats` shuffles."""
+    rng = np.random.default_rng(seed)
+    base = loss(x)
+    growth = np.empty((x.shape[1], repeats))
+    for j in range(x.shape[1]):
+        shuffled = x.copy()
+        for r in range(repeats):
+            shuffled[:, j] = rng.permutation(x[:, j])
+            growth[j, r] = loss(shuffled) - base
+    return growth.mean(axis=1), growth.std(axis=1)
 
 
 def build(
@@ -275,12 +331,6 @@ def _draw(report: Report, y: np.ndarray, proba: np.ndarray) -> dict[str, bytes]:
 
     labels = [str(v) for v in report.schema.labels]
     n = len(labels)
-
-    def png(fig: Any) -> bytes:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-        return buf.getvalue()
-
     pictures: dict[str, bytes] = {}
 
     side = min(4 + 0.5 * n, 16)
@@ -322,15 +372,7 @@ def _draw(report: Report, y: np.ndarray, proba: np.ndarray) -> dict[str, bytes]:
             ax.legend(loc="lower right" if name == ROC else "lower left", fontsize="small")
         pictures[name] = png(fig)
 
-    imp = report.importances
-    order = np.argsort(-imp.mean, kind="stable")[:_TOP_FEATURES][::-1]
-    fig = Figure(figsize=(7, 1.5 + 0.3 * len(order)), layout="constrained")
-    ax = fig.subplots()
-    ax.barh(range(len(order)), imp.mean[order], xerr=imp.std[order], color="tab:blue")
-    ax.set_yticks(range(len(order)), [report.schema.matrix_names[i] for i in order])
-    shown = "" if len(order) == len(imp.mean) else f" (top {len(order)} of {len(imp.mean)})"
-    ax.set(title=f"{report.title}: feature importances{shown}", xlabel=imp.measure)
-    pictures[IMPORTANCES] = png(fig)
+    pictures[IMPORTANCES] = importances_png(report.title, report.schema, report.importances)
 
     par = report.parity
     if par is not None and par.proba is not None:

@@ -109,7 +109,8 @@ def test_grpc_raw_contents_must_be_one_entry_per_input():
 
 def test_outputs_encode_as_json_or_little_endian_binary():
     proba = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5]], dtype=np.float32)
-    outs = v2.outputs(proba, [("label", False), ("probabilities", True)])
+    classifier = FeatureSchema.from_training(load_builtin("iris").features, list("abc"), "species")
+    outs = v2.outputs(proba, [("label", False), ("probabilities", True)], classifier)
     content, headers = v2.rest_response("rf", "abc", "req-1", outs)
     head_len = int(headers["Inference-Header-Content-Length"])
     head = json.loads(content[:head_len])
@@ -129,8 +130,23 @@ def test_outputs_encode_as_json_or_little_endian_binary():
 
 def test_unknown_outputs_are_refused_naming_what_the_model_gives():
     request = {"inputs": [_tensor(data=[0] * 8)], "outputs": [{"name": "logits"}]}
-    with pytest.raises(InputError, match="unknown output 'logits'; the model gives label"):
+    with pytest.raises(InputError, match="unknown output 'logits'; a model gives label"):
         v2.rest_request(orjson.dumps(request), None)
+
+
+def test_a_regression_answers_its_number_and_refuses_a_classifier_s_outputs():
+    iris = load_builtin("iris").features
+    regression = FeatureSchema.from_training(iris, [], "petal_width", task="regression")
+    answers = np.array([[1.5, 0.25], [0.5, 0.0]], dtype=np.float32)
+    everything = v2.outputs(answers, [("*", False)], regression)
+    assert [(o.name, o.datatype, o.array.tolist()) for o in everything] == [
+        ("prediction", "FP32", [1.5, 0.5]),
+        ("spread", "FP32", [0.25, 0.0]),
+    ]
+    without_spread = v2.outputs(answers[:, :1], [("*", False)], regression)
+    assert [o.name for o in without_spread] == ["prediction"]
+    with pytest.raises(InputError, match="output 'label': this model gives prediction, spread"):
+        v2.outputs(answers, [("label", False)], regression)
 
 
 def test_datatypes_decode_the_same_and_refuse_the_same_every_time():
