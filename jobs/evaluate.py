@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logs.event(log, "push_failed", f"pushgateway {settings.pushgateway}: {exc}")
     brief = {k: v for k, v in summary.items() if k != "models"}
     brief["models"] = {
-        tag: {k: m[k] for k in ("rows", "accuracy", "f1_macro", "holdout", "judged", "fell")}
+        tag: {k: m[k] for k in ("rows", *m["metrics"], "holdout", "judged", "fell")}
         for tag, m in summary["models"].items()
     }
     failed = retrain(args, "accuracy", until, brief) if summary["fell"] else None
@@ -169,8 +169,9 @@ def gauges(summary: dict[str, Any], until: datetime) -> Any:
         name, _, version = tag.partition(":")
         rows.labels(name, version).set(m["rows"])
         fell.labels(name, version).set(int(bool(m["fell"])))
-        for metric in ("accuracy", "f1_macro"):
-            served.labels(name, version, metric).set(m[metric])
+        for metric in m["metrics"]:
+            if m[metric] is not None:
+                served.labels(name, version, metric).set(m[metric])
             if m["holdout"][metric] is not None:
                 holdout.labels(name, version, metric).set(m["holdout"][metric])
     last.set(until.timestamp())

@@ -227,19 +227,33 @@ def _draw(
 
     pictures: dict[str, bytes] = {}
     pred = reference["prediction"]
-    codes = label_codes(predicted, len(pred["labels"]))
     out = result["prediction"]
-    pictures[PREDICTION] = picture(
-        _title("predictions", out),
-        out["drifted"],
-        [str(v) for v in schema.labels],
-        (
-            np.asarray(pred["shares"]),
-            np.bincount(codes, minlength=len(pred["labels"])) / max(len(codes), 1),
-        ),
-        (f"hold-out ({pred['rows']:,} rows)", f"window ({len(codes):,} rows)"),
-        overlaid=False,
-    )
+    if schema.regression:  # the numbers answered, on the hold-out predictions' quantile bins
+        values = present(np.asarray(predicted, dtype=np.float64).reshape(-1))
+        pictures[PREDICTION] = picture(
+            _title("predictions", out),
+            out["drifted"],
+            _bin_names(pred["edges"]),
+            (
+                np.asarray(pred["shares"]),
+                bin_counts(values, pred["edges"]) / max(len(values), 1),
+            ),
+            (f"hold-out ({pred['rows']:,} rows)", f"window ({len(values):,} rows)"),
+            overlaid=False,
+        )
+    else:
+        codes = label_codes(predicted, len(pred["labels"]))
+        pictures[PREDICTION] = picture(
+            _title("predictions", out),
+            out["drifted"],
+            [str(v) for v in schema.labels],
+            (
+                np.asarray(pred["shares"]),
+                np.bincount(codes, minlength=len(pred["labels"])) / max(len(codes), 1),
+            ),
+            (f"hold-out ({pred['rows']:,} rows)", f"window ({len(codes):,} rows)"),
+            overlaid=False,
+        )
     for j, spec in enumerate(specs):
         profile, out = reference["features"][spec.name], result["features"][spec.name]
         values = present(matrix[:, j])

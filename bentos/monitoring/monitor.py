@@ -84,11 +84,14 @@ def windows(table: pa.Table, schemas: dict[str, Any]) -> list[ModelWindow]:
                 frame[name] = None
         matrix, reasons = schema.validate_frame(frame)
         ok = np.array([r is None for r in reasons], dtype=bool)
-        index = {str(label): i for i, label in enumerate(schema.labels)}
-        predicted = np.array(
-            [index.get(p, -1) for p in mine.column("prediction").to_pylist()], dtype=np.int64
-        )
-        ok &= predicted >= 0
+        answers = mine.column("prediction").to_pylist()
+        if schema.regression:  # the number answered, as text
+            predicted = pd.to_numeric(pd.Series(answers), errors="coerce").to_numpy(np.float64)
+            ok &= np.isfinite(predicted)
+        else:
+            index = {str(label): i for i, label in enumerate(schema.labels)}
+            predicted = np.array([index.get(p, -1) for p in answers], dtype=np.int64)
+            ok &= predicted >= 0
         out.append(ModelWindow(tag, matrix[ok], predicted[ok], len(frame), int((~ok).sum())))
     return out
 

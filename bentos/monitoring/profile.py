@@ -129,7 +129,8 @@ def prediction_profile(
     if schema.regression:
         values = np.asarray(predicted, np.float64).reshape(-1)
         rng = rng or np.random.default_rng(0)
-        return {"kind": "numeric", "rows": len(values), **_numeric(values, rng, SAMPLE)}
+        summary = _numeric(values, rng, SAMPLE)
+        return {"kind": "numeric", "rows": len(values), "count": len(values), **summary}
     labels = list(schema.labels)
     codes = label_codes(predicted, len(labels))
     return {
@@ -166,6 +167,17 @@ def _numeric(values: np.ndarray, rng: np.random.Generator, sample: int) -> dict[
         # Rounded: a KS test does not notice the 7th digit, and the JSON is half the size.
         "sample": [float(f"{v:.{_DIGITS}g}") for v in np.sort(picked)],
     }
+
+
+def significant(values: np.ndarray) -> np.ndarray:
+    """`values` rounded to the sample's significant digits (_DIGITS), vectorized: the same
+    function on both sides of a comparison gives the same float for the same rounded number,
+    whichever side was rounded before."""
+    values = np.asarray(values, dtype=np.float64)
+    nonzero = values != 0
+    magnitude = np.floor(np.log10(np.abs(np.where(nonzero, values, 1.0))))
+    factor = 10.0 ** (_DIGITS - 1 - magnitude)
+    return np.where(nonzero, np.round(values * factor) / factor, 0.0)
 
 
 def _shares(counts: np.ndarray) -> list[float]:

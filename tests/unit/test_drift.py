@@ -382,3 +382,18 @@ def test_the_small_count_test_raises_no_false_alarm_on_windows_like_the_referenc
         used[result["statistics"]["chi_square"]["method"]] += 1
     assert flagged <= 4  # 2% of 200
     assert used[method] >= 195  # the test these counts call for decides (nearly) every window
+
+
+def test_a_numeric_feature_of_a_few_unrounded_values_is_not_drift_against_itself():
+    """The reference's sample keeps six significant digits: a window of the very values it was
+    drawn from (0.0506801187..., scikit-learn's scaled diabetes `sex`) must compare equal, not
+    differ at every step of the distribution (it did: KS p = 1.6e-24)."""
+    values = np.array([0.0506801187398187, -0.044641636506989])
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"sex": values[rng.integers(0, 2, 300)]})
+    schema = FeatureSchema.from_training(frame, [0, 1], "y")
+    matrix = frame.to_numpy(dtype=np.float64)
+    reference = reference_profile(schema, matrix, np.zeros(300, dtype=np.int64))
+    window = values[rng.integers(0, 2, 200)].reshape(-1, 1)
+    result = check_drift(reference, schema, window, np.zeros(200, dtype=np.int64))
+    assert result["drifted"] == [], result["features"]["sex"]["reason"]
