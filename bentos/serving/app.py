@@ -112,10 +112,7 @@ async def predict_json(
 ) -> Response:
     """The JSON API: {"instances": [...]} in, predictions and probabilities out (a
     regression: predictions, and with `spread` the forest's trees' spread per row)."""
-    unknown: dict[str, int] = {}
-    parsed = parse_json(body)
-    x = model.runner.schema.validate_body(parsed, core.settings.max_rows, unknown)
-    core.counted(model, unknown)
+    # Refused before the body is read into rows: nothing it holds could make it answerable.
     if spread and not (model.runner.schema.regression and model.runner.spread):
         raise InputError(
             f"spread: only a regression forest's answers have one (its trees' spread); "
@@ -123,6 +120,10 @@ async def predict_json(
             f"{'forest' if model.runner.spread else 'network'}",
             [(None, "spread", "not available")],
         )
+    unknown: dict[str, int] = {}
+    parsed = parse_json(body)
+    x = model.runner.schema.validate_body(parsed, core.settings.max_rows, unknown)
+    core.counted(model, unknown)
     proba = await core.infer(model, x)
     predictions = model.runner.labels_for(proba)
     # The body as received (it validated whole): the log keeps it as it is (predlog).
@@ -144,6 +145,8 @@ _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", 
 
 def _flag(request: Request, name: str) -> bool:
     """A yes/no query parameter; a 400 naming it for any other value."""
+    if not request.scope.get("query_string"):  # most requests: no query to parse
+        return False
     value = request.query_params.get(name)
     if value is None or value.lower() in _FALSE:
         return False
