@@ -75,7 +75,7 @@ train: $(BIN)/.installed
 	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentos train
 
 test: $(BIN)/.installed $(TOOLS)/.installed packages lint
-	$(BIN)/python -m pytest --ignore=tests/image --durations=15
+	$(BIN)/python -m pytest --ignore=tests/image -n 2 --dist loadfile --durations=15
 
 # The image tests (tests/image): build the Bento's image with a real container engine from fresh
 # models, and run each container of the prod overlay in it as the kubelet would. On a machine

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+_PORTS = random.SystemRandom()
 
 
 def free_port() -> int:
@@ -30,7 +31,9 @@ def free_port() -> int:
     failed on exactly that. Ports below the range are never picked so."""
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(1000):
-        port = random.randrange(low // 2, low)
+        # From the OS, not the module's generator: tests seed that one (hypothesis does), and
+        # two of the suite's workers (pytest -n 2) then drew the same ports in the same order.
+        port = _PORTS.randrange(low // 2, low)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
