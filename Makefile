@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 
 TOOLS := $(VENV)/tools
 
-.PHONY: run test test-image test-slow lint format train bento image image-train tools packages lock python-version test-python313 clean
+.PHONY: run test test-image test-edge test-slow lint format train bento image image-train tools packages lock python-version test-python313 clean
 
 # The Pythons the lock covers (pyproject.toml's requires-python): make stops with one line when
 # $(PYTHON) is another, before it builds anything.
@@ -75,7 +75,7 @@ train: $(BIN)/.installed
 	BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentos train
 
 test: $(BIN)/.installed $(TOOLS)/.installed packages lint
-	$(BIN)/python -m pytest --ignore=tests/image -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest --ignore=tests/image --ignore=tests/edge -n 2 --dist loadfile --durations=15
 
 # The image tests (tests/image): build the Bento's image with a real container engine from fresh
 # models, and run each container of the prod overlay in it as the kubelet would. On a machine
@@ -84,6 +84,14 @@ test: $(BIN)/.installed $(TOOLS)/.installed packages lint
 test-image: $(BIN)/.installed
 	tests/image/engine.sh
 	$(BIN)/python -m pytest tests/image
+
+# The edge bundle on an arm64 device (tests/edge): Debian bookworm's arm64 Python with the lock's
+# numpy and ai-edge-litert, under qemu's user-mode emulation. tests/edge/arm64.sh (as root, like
+# test-image) installs qemu-user-static and debootstrap when missing and builds the arm64 root
+# once per machine (/var/cache/bentos-edge/arm64).
+test-edge: $(BIN)/.installed
+	tests/edge/arm64.sh
+	$(BIN)/python -m pytest tests/edge
 
 # The suite's core on Debian 13's python3.13, the newest Python the lock covers, in a container
 # built from Debian's packages (tests/python.sh says which tests; as root, like test-image).
