@@ -158,6 +158,18 @@ def test_python_m_bentos_trains_on_a_parquet_file_and_prints_a_summary(trained, 
     assert rf.info.metadata["training_data"]["source"] == str(path)
 
 
+def test_the_readme_s_regression_command_registers_both_models_with_its_defaults(trained, capsys):
+    # `bentos train --dataset diabetes`, as the README shows it: no --epochs. The network once
+    # overfitted these 353 training rows to a hold-out R² below zero and nothing was registered.
+    before = _tags()
+    assert main(["train", "--dataset", "diabetes"]) == 0, capsys.readouterr().err
+    added = _tags() - before
+    assert {t.split(":")[0] for t in added} == {"rf-classifier", "tflite-classifier"}
+    for tag in added:
+        metrics = bentoml.models.get(tag).info.metadata["metrics"]
+        assert metrics["r2"] >= 0.1 and metrics["rmse"] < metrics["baseline"]["rmse"], tag
+
+
 def test_failed_gate_exits_3(trained, capsys):
     before = _tags()
     assert main(["train", "--min-accuracy", "0.999", "--n-estimators", "5", "--epochs", "5"]) == 3
