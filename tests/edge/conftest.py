@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from bentos.edge import export_edge
+from bentos.training.data import load_builtin
+from bentos.training.pipeline import TrainConfig, train
+from tests.support import FAST
+
 ROOT = Path(__file__).resolve().parents[2]
 # A Raspberry Pi 4's CPU (the root's proc/cpuinfo says the same, arm64.sh): without -cpu, qemu
 # emulates every arm64 extension it knows (SVE, SME), which no Pi has, and LiteRT's XNNPACK
@@ -55,3 +60,21 @@ def on_arm64(arm64_root: Path) -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return run
+
+
+def bundle_of(tmp_path_factory, config: TrainConfig, rows) -> tuple[Path, Path]:
+    """The exported folder of a TFLite model trained with `config`, and a CSV of `rows`."""
+    folder = tmp_path_factory.mktemp("edge")
+    result = train(config)
+    export_edge(folder / "bundle", result.tflite_tag)
+    rows.to_csv(folder / "rows.csv", index=False)
+    return folder / "bundle", folder / "rows.csv"
+
+
+ONLY_TFLITE = {"models": ("tflite",)}
+
+
+@pytest.fixture(scope="session")
+def dynamic_bundle(tmp_path_factory) -> tuple[str, Path, Path]:
+    config = TrainConfig(quantize="dynamic", **FAST, **ONLY_TFLITE)
+    return ("dynamic", *bundle_of(tmp_path_factory, config, load_builtin("iris").features))

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bentos.edge import export_edge
 from bentos.training.data import load_builtin
-from bentos.training.pipeline import TrainConfig, train
+from bentos.training.pipeline import TrainConfig
+from tests.edge.conftest import ONLY_TFLITE, bundle_of
 from tests.support import FAST
 from tests.support.tables import TITANIC
 
@@ -35,28 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "edge_predict.py"
 
 
-def _bundle(tmp_path_factory, config: TrainConfig, rows) -> tuple[Path, Path]:
-    """The exported folder of a TFLite model trained with `config`, and a CSV of `rows`."""
-    folder = tmp_path_factory.mktemp("edge")
-    result = train(config)
-    export_edge(folder / "bundle", result.tflite_tag)
-    rows.to_csv(folder / "rows.csv", index=False)
-    return folder / "bundle", folder / "rows.csv"
-
-
-ONLY_TFLITE = {"models": ("tflite",)}
-
-
-@pytest.fixture(scope="module")
-def dynamic_bundle(tmp_path_factory) -> tuple[str, Path, Path]:
-    config = TrainConfig(quantize="dynamic", **FAST, **ONLY_TFLITE)
-    return ("dynamic", *_bundle(tmp_path_factory, config, load_builtin("iris").features))
-
-
 @pytest.fixture(scope="module", params=["dynamic", "float16", "int8", "titanic", "diabetes"])
 def bundle(request, tmp_path_factory) -> tuple[str, Path, Path]:
     kind = request.param
-    only_tflite = ONLY_TFLITE
     if kind == "dynamic":
         return request.getfixturevalue("dynamic_bundle")
     if kind == "titanic":
@@ -64,17 +45,17 @@ def bundle(request, tmp_path_factory) -> tuple[str, Path, Path]:
         folder = tmp_path_factory.mktemp("titanic")
         frame.to_csv(folder / "table.csv", index=False)
         config = TrainConfig(
-            data=str(folder / "table.csv"), target=TITANIC.target, epochs=20, **only_tflite
+            data=str(folder / "table.csv"), target=TITANIC.target, epochs=20, **ONLY_TFLITE
         )
         rows = frame.drop(columns=[TITANIC.target]).head(300).copy()
         rows.loc[rows.index[:5], "passengerClass"] = "4th"  # a class never seen in training
     elif kind == "diabetes":
-        config = TrainConfig(dataset="diabetes", epochs=60, **only_tflite)
+        config = TrainConfig(dataset="diabetes", epochs=60, **ONLY_TFLITE)
         rows = load_builtin("diabetes").features
     else:
-        config = TrainConfig(quantize=kind, **FAST, **only_tflite)
+        config = TrainConfig(quantize=kind, **FAST, **ONLY_TFLITE)
         rows = load_builtin("iris").features
-    return (kind, *_bundle(tmp_path_factory, config, rows))
+    return (kind, *bundle_of(tmp_path_factory, config, rows))
 
 
 def _printed(text: str) -> tuple[list[str], list[str], np.ndarray]:
