@@ -1,6 +1,7 @@
-"""The arm64 device of the edge tests: Debian bookworm's Python 3.11 for arm64 with numpy and
-ai-edge-litert's aarch64 wheels, run under qemu's user-mode emulation (tests/edge/arm64.sh
-builds it, once per machine; `make test-edge` runs it as root first)."""
+"""The edge tests' bundles (exported once a session) and devices: Debian bookworm's Python 3.11
+for arm64 with numpy and ai-edge-litert's aarch64 wheels, run under qemu's user-mode emulation
+(tests/edge/arm64.sh builds it, once per machine; `make test-edge` runs it as root first), and
+the C++ consumer (examples/edge_predict.cpp, built by tests/edge/cpp.sh)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 
 from bentos.edge import export_edge
 from bentos.training.data import load_builtin
 from bentos.training.pipeline import TrainConfig, train
 from tests.support import FAST
+from tests.support.tables import TITANIC, Table
 
 ROOT = Path(__file__).resolve().parents[2]
 # A Raspberry Pi 4's CPU (the root's proc/cpuinfo says the same, arm64.sh): without -cpu, qemu
@@ -62,19 +66,65 @@ def on_arm64(arm64_root: Path) -> Callable[..., subprocess.CompletedProcess]:
     return run
 
 
-def bundle_of(tmp_path_factory, config: TrainConfig, rows) -> tuple[Path, Path]:
-    """The exported folder of a TFLite model trained with `config`, and a CSV of `rows`."""
-    folder = tmp_path_factory.mktemp("edge")
-    result = train(config)
-    export_edge(folder / "bundle", result.tflite_tag)
-    rows.to_csv(folder / "rows.csv", index=False)
-    return folder / "bundle", folder / "rows.csv"
-
-
 ONLY_TFLITE = {"models": ("tflite",)}
+ECONOMICS = Table("ggplot2", "economics", "unemploy")  # an ISO date a row: date parts
+
+
+def _table(folder: Path, table: Table, **changes: Any) -> tuple[dict[str, Any], pd.DataFrame]:
+    frame = table.frame()
+    frame.to_csv(folder / "table.csv", index=False)
+    config = {"data": str(folder / "table.csv"), "target": table.target, **changes}
+    return config, frame.drop(columns=[table.target])
+
+
+def _kind(kind: str, folder: Path) -> tuple[TrainConfig, pd.DataFrame]:
+    """What each bundle of the edge tests is trained with, and the rows it is run on."""
+    if kind in ("dynamic", "float16", "int8"):  # iris, in each quantization mode
+        config = TrainConfig(quantize=kind, **FAST, **ONLY_TFLITE)
+        return config, load_builtin("iris").features
+    if kind == "titanic":  # text categories, a fifth of the ages missing
+        config, rows = _table(folder, TITANIC, epochs=20)
+        rows = rows.head(300).copy()
+        rows.loc[rows.index[:5], "passengerClass"] = "4th"  # a class never seen in training
+        return TrainConfig(**config, **ONLY_TFLITE), rows
+    if kind == "diabetes":  # a regression
+        return TrainConfig(dataset="diabetes", epochs=60, **ONLY_TFLITE), load_builtin(
+            "diabetes"
+        ).features
+    if kind == "economics":  # a regression with a date column
+        config, rows = _table(folder, ECONOMICS, epochs=60)
+        return TrainConfig(**config, **ONLY_TFLITE), rows
+    raise ValueError(kind)
 
 
 @pytest.fixture(scope="session")
-def dynamic_bundle(tmp_path_factory) -> tuple[str, Path, Path]:
-    config = TrainConfig(quantize="dynamic", **FAST, **ONLY_TFLITE)
-    return ("dynamic", *bundle_of(tmp_path_factory, config, load_builtin("iris").features))
+def edge_bundle(tmp_path_factory) -> Callable[[str], tuple[Path, Path]]:
+    """`edge_bundle(kind)`: the folder `bentos export-edge` wrote for a TFLite model of `kind`
+    (trained once a session) and a CSV of rows to run it on."""
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def get(kind: str) -> tuple[Path, Path]:
+        if kind not in made:
+            folder = tmp_path_factory.mktemp(kind)
+            config, rows = _kind(kind, folder)
+            export_edge(folder / "bundle", train(config).tflite_tag)
+            rows.to_csv(folder / "rows.csv", index=False)
+            made[kind] = folder / "bundle", folder / "rows.csv"
+        return made[kind]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def cpp_program(tmp_path_factory) -> Path:
+    """examples/edge_predict.cpp, built here by tests/edge/cpp.sh (g++ and Arm NN 20.08)."""
+    program = tmp_path_factory.mktemp("cpp") / "edge_predict"
+    proc = subprocess.run(
+        [str(ROOT / "tests" / "edge" / "cpp.sh"), str(program)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return program

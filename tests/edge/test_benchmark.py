@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_edge_benchmark_measures_memory_and_latency_of_an_exported_bundle(dynamic_bundle):
-    _, folder, rows = dynamic_bundle
+def test_the_edge_benchmark_measures_memory_and_latency_of_an_exported_bundle(edge_bundle):
+    folder, rows = edge_bundle("dynamic")
     probe = ["--probe", str(folder), str(rows)]
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.edge", "--calls", "50", *probe],

@@ -1,0 +1,89 @@
+"""The second consumer of the edge bundle: examples/edge_predict.cpp, C++ on Arm NN (what Arm
+boards run, without Python), built here with Debian's g++ and Arm NN 20.08, reading the same
+folder and CSV as the Python example and printing the same answers: the same labels, each
+probability within 2e-6 (Arm NN's reference kernels sum in another order than LiteRT's
+XNNPACK; a regression's number within a millionth of the largest), the same messages for unknown
+categories and bad cells, and the same refusal of a tampered model. Arm NN 20.08's parser reads
+float32 models only (the default `--quantize dynamic` of these small networks): a float16 or
+int8 bundle is refused by name."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.edge.answers import assert_same_answers, messages, python_here, tampered
+
+
+def _run(program: Path, folder: Path, rows: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(program), str(folder), str(rows)], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "titanic", "diabetes", "economics"])
+def test_cpp_prints_what_the_python_example_prints_for_the_same_rows(
+    kind, edge_bundle, cpp_program
+):
+    folder, rows = edge_bundle(kind)
+    want = python_here(folder, rows)
+    assert want.returncode == 0, want.stderr
+    got = _run(cpp_program, folder, rows)
+    assert got.returncode == 0, got.stderr
+    assert messages(got.stderr) == messages(
+        want.stderr
+    )  # the same unknown-category counts, nothing else
+    assert_same_answers(folder, got.stdout, want.stdout)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("passengerClass", None), ("age", "old"), ("age", "inf")],
+    ids=["a missing column", "text in a number", "an infinite number"],
+)
+def test_cpp_refuses_bad_input_as_the_python_example_does(
+    column, value, edge_bundle, cpp_program, tmp_path
+):
+    folder, rows = edge_bundle("titanic")
+    frame = pd.read_csv(rows, dtype=str, keep_default_na=False)
+    if value is None:
+        frame = frame.drop(columns=[column])
+    else:
+        frame.loc[3, column] = value
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    want = python_here(folder, bad)
+    got = _run(cpp_program, folder, bad)
+    assert want.returncode == got.returncode == 2
+    assert got.stdout == want.stdout == ""
+    assert messages(got.stderr) == messages(want.stderr)
+
+
+def test_cpp_refuses_a_dates_cell_that_is_not_a_date(edge_bundle, cpp_program, tmp_path):
+    folder, rows = edge_bundle("economics")
+    frame = pd.read_csv(rows, dtype=str, keep_default_na=False)
+    frame.loc[5, "date"] = frame.loc[5, "date"].replace("-", "/")  # 1967/12/01
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    want, got = python_here(folder, bad), _run(cpp_program, folder, bad)
+    assert want.returncode == got.returncode == 2
+    assert "expected an ISO-8601 date" in got.stderr
+    assert messages(got.stderr) == messages(want.stderr)
+
+
+def test_cpp_refuses_a_tampered_bundle(edge_bundle, cpp_program, tmp_path):
+    folder, rows = edge_bundle("dynamic")
+    proc = _run(cpp_program, tampered(folder, tmp_path), rows)
+    assert proc.returncode == 4 and proc.stdout == ""
+    assert "sha256 does not match model.json; refusing to run it" in proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["float16", "int8"])
+def test_cpp_names_the_modes_arm_nn_cannot_run(mode, edge_bundle, cpp_program):
+    folder, rows = edge_bundle(mode)
+    proc = _run(cpp_program, folder, rows)
+    assert proc.returncode == 4 and proc.stdout == ""
+    assert f"a {mode} model; Arm NN 20.08 runs float32 models only" in proc.stderr
