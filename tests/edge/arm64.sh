@@ -28,6 +28,10 @@ ROOT=${BENTOS_EDGE_ROOT:-/var/cache/bentos-edge/arm64}
 MIRROR=${BENTOS_EDGE_MIRROR:-http://deb.debian.org/debian}
 # The device's Python: Debian bookworm's, as Raspberry Pi OS (bookworm, 64-bit) has it.
 PYTHON_PACKAGES=python3.11-minimal,libpython3.11-minimal,libpython3.11-stdlib
+# What examples/edge_predict.cpp links and loads on the device (tests/edge/cpp.sh cross-builds it
+# against these): Arm NN with its TfLite parser and its NEON (CpuAcc) and reference backends,
+# OpenSSL's libcrypto, nlohmann/json's headers.
+CPP_PACKAGES=libarmnn-dev,libarmnntfliteparser-dev,libarmnn-cpuacc-backend22,libarmnn-cpuref-backend22,libssl-dev,nlohmann-json3-dev
 # What examples/edge_predict.py imports, and what they import, as in the lock.
 EDGE_PACKAGES="ai-edge-litert numpy backports-strenum flatbuffers tqdm typing-extensions protobuf ml-dtypes"
 
@@ -47,18 +51,20 @@ fi
 # without running any; the rest (python3.11's) are unpacked here with dpkg-deb, which runs
 # nothing of theirs either. Their maintainer scripts only byte-compile and register
 # alternatives, which the tests do not need.
-if [ ! -f "$ROOT/.bentos-root" ]; then
+# The stamp names the packages: a root built with other ones is built again.
+STAMP="$PYTHON_PACKAGES,$CPP_PACKAGES"
+if [ "$(cat "$ROOT/.bentos-root" 2>/dev/null)" != "$STAMP" ]; then
   [ "$(id -u)" = 0 ] || { say "needs root to build $ROOT"; exit 1; }
   say "building an arm64 Debian bookworm root in $ROOT (once)"
   rm -rf "$ROOT"
   mkdir -p "$ROOT"
-  debootstrap --arch=arm64 --foreign --variant=minbase --include="$PYTHON_PACKAGES" \
+  debootstrap --arch=arm64 --foreign --variant=minbase --include="$PYTHON_PACKAGES,$CPP_PACKAGES" \
     bookworm "$ROOT" "$MIRROR" >"$ROOT.log" 2>&1 || { tail -20 "$ROOT.log" >&2; exit 1; }
   for deb in "$ROOT"/var/cache/apt/archives/*.deb; do
     dpkg-deb -x "$deb" "$ROOT"
   done
   mkdir -p "$ROOT/proc"
-  touch "$ROOT/.bentos-root"
+  echo "$STAMP" >"$ROOT/.bentos-root"
 fi
 
 # The device's CPU as it reports itself (rewritten each run: the count follows this machine's).

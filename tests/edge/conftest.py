@@ -40,30 +40,26 @@ def arm64_root() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def _qemu(root: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run the arm64 program `argv[0]` on the device: qemu-aarch64-static, emulating a Pi 4's CPU,
+    with the root as the prefix of every absolute path the program opens (-L), so it loads the
+    root's arm64 libc and libraries."""
+    return subprocess.run(
+        ["qemu-aarch64-static", "-cpu", CPU, "-L", str(root), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), **env},
+    )
+
+
 @pytest.fixture(scope="session")
 def on_arm64(arm64_root: Path) -> Callable[..., subprocess.CompletedProcess]:
-    """Run `python3.11 ARGS...` on the arm64 device: the interpreter is Debian's arm64 binary,
-    started by qemu-aarch64-static, emulating a Pi 4's CPU, with the root as the prefix of every absolute path it opens
-    (-L), so it loads the root's arm64 libc and standard library and the aarch64 wheels."""
-    python = arm64_root / "usr" / "bin" / "python3.11"
-
-    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": "/opt/bentos-edge/site",  # under the root, through -L
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "HOME": os.environ.get("HOME", "/root"),
-        }
-        return subprocess.run(
-            ["qemu-aarch64-static", "-cpu", CPU, "-L", str(arm64_root), str(python), *args],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-            cwd=cwd,
-        )
-
-    return run
+    """Run `python3.11 ARGS...` on the arm64 device: Debian's arm64 interpreter, its standard
+    library and the aarch64 wheels."""
+    python = str(arm64_root / "usr" / "bin" / "python3.11")
+    env = {"PYTHONPATH": "/opt/bentos-edge/site", "PYTHONDONTWRITEBYTECODE": "1"}  # under -L
+    return lambda *args: _qemu(arm64_root, [python, *args], env)
 
 
 ONLY_TFLITE = {"models": ("tflite",)}
@@ -128,3 +124,19 @@ def cpp_program(tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr
     return program
+
+
+@pytest.fixture(scope="session")
+def cpp_on_arm64(arm64_root: Path, tmp_path_factory) -> Callable[..., subprocess.CompletedProcess]:
+    """Run examples/edge_predict.cpp on the arm64 device with ARGS: cross-built by
+    tests/edge/cpp.sh against the root's Arm NN, which runs it on its NEON backend (CpuAcc)."""
+    program = tmp_path_factory.mktemp("cpp-arm64") / "edge_predict"
+    proc = subprocess.run(
+        [str(ROOT / "tests" / "edge" / "cpp.sh"), str(program), str(arm64_root)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return lambda *args: _qemu(arm64_root, [str(program), *args], {})

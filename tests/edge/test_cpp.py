@@ -1,5 +1,6 @@
 """The second consumer of the edge bundle: examples/edge_predict.cpp, C++ on Arm NN (what Arm
-boards run, without Python), built here with Debian's g++ and Arm NN 20.08, reading the same
+boards run, without Python), built here with Debian's g++ and Arm NN 20.08 (and cross-built for
+the arm64 device of conftest.py, where Arm NN runs it on its NEON backend), reading the same
 folder and CSV as the Python example and printing the same answers: the same labels, each
 probability within 2e-6 (Arm NN's reference kernels sum in another order than LiteRT's
 XNNPACK; a regression's number within a millionth of the largest), the same messages for unknown
@@ -36,6 +37,17 @@ def test_cpp_prints_what_the_python_example_prints_for_the_same_rows(
     assert messages(got.stderr) == messages(
         want.stderr
     )  # the same unknown-category counts, nothing else
+    assert_same_answers(folder, got.stdout, want.stdout)
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "titanic", "economics"])
+def test_cpp_on_arm64_prints_what_the_python_example_prints_here(kind, edge_bundle, cpp_on_arm64):
+    folder, rows = edge_bundle(kind)
+    want = python_here(folder, rows)
+    assert want.returncode == 0, want.stderr
+    got = cpp_on_arm64(str(folder), str(rows))
+    assert got.returncode == 0, got.stderr
+    assert messages(got.stderr) == messages(want.stderr)
     assert_same_answers(folder, got.stdout, want.stdout)
 
 
