@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ def export_edge(out: str | Path, model: str = f"{TFLITE_NAME}:latest") -> dict[s
         "class_labels": list(stored.schema.labels),
         "quantization": meta["quantization"],
         "tensors": TFLite(content).tensor_details(),
+        # What read it here, the versions docs/edge.md tells a device to install.
+        "runtime": {name: version(name) for name in ("ai-edge-litert", "numpy")},
         "metrics": _metrics(stored.schema, meta["metrics"]),
         "how_to_run": (
             "Encode each column of feature_order as preprocessing.columns says (numbers; booleans "

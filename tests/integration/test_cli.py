@@ -208,6 +208,10 @@ def test_exported_edge_folder_predicts_like_the_registered_model(trained, tmp_pa
     assert manifest["class_labels"] == ["setosa", "versicolor", "virginica"]
     assert manifest["quantization"] == "dynamic"
     assert manifest["tensors"]["inputs"][0]["dtype"] == "float32"
+    # The versions a device is told to install: the serving lock's, which read the model here.
+    lock = (ROOT / "requirements-serving.lock").read_text()
+    pinned = dict(re.findall(r"^(ai-edge-litert|numpy)==([^ ;]+)", lock, re.M))
+    assert manifest["runtime"] == pinned and len(pinned) == 2
 
     ds = load_builtin("iris")
     rows = tmp_path / "rows.csv"
