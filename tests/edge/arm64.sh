@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # An arm64 device for the edge tests (tests/edge), on this x86-64 machine: Debian bookworm's
 # arm64 Python 3.11 (what a Raspberry Pi's 64-bit OS runs) under qemu's user-mode emulation,
-# with numpy and ai-edge-litert's aarch64 wheels, nothing else of this project.
+# with numpy and ai-edge-litert's aarch64 wheels, and Arm NN for the C++ example (cpp.sh).
 #
-#   1. Debian's qemu-user-static and debootstrap, installed when missing (as root, as CI runs);
+#   1. Debian's qemu-user-static, binfmt-support and debootstrap, installed when missing (as
+#      root, as CI runs);
 #   2. an arm64 root from debootstrap's first stage (it downloads and unpacks Debian's arm64
-#      packages; nothing of arm64 runs) with python3.11 unpacked into it, built once per machine;
+#      packages; nothing of arm64 runs) with python3.11 and Arm NN unpacked into it, built once
+#      per machine;
 #   3. the edge requirements (ai-edge-litert, numpy and what they import) for aarch64, with the
-#      versions and sha256 hashes of requirements-serving.lock, nothing resolved against the index.
-#
+#      versions and sha256 hashes of requirements-serving.lock, nothing resolved against the index;
 #   4. the device's /proc/cpuinfo: a Raspberry Pi 4's (Cortex-A72), one entry per CPU here.
 #      Debian bookworm's qemu (7.2) passes the host's x86 /proc/cpuinfo through, which LiteRT's
 #      CPU detection (cpuinfo, for XNNPACK) cannot parse as arm64's: the interpreter segfaults
 #      while it is created. qemu opens absolute paths under -L's prefix first, so the root's
 #      proc/cpuinfo is what the device reads; conftest.py emulates the same CPU (-cpu cortex-a72).
 #
-# No binfmt_misc registration (binfmt-support): the tests start the interpreter through
-# qemu-aarch64-static with the root as its library prefix (-L), and the example starts no other
-# program, so the kernel is never asked to run an arm64 file and nothing outside this folder
-# changes. Prints the root's path; tests/edge/conftest.py reads it.
+# binfmt-support is installed with qemu (a machine that mounts binfmt_misc then runs arm64 files
+# directly), but the tests rely on no registration: binfmt_misc is not mounted on every machine
+# (this one), and a registration changes it for every process. They start each program through
+# qemu-aarch64-static with the root as its library prefix (-L); the Python example and the C++
+# program start no other. Prints the root's path; tests/edge/conftest.py reads it.
 #
 # Usage: tests/edge/arm64.sh   (the root: BENTOS_EDGE_ROOT, default /var/cache/bentos-edge/arm64)
 set -euo pipefail
@@ -40,6 +42,7 @@ say() { echo "arm64: $*" >&2; }
 missing=()
 command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v update-binfmts >/dev/null || missing+=(binfmt-support)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { say "needs root to install ${missing[*]}"; exit 1; }
   say "installing ${missing[*]}"
