@@ -9,7 +9,8 @@ The CSV needs a header with the model's feature names (any order; other columns 
 Each column is read as the model's preprocessing (model.json) says: numbers, booleans, categories
 (a value not seen in training is the unknown level, and counted), dates; an empty cell is a
 missing value. Output: one line per row, the predicted label, then one probability per class;
-for a regression model (model.json's task), the predicted number.
+for a regression model (model.json's task), the predicted number. Exit codes: 0; 2 a bad cell
+or a missing column (nothing printed); 4 a model.tflite whose sha256 is not model.json's.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ def load(folder: Path) -> tuple[Interpreter, dict]:
     manifest = json.loads((folder / "model.json").read_text())
     content = (folder / manifest["file"]).read_bytes()
     if hashlib.sha256(content).hexdigest() != manifest["sha256"]:
-        sys.exit(
-            f"{folder / manifest['file']}: sha256 does not match model.json; refusing to run it"
+        print(
+            f"{folder / manifest['file']}: sha256 does not match model.json; refusing to run it",
+            file=sys.stderr,
         )
+        sys.exit(4)  # the project's code for a model that fails its integrity check
     return Interpreter(model_content=content, num_threads=1), manifest
 
 

@@ -54,5 +54,5 @@ def test_arm64_prints_what_x86_64_prints_for_the_same_rows(bundle, on_arm64):
 def test_arm64_refuses_a_tampered_bundle(edge_bundle, on_arm64, tmp_path):
     folder, rows = edge_bundle("dynamic")
     proc = on_arm64(str(EXAMPLE), str(tampered(folder, tmp_path)), str(rows))
-    assert proc.returncode != 0
+    assert proc.returncode == 4
     assert "sha256 does not match model.json; refusing to run it" in proc.stderr

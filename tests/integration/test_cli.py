@@ -252,7 +252,7 @@ def test_edge_example_refuses_a_tampered_model(trained, tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 4
     assert "sha256 does not match" in proc.stderr
 
 
