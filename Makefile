@@ -87,8 +87,8 @@ test-image: $(BIN)/.installed
 
 # The edge bundle on an arm64 device (tests/edge): Debian bookworm's arm64 Python with the lock's
 # numpy and ai-edge-litert, under qemu's user-mode emulation, and the C++ consumer on Arm NN.
-# tests/edge/arm64.sh (as root, like test-image) installs qemu-user-static and debootstrap when
-# missing and builds the arm64 root once per machine (/var/cache/bentos-edge/arm64);
+# tests/edge/arm64.sh (as root, like test-image) installs qemu-user-static, binfmt-support and
+# debootstrap when missing and builds the arm64 root once per machine (/var/cache/bentos-edge/arm64);
 # tests/edge/cpp.sh installs g++ and Arm NN's packages when missing.
 test-edge: $(BIN)/.installed
 	tests/edge/arm64.sh

@@ -76,11 +76,7 @@ def probe(folder: Path, csv_path: Path, calls: int) -> dict:
     interpreter_kib = _rss_kib() - before  # one more interpreter of the same model
 
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    one = x[:1]
-    if inp["dtype"] == np.int8:
-        scale, zero = inp["quantization"]
-        one = np.clip(np.round(one / scale + zero), -128, 127)
-    one = one.astype(inp["dtype"])
+    one = example.as_input(x[:1], inp)
     times = np.empty(calls)
     for i in range(calls):
         t0 = time.perf_counter()

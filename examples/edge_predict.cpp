@@ -216,32 +216,47 @@ std::vector<double> encode(const Column& column, const std::string& cell,
     return out;
 }
 
-// The network's input from the encoded row: what bentos.schema.dense does on the server.
-std::vector<float> dense(const std::vector<double>& x, const json& spec) {
-    if (spec.is_null()) return std::vector<float>(x.begin(), x.end());
-    std::vector<double> out;
-    const auto& indicators = spec["indicators"];
-    for (size_t j = 0; j < x.size(); ++j) {
-        bool missing = std::isnan(x[j]);
-        double filled = missing ? spec["fill"][j].get<double>() : x[j];
-        long k = spec["onehot"][j].get<long>();
-        if (k) {
-            long level = std::clamp(static_cast<long>(filled), 0L, k - 1);
-            for (long i = 0; i < k; ++i) out.push_back(i == level ? 1.0 : 0.0);
-        } else {
-            out.push_back(filled);
+// The network's input from an encoded row: what bentos.schema.dense does on the server, with
+// model.json's preprocessing.dense read once (none: the row as it is).
+struct Dense {
+    bool given = false;
+    std::vector<double> fill, center, scale;
+    std::vector<long> onehot;
+    std::vector<bool> indicator;  // by encoded column: a missing-value column follows it
+
+    explicit Dense(const json& spec) {
+        if (spec.is_null()) return;
+        given = true;
+        fill = spec["fill"].get<std::vector<double>>();
+        onehot = spec["onehot"].get<std::vector<long>>();
+        indicator.assign(fill.size(), false);
+        for (const auto& j : spec["indicators"]) indicator.at(j.get<size_t>()) = true;
+        if (spec.contains("center") && !spec["center"].empty()) {
+            center = spec["center"].get<std::vector<double>>();
+            scale = spec["scale"].get<std::vector<double>>();
         }
-        if (std::count(indicators.begin(), indicators.end(), j)) out.push_back(missing ? 1 : 0);
     }
-    std::vector<float> result(out.size());
-    bool standardize = spec.contains("center") && !spec["center"].empty();
-    for (size_t i = 0; i < out.size(); ++i) {
-        double v = out[i];
-        if (standardize) v = (v - spec["center"][i].get<double>()) / spec["scale"][i].get<double>();
-        result[i] = static_cast<float>(v);
+
+    std::vector<float> apply(const std::vector<double>& x) const {
+        if (!given) return std::vector<float>(x.begin(), x.end());
+        std::vector<double> out;
+        for (size_t j = 0; j < x.size(); ++j) {
+            bool missing = std::isnan(x[j]);
+            double filled = missing ? fill[j] : x[j];
+            if (long k = onehot[j]) {
+                long level = std::clamp(static_cast<long>(filled), 0L, k - 1);
+                for (long i = 0; i < k; ++i) out.push_back(i == level ? 1.0 : 0.0);
+            } else {
+                out.push_back(filled);
+            }
+            if (indicator[j]) out.push_back(missing ? 1 : 0);
+        }
+        std::vector<float> result(out.size());
+        for (size_t i = 0; i < out.size(); ++i)
+            result[i] = static_cast<float>(center.empty() ? out[i] : (out[i] - center[i]) / scale[i]);
+        return result;
     }
-    return result;
-}
+};
 
 void write_field(const std::string& field, bool last) {
     if (field.find_first_of(",\"\r\n") != std::string::npos) {
@@ -382,10 +397,13 @@ int main(int argc, char** argv) {
     } catch (const armnn::Exception& e) {
         fail(4, model_path + ": Arm NN cannot run it: " + e.what());
     }
-    const json& spec = prep.is_null() ? json() : prep["dense"];
+    const Dense dense(prep.is_null() ? json() : prep["dense"]);
     const unsigned width = in_binding.second.GetNumElements();
     std::vector<float> out(out_binding.second.GetNumElements());
     const bool regression = manifest.value("task", "classification") == "regression";
+    // A regression's network answers the standardized target: its mean and spread, read once.
+    const double target_mean = regression ? manifest["target_scale"]["mean"].get<double>() : 0;
+    const double target_std = regression ? manifest["target_scale"]["std"].get<double>() : 1;
     std::vector<std::string> labels;  // as Python prints them: 0, yes, True
     for (const auto& label : manifest["class_labels"])
         labels.push_back(label.is_string()    ? label.get<std::string>()
@@ -399,7 +417,7 @@ int main(int argc, char** argv) {
     }
     char text[32];
     for (const auto& row : rows) {
-        std::vector<float> x = dense(row, spec);
+        std::vector<float> x = dense.apply(row);
         if (x.size() != width)
             fail(4, model_path + ": its input takes " + std::to_string(width) + " values, the " +
                         "preprocessing makes " + std::to_string(x.size()));
@@ -410,9 +428,7 @@ int main(int argc, char** argv) {
         if (runtime->EnqueueWorkload(network_id, inputs, outputs) != armnn::Status::Success)
             fail(4, model_path + ": Arm NN failed to run a row");
         if (regression) {
-            // The network answers the standardized target; the manifest has its mean and spread.
-            const auto& scale = manifest["target_scale"];
-            double value = double(out[0]) * scale["std"].get<double>() + scale["mean"].get<double>();
+            double value = double(out[0]) * target_std + target_mean;
             write_field(float32_text(static_cast<float>(value)), true);
             continue;
         }

@@ -38,15 +38,20 @@ def load(folder: Path) -> tuple[Interpreter, dict]:
     return Interpreter(model_content=content, num_threads=1), manifest
 
 
+def as_input(rows: np.ndarray, inp: dict) -> np.ndarray:
+    """The network's input rows in its input tensor's type (`inp`, its details)."""
+    if inp["dtype"] == np.int8:  # full-integer model: quantize the raw features
+        scale, zero = inp["quantization"]
+        rows = np.clip(np.round(rows / scale + zero), -128, 127)
+    return rows.astype(inp["dtype"])
+
+
 def predict(interp: Interpreter, rows: np.ndarray) -> np.ndarray:
     inp = interp.get_input_details()[0]
     interp.resize_tensor_input(inp["index"], list(rows.shape))
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    if inp["dtype"] == np.int8:  # full-integer model: quantize the raw features
-        scale, zero = inp["quantization"]
-        rows = np.clip(np.round(rows / scale + zero), -128, 127)
-    interp.set_tensor(inp["index"], rows.astype(inp["dtype"]))
+    interp.set_tensor(inp["index"], as_input(rows, inp))
     interp.invoke()
     result = interp.get_tensor(out["index"]).astype(np.float32)
     if out["dtype"] == np.int8:

@@ -25,19 +25,25 @@ ROOT = Path(__file__).resolve().parents[2]
 # emulates every arm64 extension it knows (SVE, SME), which no Pi has, and LiteRT's XNNPACK
 # picks its kernels by what the CPU reports.
 CPU = "cortex-a72"
+Run = Callable[..., subprocess.CompletedProcess]  # a program on a device, run with ARGS
 
 
-@pytest.fixture(scope="session")
-def arm64_root() -> Path:
+def _script(name: str, *args: str) -> str:
+    """Run tests/edge/NAME with ARGS (it installs what it needs, as root); its stdout."""
     proc = subprocess.run(
-        [str(ROOT / "tests" / "edge" / "arm64.sh")],
+        [str(ROOT / "tests" / "edge" / name), *args],
         capture_output=True,
         text=True,
         timeout=1800,
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
-    return Path(proc.stdout.strip().splitlines()[-1])
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def arm64_root() -> Path:
+    return Path(_script("arm64.sh").strip().splitlines()[-1])
 
 
 def _qemu(root: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -54,7 +60,7 @@ def _qemu(root: Path, argv: list[str], env: dict[str, str]) -> subprocess.Comple
 
 
 @pytest.fixture(scope="session")
-def on_arm64(arm64_root: Path) -> Callable[..., subprocess.CompletedProcess]:
+def on_arm64(arm64_root: Path) -> Run:
     """Run `python3.11 ARGS...` on the arm64 device: Debian's arm64 interpreter, its standard
     library and the aarch64 wheels."""
     python = str(arm64_root / "usr" / "bin" / "python3.11")
@@ -112,31 +118,20 @@ def edge_bundle(tmp_path_factory) -> Callable[[str], tuple[Path, Path]]:
 
 
 @pytest.fixture(scope="session")
-def cpp_program(tmp_path_factory) -> Path:
-    """examples/edge_predict.cpp, built here by tests/edge/cpp.sh (g++ and Arm NN 20.08)."""
+def cpp_here(tmp_path_factory) -> Run:
+    """Run examples/edge_predict.cpp here with ARGS: built by tests/edge/cpp.sh (g++ and Arm NN
+    20.08, its reference backend)."""
     program = tmp_path_factory.mktemp("cpp") / "edge_predict"
-    proc = subprocess.run(
-        [str(ROOT / "tests" / "edge" / "cpp.sh"), str(program)],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        cwd=ROOT,
+    _script("cpp.sh", str(program))
+    return lambda *args: subprocess.run(
+        [str(program), *args], capture_output=True, text=True, timeout=300
     )
-    assert proc.returncode == 0, proc.stderr
-    return program
 
 
 @pytest.fixture(scope="session")
-def cpp_on_arm64(arm64_root: Path, tmp_path_factory) -> Callable[..., subprocess.CompletedProcess]:
+def cpp_on_arm64(arm64_root: Path, tmp_path_factory) -> Run:
     """Run examples/edge_predict.cpp on the arm64 device with ARGS: cross-built by
     tests/edge/cpp.sh against the root's Arm NN, which runs it on its NEON backend (CpuAcc)."""
     program = tmp_path_factory.mktemp("cpp-arm64") / "edge_predict"
-    proc = subprocess.run(
-        [str(ROOT / "tests" / "edge" / "cpp.sh"), str(program), str(arm64_root)],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _script("cpp.sh", str(program), str(arm64_root))
     return lambda *args: _qemu(arm64_root, [str(program), *args], {})

@@ -18,37 +18,37 @@ import pytest
 
 from tests.edge.answers import assert_same_answers, messages, python_here, tampered
 
-
-def _run(program: Path, folder: Path, rows: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(program), str(folder), str(rows)], capture_output=True, text=True, timeout=300
-    )
+CASES = [("cpp_here", kind) for kind in ("dynamic", "titanic", "diabetes", "economics")] + [
+    ("cpp_on_arm64", kind) for kind in ("dynamic", "titanic", "economics")
+]
 
 
-@pytest.mark.parametrize("kind", ["dynamic", "titanic", "diabetes", "economics"])
+@pytest.mark.parametrize(("device", "kind"), CASES)
 def test_cpp_prints_what_the_python_example_prints_for_the_same_rows(
-    kind, edge_bundle, cpp_program
+    device, kind, edge_bundle, request
 ):
     folder, rows = edge_bundle(kind)
     want = python_here(folder, rows)
     assert want.returncode == 0, want.stderr
-    got = _run(cpp_program, folder, rows)
+    got = request.getfixturevalue(device)(str(folder), str(rows))
     assert got.returncode == 0, got.stderr
-    assert messages(got.stderr) == messages(
-        want.stderr
-    )  # the same unknown-category counts, nothing else
-    assert_same_answers(folder, got.stdout, want.stdout)
-
-
-@pytest.mark.parametrize("kind", ["dynamic", "titanic", "economics"])
-def test_cpp_on_arm64_prints_what_the_python_example_prints_here(kind, edge_bundle, cpp_on_arm64):
-    folder, rows = edge_bundle(kind)
-    want = python_here(folder, rows)
-    assert want.returncode == 0, want.stderr
-    got = cpp_on_arm64(str(folder), str(rows))
-    assert got.returncode == 0, got.stderr
+    # The same unknown-category counts, nothing else.
     assert messages(got.stderr) == messages(want.stderr)
     assert_same_answers(folder, got.stdout, want.stdout)
+
+
+def _both_refuse(
+    frame: pd.DataFrame, folder: Path, tmp_path: Path, cpp_here
+) -> subprocess.CompletedProcess:
+    """The C++ program's run on `frame` as a CSV, after asserting it refuses it as the Python
+    example does: exit code 2, nothing printed, the same messages."""
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    want, got = python_here(folder, bad), cpp_here(str(folder), str(bad))
+    assert want.returncode == got.returncode == 2
+    assert got.stdout == want.stdout == ""
+    assert messages(got.stderr) == messages(want.stderr)
+    return got
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_cpp_on_arm64_prints_what_the_python_example_prints_here(kind, edge_bund
     ids=["a missing column", "text in a number", "an infinite number"],
 )
 def test_cpp_refuses_bad_input_as_the_python_example_does(
-    column, value, edge_bundle, cpp_program, tmp_path
+    column, value, edge_bundle, cpp_here, tmp_path
 ):
     folder, rows = edge_bundle("titanic")
     frame = pd.read_csv(rows, dtype=str, keep_default_na=False)
@@ -65,37 +65,27 @@ def test_cpp_refuses_bad_input_as_the_python_example_does(
         frame = frame.drop(columns=[column])
     else:
         frame.loc[3, column] = value
-    bad = tmp_path / "bad.csv"
-    frame.to_csv(bad, index=False)
-    want = python_here(folder, bad)
-    got = _run(cpp_program, folder, bad)
-    assert want.returncode == got.returncode == 2
-    assert got.stdout == want.stdout == ""
-    assert messages(got.stderr) == messages(want.stderr)
+    _both_refuse(frame, folder, tmp_path, cpp_here)
 
 
-def test_cpp_refuses_a_dates_cell_that_is_not_a_date(edge_bundle, cpp_program, tmp_path):
+def test_cpp_refuses_a_dates_cell_that_is_not_a_date(edge_bundle, cpp_here, tmp_path):
     folder, rows = edge_bundle("economics")
     frame = pd.read_csv(rows, dtype=str, keep_default_na=False)
     frame.loc[5, "date"] = frame.loc[5, "date"].replace("-", "/")  # 1967/12/01
-    bad = tmp_path / "bad.csv"
-    frame.to_csv(bad, index=False)
-    want, got = python_here(folder, bad), _run(cpp_program, folder, bad)
-    assert want.returncode == got.returncode == 2
+    got = _both_refuse(frame, folder, tmp_path, cpp_here)
     assert "expected an ISO-8601 date" in got.stderr
-    assert messages(got.stderr) == messages(want.stderr)
 
 
-def test_cpp_refuses_a_tampered_bundle(edge_bundle, cpp_program, tmp_path):
+def test_cpp_refuses_a_tampered_bundle(edge_bundle, cpp_here, tmp_path):
     folder, rows = edge_bundle("dynamic")
-    proc = _run(cpp_program, tampered(folder, tmp_path), rows)
+    proc = cpp_here(str(tampered(folder, tmp_path)), str(rows))
     assert proc.returncode == 4 and proc.stdout == ""
     assert "sha256 does not match model.json; refusing to run it" in proc.stderr
 
 
 @pytest.mark.parametrize("mode", ["float16", "int8"])
-def test_cpp_names_the_modes_arm_nn_cannot_run(mode, edge_bundle, cpp_program):
+def test_cpp_names_the_modes_arm_nn_cannot_run(mode, edge_bundle, cpp_here):
     folder, rows = edge_bundle(mode)
-    proc = _run(cpp_program, folder, rows)
+    proc = cpp_here(str(folder), str(rows))
     assert proc.returncode == 4 and proc.stdout == ""
     assert f"a {mode} model; Arm NN 20.08 runs float32 models only" in proc.stderr
