@@ -6,7 +6,8 @@ far larger than a core's L2 cache, taking a branch at every node that the CPU ca
 so rows that differ from one request to the next miss the cache on most nodes. Here a node is
 8 bytes, and the walk advances eight independent paths at once without branching on the
 comparison (eight rows through one tree, or one row through eight trees), so the CPU overlaps
-their memory loads. numba compiles the walk when this module is imported (`_compiled`).
+their memory loads. The walk is machine code, compiled by numba once per machine and loaded
+when this module is imported, without numba (bentos.native).
 
 Layout: `nodes` holds an int32 pair per node, each tree in preorder (a split's left child
 follows it) and the trees one after another:
@@ -24,71 +25,20 @@ whose missing values go left, which is all they ever saw: the schema refused NaN
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from numba import njit
+
+from bentos import native
 
 _LANES = 8  # paths advanced together; fewer were slower, more no faster (BENCHMARKS.md)
 # From this many rows, lanes refill and rows go through a tree in blocks of _BLOCK: faster from
 # 64 rows, no faster below (docs/batch.md, "Figures").
 _REFILL_FROM = 64
 _BLOCK = 1024
-_WALK = "float64[:, ::1](int32[::1], int64[::1], float64[:, ::1], float32[:, ::1], int64)"
 _LAYOUT = 2  # the missing-value bit (the module's docstring); 1 had none
-
-
-def _compiled(walk):
-    """The walk compiled once for every process: numba caches the machine code next to this
-    module (or in NUMBA_CACHE_DIR), and a later process loads it in milliseconds instead of
-    compiling for about a second. The image compiles it at build time (Dockerfile.template).
-
-    numba loads a cache only from a folder it could also write to, which a read-only image
-    (the pods' readOnlyRootFilesystem) is not: there, the cache the image was built with is
-    copied into a temporary folder and loaded from it. With no cache at all, or one made on
-    another CPU (numba checks), the process compiles its own."""
-    try:
-        return njit(_WALK, nogil=True, cache=True)(walk)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        pass
-    seeded = _seed_cache(walk)
-    if seeded is not None:
-        from numba.core import config
-
-        before, config.CACHE_DIR = config.CACHE_DIR, seeded
-        try:
-            return njit(_WALK, nogil=True, cache=True)(walk)
-        except RuntimeError:
-            pass
-        finally:
-            # Compiled for its one signature and loaded now: nothing reads the copy again.
-            config.CACHE_DIR = before
-            shutil.rmtree(seeded, ignore_errors=True)
-    return njit(_WALK, nogil=True)(walk)
-
-
-def _seed_cache(walk) -> str | None:
-    """A writable copy of the cache files next to this module, laid out as numba looks for
-    them under a NUMBA_CACHE_DIR; None if there are none or no temporary folder is writable."""
-
-    from numba.core.caching import UserProvidedCacheLocator
-
-    here = Path(__file__)
-    files = sorted((here.parent / "__pycache__").glob(f"{here.stem}.{walk.__name__}-*.nb[ic]"))
-    if not files:
-        return None
-    try:
-        folder = tempfile.mkdtemp(prefix="bentos-numba-")
-        target = Path(folder) / UserProvidedCacheLocator.get_suitable_cache_subpath(str(here))
-        target.mkdir(parents=True)
-        for f in files:
-            shutil.copy2(f, target)
-    except OSError:
-        return None
-    return folder
 
 
 class PackError(ValueError):
@@ -102,12 +52,18 @@ class PackedForest:
     values: np.ndarray  # float64 [distinct leaf rows, classes]; a regression: (value, square)
     feature_bits: int
     n_features: int
-    _walk_nodes: np.ndarray = field(init=False, repr=False, compare=False)
+    # What the walk reads (`_walk_layout`), kept alive here, and its addresses for the call.
+    _walk_arrays: tuple[np.ndarray, ...] = field(init=False, repr=False, compare=False)
+    _walk_args: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "_walk_nodes", _walk_layout(self.nodes, self.feature_bits, self.n_features)
-        )
+        nodes = _walk_layout(self.nodes, self.feature_bits, self.n_features)
+        roots = np.ascontiguousarray(self.roots, dtype=np.int64)
+        values = np.ascontiguousarray(self.values, dtype=np.float64)
+        args = (nodes.ctypes.data, nodes.ctypes.data, len(nodes), roots.ctypes.data, len(roots))
+        args += (values.ctypes.data, *values.shape, self.feature_bits)
+        object.__setattr__(self, "_walk_arrays", (nodes, roots, values))
+        object.__setattr__(self, "_walk_args", args)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -172,7 +128,13 @@ class PackedForest:
         if x.ndim != 2 or x.shape[1] != self.n_features:
             # The compiled walk does not check bounds: a narrower matrix must not reach it.
             raise ValueError(f"expected rows of {self.n_features} features, got shape {x.shape}")
-        out = _walk(self._walk_nodes, self.roots, self.values, x, self.feature_bits)
+        n, n_out = len(x), len(x) * self.values.shape[1]
+        # One buffer: the sums (zeros), then room for the doubled rows (`_walk_into`), 2 float32
+        # a float64. Each array's address costs ctypes about 1.5 us; one row walks in about 5.
+        buf = np.zeros(n_out + x.size)
+        at = buf.ctypes.data
+        _walk(*self._walk_args, x.ctypes.data, n, self.n_features, at + 8 * n_out, at)
+        out = buf[:n_out].reshape(n, -1)
         out /= len(self.roots)
         return out
 
@@ -203,8 +165,9 @@ def _walk_layout(nodes: np.ndarray, bits: int, n_features: int) -> np.ndarray:
     return out
 
 
-@_compiled
-def _walk(nodes, roots, values, x, bits):  # pragma: no cover - compiled
+def _walk_into(
+    nodes, thresholds, roots, values, x, bits, xd, out, at, row, base
+):  # pragma: no cover
     """Every row through every tree, eight paths advanced together: their loads are
     independent, so the CPU overlaps their cache misses. Below eight rows, one row's paths
     through eight trees; up to _REFILL_FROM rows, eight rows through one tree (its nodes stay
@@ -214,26 +177,24 @@ def _walk(nodes, roots, values, x, bits):  # pragma: no cover - compiled
     finish deeper paths. Each row adds its trees' leaves in tree order whichever way: the sums
     are the same to the bit. One function for all: numba compiles each for a second or more.
 
+    Compiled by bentos.native, which passes every array: `thresholds` is `nodes` read as
+    float32, `xd` room for the doubled rows, `out` zeros, `at`, `row` and `base` a lane each.
     `nodes` is the walk's layout (`_walk_layout`): a split's feature field indexes a doubled
     row, the row with its missing values as -inf and then the row as it is, so a missing value
     needs no test of its own: `not v <= threshold` sends -inf left and NaN right, whatever the
     threshold (scikit-learn's split of missing from present values has +inf). Indices are
     unsigned, so numba skips its negative-index wrap. Both: 1.3x faster than a NaN test and
     signed indices (BENCHMARKS.md, "Batch")."""
-    thresholds = nodes.view(np.float32)
     shift = np.uint64(bits + 1)
     mask = np.uint64((1 << (bits + 1)) - 1)
     n, n_trees, n_classes = x.shape[0], roots.shape[0], values.shape[1]
     n_features = x.shape[1]
     width = np.uint64(2 * n_features)
-    xd = np.empty(n * 2 * n_features, np.float32)
     for r in range(n):
         for f in range(n_features):
             v = x[r, f]
             xd[2 * n_features * r + f] = -np.inf if v != v else v
             xd[2 * n_features * r + n_features + f] = v
-    out = np.zeros((n, n_classes))
-    at = np.empty(_LANES, np.uint64)
     one, two = np.uint64(1), np.uint64(2)
     if n < _REFILL_FROM:
         by_tree = n < _LANES
@@ -260,9 +221,7 @@ def _walk(nodes, roots, values, x, bits):  # pragma: no cover - compiled
                     leaf = ~nodes[two * at[k]]
                     for c in range(n_classes):
                         out[r0 + k * row_step, c] += values[leaf, c]
-        return out
-    row = np.empty(_LANES, np.int64)
-    base = np.empty(_LANES, np.uint64)  # where each lane's row starts in xd
+        return
     for b0 in range(0, n, _BLOCK):
         b1 = min(n, b0 + _BLOCK)
         lanes = min(_LANES, b1 - b0)
@@ -294,4 +253,7 @@ def _walk(nodes, roots, values, x, bits):  # pragma: no cover - compiled
                         else:
                             row[k] = -1  # the block is done with this lane
                             active -= 1
-    return out
+
+
+# At import, so that the job's thread (jobs/batch_predict.py) and the image's build load it.
+_walk = native.load(_walk_into, Path(__file__).parent / "__pycache__", _LANES)

@@ -265,14 +265,11 @@ def _show_rejected(output: str) -> int:
 
 
 def _compile_walk_in_background() -> None:
-    """Import bentos.forest, which compiles the walk (a second or two when numba's cache is not
-    writable), in a thread, while this one imports the rest, lists the input and opens the
-    model; the runner's own import then waits for it. numba itself is imported here first:
-    two threads importing its modules at once could deadlock on their import locks."""
+    """Import bentos.forest, which loads the walk's machine code (or compiles it, a second or
+    two, where none was kept: bentos.native), in a thread, while this one imports the rest,
+    lists the input and opens the model; the runner's own import then waits for it."""
     import importlib
     import threading
-
-    import numba  # noqa: F401
 
     threading.Thread(target=importlib.import_module, args=("bentos.forest",), daemon=True).start()
 

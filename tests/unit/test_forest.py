@@ -169,3 +169,18 @@ def test_a_regression_forest_answers_scikit_learn_s_numbers_and_its_trees_spread
     trees = np.stack([t.predict(x[:rows].astype(np.float32)) for t in forest.estimators_])
     np.testing.assert_allclose(got[:, 1], trees.std(axis=0), rtol=1e-5, atol=1e-6 * y.std())
     assert (got[:, 1] > 0).any()
+
+
+def test_a_split_of_missing_from_present_values_sends_missing_rows_its_way():
+    """scikit-learn splits missing from present values with a threshold of +inf, missing to
+    the right: no number is above it, so a missing value must not be compared as a number."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2))
+    missing = rng.random(400) < 0.3
+    x[missing, 0] = np.nan
+    y = missing.astype(int)  # the class is whether the first feature is missing
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
+    assert np.isinf(forest.estimators_[0].tree_.threshold).any()
+    packed = PackedForest.from_bytes(pack(forest).to_bytes())
+    np.testing.assert_allclose(packed.predict_proba(x), forest.predict_proba(x), rtol=0, atol=1e-6)
+    assert (packed.predict_proba(x).argmax(1) == y).all()
