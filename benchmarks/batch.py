@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -106,11 +107,31 @@ def _line(what: str, rows: int, seconds: float, base_rate: float, rss_kib: int =
     print(f"{what:<38} {rows:>10} {seconds:>8.2f} {rate:>10.0f} {rate / base_rate:>10.2f} {rss:>9}")
 
 
+def _rounds(repeat, inp, work, env, sklearn, names, rows, base_rate, wall) -> None:
+    """`repeat` rounds of the baseline then the job (the first round is the table's)."""
+    x = pq.read_table(inp, columns=names).to_pandas().to_numpy(dtype=np.float64)
+    bases, walls = [rows / base_rate], [wall]
+    for r in range(1, repeat):
+        bases.append(bare_predict(x, sklearn))
+        walls.append(run_job(inp, work / f"out-{rows}-round{r}-{time.time_ns()}", env)[0])
+    for r, (b, w) in enumerate(zip(bases, walls, strict=True)):
+        print(f"round {r + 1}/{repeat}: baseline {b:.2f} s, job {w:.2f} s: {b / w:.2f}x")
+    base, job = statistics.median(bases), statistics.median(walls)
+    print(f"medians of {repeat}: baseline {base:.2f} s, job {job:.2f} s: {base / job:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--model", default="rf-classifier:latest")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of the baseline and the job on the first size, each round's ratio printed, "
+        "then the ratio of the medians (a shared machine's speed moves from second to second)",
+    )
     args = parser.parse_args()
     from bentos.batch.shard import usable_cpus
     from bentos.runners import RandomForestRunner
@@ -142,6 +163,8 @@ def main() -> None:
         assert summary["rows_written"] == rows, summary
         _line("job end to end, default flags", rows, wall, base_rate, rss)
         peaks.append(rss)
+        if rows == args.rows[0] and args.repeat > 1:
+            _rounds(args.repeat, inp, work, env, sklearn, names, rows, base_rate, wall)
         if rows == args.rows[0]:
             # No kept walk: the compile a pod without the image's file pays (bentos.native).
             with _walk_hidden(work):
