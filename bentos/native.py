@@ -44,13 +44,14 @@ def load(walk_into: Callable[..., None], folder: Path, lanes: int) -> Walk:
     """`walk_into` (bentos.forest._walk_into) as a C function: from its object file in `folder`
     when there is one for this machine, else compiled now and its object file written there
     (when the folder can be written)."""
-    stem = folder / f"forest-walk-{_key(walk_into)}"
+    stem = None
     try:
+        stem = folder / f"forest-walk-{_key(walk_into)}"
         return _from_object(stem)
-    except (OSError, ValueError, KeyError, RuntimeError):
-        pass  # none yet, another machine's, or cut short: compile
+    except (OSError, ValueError, KeyError, RuntimeError, metadata.PackageNotFoundError):
+        pass  # none yet, another machine's, cut short, or no key here: compile
     address, saved = _compile(walk_into, lanes)
-    if saved is not None:
+    if saved is not None and stem is not None:
         _save(stem, *saved)
     return _CFUNC(address)
 
