@@ -4,8 +4,9 @@ the framework's no-op ceiling, in one run, on this machine. Loopback only.
     BENTOML_HOME=/path/with/synthetic/models .venv/bin/python -m benchmarks.online [--repeat 3]
 
 Needs the synthetic workload's models (`bentos train --dataset synthetic`). Starts every server
-itself: the service (`bentoml serve .`), the gRPC server (`python -m bentos.serving.grpc`), a no-op
-BentoML service (benchmarks/variants/noop_service.py), the baseline (benchmarks/baseline:
+itself: the service (`bentoml serve .`), the gRPC server (`python -m bentos.serving.grpc`), the
+machine's floor (a bare ASGI app under uvicorn, benchmarks/variants/floor.py), a no-op with
+service.py's settings and middlewares (benchmarks/variants/noop_service.py), the baseline (benchmarks/baseline:
 Flask + joblib + gunicorn, 2 sync workers) and a peer, bare BentoML as its scikit-learn example
 writes a service (benchmarks/baseline/bentoml_service.py, 2 workers), both serving the same
 forest. Prints one table (medians
@@ -23,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import loadgen
-from benchmarks.servers import Process, bentoml_serve, grpc_serve, gunicorn_serve
+from benchmarks.servers import Process, bentoml_serve, grpc_serve, gunicorn_serve, uvicorn_serve
 from benchmarks.workload import sample_rows
 
-TARGETS = ("flask", "bentoml", "noop", "predict", "predict_edge", "v2_rest", "grpc")
+TARGETS = ("flask", "bentoml", "floor", "noop", "predict", "predict_edge", "v2_rest", "grpc")
 BASELINE = "flask"
 
 
@@ -63,6 +64,8 @@ def start_servers(targets: set[str]) -> dict[str, Process]:
             "benchmarks.baseline.bentoml_service:Classifier",
             env={"BENTOS_RF_MODEL": load(ModelSettings).rf_model},
         ).wait_ready()
+    if "floor" in targets:
+        servers["floor"] = uvicorn_serve("benchmarks.variants.floor:app").wait_ready()
     if "noop" in targets:
         servers["noop"] = bentoml_serve("benchmarks.variants.noop_service:Noop").wait_ready()
     if "grpc" in targets:
@@ -89,7 +92,8 @@ def cell(target: str, servers, bodies, clients: int, duration: float) -> loadgen
     url, body = {
         "flask": (servers.get("flask") and servers["flask"].url + "/predict", instances),
         "bentoml": (servers.get("bentoml") and servers["bentoml"].url + "/classify", array),
-        "noop": (servers.get("noop") and servers["noop"].url + "/noop", instances),
+        "floor": (servers.get("floor") and servers["floor"].url + "/predict", instances),
+        "noop": (servers.get("noop") and servers["noop"].url + "/predict", instances),
         "predict": (servers.get("service") and servers["service"].url + "/predict", instances),
         "predict_edge": (
             servers.get("service") and servers["service"].url + "/predict_edge",

@@ -172,6 +172,16 @@ def gunicorn_serve(env: dict[str, str]) -> Process:
     )
 
 
+def uvicorn_serve(app: str, workers: int = 2) -> Process:
+    """An ASGI app under bare uvicorn on loopback: uvloop and httptools, `workers` processes,
+    no access log (the floor, benchmarks/variants/floor.py)."""
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--workers", str(workers), "--loop", "uvloop", "--http", "httptools"]
+    args += ["--no-access-log", "--log-level", "warning"]
+    return Process(args, ready=http_ready(f"http://127.0.0.1:{port}/"), port=port)
+
+
 def grpc_serve(env: dict[str, str] | None = None, *, port: int | None = None) -> Process:
     """The gRPC server (bentos.serving.grpc) on loopback, ready once its health says SERVING
     and every worker has said it listens (until then the first one gets every connection)."""

@@ -1,6 +1,8 @@
-"""The framework's ceiling: the same BentoML service shape as service.py (a Starlette app
-mounted with @bentoml.asgi_app, the same workers, traffic, logging, GC and middleware), whose
-route does no work. Benchmark only."""
+"""The framework's ceiling: service.py's BentoML service shape with exactly its settings (2
+workers, traffic, metrics, logging, tracing, GC) and its middlewares, in its order, whose
+/predict reads the body as /predict reads it and answers a constant: everything but the model
+call and its JSON. Benchmark only: `benchmarks.online`'s `noop` target, beside the floor of a
+bare ASGI app (benchmarks/variants/floor.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bentos.serving.app import read_body
-from bentos.serving.middleware import JsonErrors, SpreadConnections
+from bentos.serving.metrics import bentoml_metrics
+from bentos.serving.middleware import Admission, JsonErrors, Observe, Routes, SpreadConnections
 from bentos.serving.runtime import tune_gc
 from bentos.settings import ServingSettings, load
 
@@ -25,21 +28,33 @@ async def noop(request: Request) -> Response:
     return Response(BODY, media_type="application/json")
 
 
-app = Starlette(routes=[Route("/noop", noop, methods=["POST"])])
+app = Starlette(routes=[Route("/predict", noop, methods=["POST"])])
 
 
+# service.py's decorator's settings, but the models (and the port, which the benchmark gives).
 @bentoml.service(
     name="noop",
     workers=2,
-    traffic={"timeout": 30, "max_concurrency": 128},
+    traffic={"timeout": 30},
+    metrics={"enabled": False},
     logging={"access": {"enabled": False}},
-    tracing={"excluded_urls": "."},  # as service.py: no span per request
+    tracing={"excluded_urls": "."},
 )
 @bentoml.asgi_app(app, path="/")
 class Noop:
     def __init__(self) -> None:
-        tune_gc(SETTINGS.gc_gen0_threshold)  # as service.py does
+        app.state.metrics = bentoml_metrics()  # as service.py: Observe counts every request
+        tune_gc(SETTINGS.gc_gen0_threshold)
 
 
+# service.py's middlewares, in its order (outermost first).
 Noop.add_asgi_middleware(JsonErrors)
 Noop.add_asgi_middleware(SpreadConnections, every=SETTINGS.keepalive_requests)
+Noop.add_asgi_middleware(Observe, state=app.state)
+Noop.add_asgi_middleware(
+    Admission,
+    body_timeout=SETTINGS.body_timeout_seconds,
+    max_concurrency=SETTINGS.max_concurrency,
+    max_body_bytes=SETTINGS.max_body_bytes,
+)
+Noop.add_asgi_middleware(Routes, ours=app)

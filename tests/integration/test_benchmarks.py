@@ -40,14 +40,15 @@ def test_online_benchmark_runs_every_http_target_briefly(env, tmp_path):
     out = tmp_path / "online.json"
     proc = _benchmark(
         "online",
-        *("--targets", "flask,bentoml,noop,predict,v2_rest,grpc", "--clients", "2", "--rows", "3"),
+        *("--targets", "flask,bentoml,floor,noop,predict,v2_rest,grpc"),
+        *("--clients", "2", "--rows", "3"),
         *("--duration", "1", "--json", str(out)),
         env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
     cells = {row["target"]: row for row in report["table"]}
-    assert set(cells) == {"flask", "bentoml", "noop", "predict", "v2_rest", "grpc"}
+    assert set(cells) == {"flask", "bentoml", "floor", "noop", "predict", "v2_rest", "grpc"}
     for target, row in cells.items():
         assert row["req/s"] > 0 and row["errors"] == 0, (target, row)
         assert abs(row["rows/s"] - row["req/s"] * 3) < 1  # both rounded to 0.1
@@ -116,7 +117,7 @@ def test_h2load_counts_a_grpc_error_as_an_error_not_an_answer(grpc_server):
 def test_ab_comparison_runs_two_variants_side_by_side(env):
     proc = _benchmark(
         "ab",
-        "noop=benchmarks.variants.noop_service:Noop/noop",
+        "noop=benchmarks.variants.noop_service:Noop/predict",
         "one-call-per-request=./predict?BENTOS_MAX_BATCH_SIZE=1",
         *("--rounds", "1", "--duration", "1", "--clients", "2", "--bodies", "3"),
         env=env,
