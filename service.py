@@ -22,11 +22,10 @@ from bentos.errors import ExitCode, ModelError
 from bentos.models import schema_of
 from bentos.monitoring import predlog
 from bentos.runners import RandomForestRunner, TFLiteRunner
-from bentos.serving import native, protocol
+from bentos.serving import middleware, native, protocol
 from bentos.serving.app import attach, create_app
 from bentos.serving.core import Core
 from bentos.serving.metrics import bentoml_metrics
-from bentos.serving.middleware import Admission, JsonErrors, Observe, Routes, SpreadConnections
 from bentos.serving.runtime import tune_gc
 from bentos.settings import ServingSettings, load
 
@@ -118,13 +117,4 @@ class TabularClassifier:
 
 
 # Outermost first (docs/service-design.md, "The request path").
-TabularClassifier.add_asgi_middleware(JsonErrors)
-TabularClassifier.add_asgi_middleware(SpreadConnections, every=SETTINGS.keepalive_requests)
-TabularClassifier.add_asgi_middleware(Observe, state=app.state)
-TabularClassifier.add_asgi_middleware(
-    Admission,
-    body_timeout=SETTINGS.body_timeout_seconds,
-    max_concurrency=SETTINGS.max_concurrency,
-    max_body_bytes=SETTINGS.max_body_bytes,
-)
-TabularClassifier.add_asgi_middleware(Routes, ours=app)
+middleware.install(TabularClassifier, app, SETTINGS)

@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bentos.serving import middleware
 from bentos.serving.app import read_body
 from bentos.serving.metrics import bentoml_metrics
-from bentos.serving.middleware import Admission, JsonErrors, Observe, Routes, SpreadConnections
 from bentos.serving.runtime import tune_gc
 from bentos.settings import ServingSettings, load
 
@@ -47,14 +47,4 @@ class Noop:
         tune_gc(SETTINGS.gc_gen0_threshold)
 
 
-# service.py's middlewares, in its order (outermost first).
-Noop.add_asgi_middleware(JsonErrors)
-Noop.add_asgi_middleware(SpreadConnections, every=SETTINGS.keepalive_requests)
-Noop.add_asgi_middleware(Observe, state=app.state)
-Noop.add_asgi_middleware(
-    Admission,
-    body_timeout=SETTINGS.body_timeout_seconds,
-    max_concurrency=SETTINGS.max_concurrency,
-    max_body_bytes=SETTINGS.max_body_bytes,
-)
-Noop.add_asgi_middleware(Routes, ours=app)
+middleware.install(Noop, app, SETTINGS)  # service.py's middlewares, in its order

@@ -272,3 +272,20 @@ def _is_json(scope: dict) -> bool:
         if name == b"content-type":
             return value.startswith(b"application/json")
     return True  # no content type: read as JSON, as curl's -d sends it
+
+
+def install(service: Any, app: Any, settings: Any) -> None:
+    """The service's middlewares, outermost first (docs/service-design.md, "The request path"),
+    on a BentoML service class whose own app is `app` and whose settings are `settings`
+    (bentos.settings.ServingSettings): service.py's list, which the benchmarks' no-op ceiling
+    installs too."""
+    service.add_asgi_middleware(JsonErrors)
+    service.add_asgi_middleware(SpreadConnections, every=settings.keepalive_requests)
+    service.add_asgi_middleware(Observe, state=app.state)
+    service.add_asgi_middleware(
+        Admission,
+        body_timeout=settings.body_timeout_seconds,
+        max_concurrency=settings.max_concurrency,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    service.add_asgi_middleware(Routes, ours=app)
