@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,17 +74,36 @@ def run_job(inp: Path, out: Path, env: dict[str, str]) -> tuple[float, int, dict
 
 
 @contextmanager
-def _walk_hidden(work: Path) -> Iterator[None]:
-    """The walk's kept machine code moved aside (the job compiles and keeps its own), then back."""
-    aside = Path(tempfile.mkdtemp(prefix="walk-aside-", dir=work))
-    kept = sorted((ROOT / "bentos" / "__pycache__").glob("forest-walk-*"))
+def _walk_hidden() -> Iterator[None]:
+    """The walk's kept machine code moved aside (the job compiles and keeps its own), then back.
+    Moved within its own folder: renames, so that a process starting meanwhile reads a whole
+    file or none (and compiles its own)."""
+    cache = ROOT / "bentos" / "__pycache__"
+    aside = Path(tempfile.mkdtemp(prefix=".walk-aside-", dir=cache))
+    kept = sorted(cache.glob("forest-walk-*"))
     for f in kept:
-        shutil.move(f, aside / f.name)
+        f.rename(aside / f.name)
     try:
         yield
     finally:
         for f in kept:
-            shutil.move(aside / f.name, f)
+            (aside / f.name).replace(f)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def alternate(repeat: int, baseline: Callable[[], float], job: Callable[[], float]) -> tuple:
+    """`repeat` rounds of `baseline()` then `job()` (seconds each), each round's ratio printed:
+    a shared machine's speed moves from one second to the next, so the medians are the figure.
+    Returns (median baseline, median job)."""
+    bases, jobs = [], []
+    for r in range(repeat):
+        bases.append(baseline())
+        jobs.append(job())
+        print(f"round {r + 1}/{repeat}: baseline {bases[-1]:.2f} s, job {jobs[-1]:.2f} s: "
+              f"{bases[-1] / jobs[-1]:.2f}x")  # fmt: skip
+    base, wall = statistics.median(bases), statistics.median(jobs)
+    print(f"medians of {repeat}: baseline {base:.2f} s, job {wall:.2f} s: {base / wall:.2f}x")
+    return base, wall
 
 
 def bare_predict(x: np.ndarray, runner, threads: int = 1) -> float:
@@ -105,19 +124,6 @@ def _line(what: str, rows: int, seconds: float, base_rate: float, rss_kib: int =
     rate = rows / seconds
     rss = f"{rss_kib / 1024:.0f} MiB" if rss_kib else ""
     print(f"{what:<38} {rows:>10} {seconds:>8.2f} {rate:>10.0f} {rate / base_rate:>10.2f} {rss:>9}")
-
-
-def _rounds(repeat, inp, work, env, sklearn, names, rows, base_rate, wall) -> None:
-    """`repeat` rounds of the baseline then the job (the first round is the table's)."""
-    x = pq.read_table(inp, columns=names).to_pandas().to_numpy(dtype=np.float64)
-    bases, walls = [rows / base_rate], [wall]
-    for r in range(1, repeat):
-        bases.append(bare_predict(x, sklearn))
-        walls.append(run_job(inp, work / f"out-{rows}-round{r}-{time.time_ns()}", env)[0])
-    for r, (b, w) in enumerate(zip(bases, walls, strict=True)):
-        print(f"round {r + 1}/{repeat}: baseline {b:.2f} s, job {w:.2f} s: {b / w:.2f}x")
-    base, job = statistics.median(bases), statistics.median(walls)
-    print(f"medians of {repeat}: baseline {base:.2f} s, job {job:.2f} s: {base / job:.2f}x")
 
 
 def main() -> None:
@@ -164,10 +170,16 @@ def main() -> None:
         _line("job end to end, default flags", rows, wall, base_rate, rss)
         peaks.append(rss)
         if rows == args.rows[0] and args.repeat > 1:
-            _rounds(args.repeat, inp, work, env, sklearn, names, rows, base_rate, wall)
+            x = pq.read_table(inp, columns=names).to_pandas().to_numpy(dtype=np.float64)
+            alternate(
+                args.repeat,
+                lambda: bare_predict(x, sklearn),  # noqa: B023 - called within this iteration
+                lambda: run_job(inp, work / f"out-{rows}-{time.time_ns()}", env)[0],  # noqa: B023
+            )
+            del x
         if rows == args.rows[0]:
             # No kept walk: the compile a pod without the image's file pays (bentos.native).
-            with _walk_hidden(work):
+            with _walk_hidden():
                 wall, rss, _ = run_job(inp, work / f"out-{rows}-cold-{time.time_ns()}", env)
             _line("job end to end, walk compiled cold", rows, wall, base_rate, rss)
     if len(peaks) > 1:

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks import loadgen
-from benchmarks.batch import CHUNK, ROW_GROUP, run_job
+from benchmarks.batch import CHUNK, ROW_GROUP, alternate, run_job
 from benchmarks.servers import ROOT, bentoml_serve, gunicorn_serve
 
 
@@ -160,9 +160,7 @@ def online(home: Path, pipeline_file: Path, labels: list[str], frame, args) -> d
 
 
 def batch(home: Path, pipeline, frame, args) -> dict:
-    """`args.repeat` rounds, each the Pipeline then the job: a shared machine's speed moves by
-    a third from one second to the next (BENCHMARKS.md), so each round's ratio is printed and
-    the medians' ratio is the figure."""
+    """`args.repeat` rounds, each the Pipeline then the job (benchmarks.batch.alternate)."""
     work = Path(tempfile.mkdtemp(prefix="bentos-mixed-batch-"))
     inp = work / "in.parquet"
     rows = _rows(frame, args.rows, seed=2).drop(columns=[W.target])
@@ -174,22 +172,21 @@ def batch(home: Path, pipeline, frame, args) -> dict:
             )
     predict(rows.iloc[:100])
     env = {**os.environ, "BENTOML_HOME": str(home)}
-    bases, walls, peaks = [], [], []
-    for repeat in range(args.repeat):
+    peaks: list[float] = []
+
+    def pipeline_seconds() -> float:
         t0 = time.perf_counter()
         for start in range(0, len(rows), CHUNK):
             predict(rows.iloc[start : start + CHUNK])
-        bases.append(time.perf_counter() - t0)
-        wall, rss, summary = run_job(inp, work / f"out-{repeat}", env)
+        return time.perf_counter() - t0
+
+    def job_seconds() -> float:
+        wall, rss, summary = run_job(inp, work / f"out-{len(peaks)}", env)
         assert summary["rows_written"] == args.rows, summary
-        walls.append(wall)
         peaks.append(rss / 1024)
-        print(
-            f"batch round {repeat + 1}/{args.repeat}: Pipeline {predict.__name__} "
-            f"{bases[-1]:.2f} s, job end to end {wall:.2f} s (peak RSS {rss / 1024:.0f} MiB): "
-            f"{bases[-1] / wall:.2f}x"
-        )
-    base, wall = statistics.median(bases), statistics.median(walls)
+        return wall
+
+    base, wall = alternate(args.repeat, pipeline_seconds, job_seconds)
     out = {
         "pipeline_rows_per_s": args.rows / base,
         "job_rows_per_s": args.rows / wall,

@@ -132,8 +132,8 @@ class PackedForest:
         # One buffer: the sums (zeros), then room for the doubled rows (`_walk_into`), 2 float32
         # a float64. Each array's address costs ctypes about 1.5 us; one row walks in about 5.
         buf = np.zeros(n_out + x.size)
-        at = buf.ctypes.data
-        _walk(*self._walk_args, x.ctypes.data, n, self.n_features, at + 8 * n_out, at)
+        address = buf.ctypes.data
+        _walk(*self._walk_args, x.ctypes.data, n, self.n_features, address + 8 * n_out, address)
         out = buf[:n_out].reshape(n, -1)
         out /= len(self.roots)
         return out
@@ -154,7 +154,7 @@ class PackedForest:
 
 def _walk_layout(nodes: np.ndarray, bits: int, n_features: int) -> np.ndarray:
     """The walk's copy of `nodes`: a split's missing-value bit and feature become one index
-    into the walk's doubled row (`_walk`), the feature plus n_features when missing goes right
+    into the walk's doubled row (`_walk_into`), the feature plus n_features when missing goes right
     (below 1 << (bits + 1): `_check`). Leaves stay as they are."""
     out = nodes.copy()
     meta = out[0::2]  # a view: written through into `out`
