@@ -52,7 +52,7 @@ RfRow, RfPrediction, EdgeRow, EdgePrediction = RF.row, RF.prediction, EDGE.row, 
     # One worker per core; the Kubernetes ConfigMap (BENTOML_CONFIG) overrides these.
     workers=2,
     # A request still running after 30 s gets a 504. How many may be in flight is this
-    # project's own limit (BENTOS_MAX_CONCURRENCY, bentos.serving.middleware.Admission):
+    # project's own limit (BENTOS_MAX_CONCURRENCY, bentos.serving.middleware.Front):
     # BentoML's counts a request from its headers, so slow senders could hold every slot.
     traffic={"timeout": 30},
     # BentoML labels its request metrics by raw path (a path scan grows them without bound);

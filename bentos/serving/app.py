@@ -1,10 +1,12 @@
 """The HTTP transport: the JSON API, the Open Inference Protocol's REST routes, /models, the
 OpenAPI document and /metrics. Each route decodes, calls the inference core (bentos.serving.core)
-and encodes; the error family is mapped to a status and a JSON body once, in `_route`.
+and encodes; the error family is mapped to a status and a JSON body once, in `failure`.
 
-A plain Starlette app, reached through bentos.serving.middleware.Routes ahead of BentoML's own
-router (docs/service-design.md has why and the figures): the error bodies are ours, and every
-client error is a 4xx whose message names the row and field.
+The hot routes (`HOT`: predictions) are functions of the request's scope and body that give an
+`Answer`: bentos.serving.middleware.Front calls them itself, ahead of any framework; the rest is
+a plain Starlette app, which Front reaches ahead of BentoML's own router (docs/service-design.md
+has why and the figures). The error bodies are ours, and every client error is a 4xx whose
+message names the row and field.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
@@ -31,6 +34,28 @@ from bentos.serving.metrics import latest_bentoml
 
 log = logging.getLogger("bentos.serving")
 Handler = Callable[[Request], Awaitable[Response]]
+Headers = list[tuple[bytes, bytes]]
+
+
+class Answer(NamedTuple):
+    """A response as the hot routes make it: bentos.serving.middleware.Front sends it as two
+    ASGI messages, and their Starlette routes (the app on its own, as the unit tests use it)
+    wrap it in a Response."""
+
+    status: int
+    content: bytes
+    headers: Headers  # the content type and any others, but the length
+
+
+# A hot route's handler: the core, the request's ASGI scope and its whole body in, an answer out.
+Call = Callable[[Core, dict, bytes], Awaitable[Answer]]
+_JSON = (b"content-type", b"application/json")
+
+
+def json_answer(body: object, status: int = 200, rid: str | None = None) -> Answer:
+    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = [_JSON] if rid is None else [_JSON, (b"x-request-id", rid.encode())]
+    return Answer(status, content, headers)
 
 
 def json_response(
@@ -44,39 +69,87 @@ def json_response(
     )
 
 
-def _route(handler: Handler) -> Handler:
-    """The error family to its status and JSON body, and anything else to a JSON 500 (logged:
-    a 500 is a bug, never a client's doing)."""
+def failure(exc: Exception, scope: dict) -> Answer:
+    """The error family to its status and JSON body, and anything else to a JSON 500 (logged: a
+    500 is a bug, never a client's doing): the one mapping of every HTTP route."""
+    if isinstance(exc, ClientError):
+        return json_answer(exc.to_dict(), exc.status)
+    if isinstance(exc, ClientDisconnect):
+        return Answer(499, b"", [])
+    # The client's request id (or a new one), in the log line and in the answer, so that one
+    # can be found from the other.
+    rid = request_id(scope)
+    log.error(
+        "%s %s failed",
+        scope["method"],
+        scope["path"],
+        exc_info=exc,
+        extra={
+            "event": "request_failed",
+            "request_id": rid,
+            "model": (scope.get("path_params") or {}).get("model"),
+        },
+    )
+    return json_answer(
+        {"error": "internal error; it is logged on the server", "request_id": rid}, 500, rid
+    )
 
-    async def answer(request: Request) -> Response:
+
+async def answer(call: Call, core: Core, scope: dict, body: bytes) -> Answer:
+    """`call`'s answer, or its failure's (`failure`): never raises but for cancellation."""
+    try:
+        return await call(core, scope, body)
+    except Exception as exc:
+        return failure(exc, scope)
+
+
+def _response(answer: Answer) -> Response:
+    response = Response(answer.content, status_code=answer.status)
+    response.raw_headers.extend(answer.headers)
+    return response
+
+
+def _route(handler: Handler) -> Handler:
+    """A Starlette endpoint whose errors are mapped by `failure`."""
+
+    async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
-        except ClientError as exc:
-            return json_response(exc.to_dict(), exc.status)
-        except ClientDisconnect:
-            return Response(status_code=499)
-        except Exception:
-            # The client's request id (or a new one), in the log line and in the answer, so that
-            # one can be found from the other.
-            rid = request_id(request)
-            log.exception(
-                "%s %s failed",
-                request.method,
-                request.url.path,
-                extra={
-                    "event": "request_failed",
-                    "request_id": rid,
-                    "model": request.path_params.get("model"),
-                },
-            )
-            body = {"error": "internal error; it is logged on the server", "request_id": rid}
-            return json_response(body, 500, {"x-request-id": rid})
+        except Exception as exc:
+            return _response(failure(exc, request.scope))
 
-    return answer
+    return endpoint
+
+
+def _hot(call: Call) -> Handler:
+    """A hot route as a Starlette endpoint: the body read here, then the very call that
+    bentos.serving.middleware.Front makes."""
+
+    async def endpoint(request: Request) -> Response:
+        core = _core(request)
+        try:
+            body = await read_body(request, core.settings.max_body_bytes)
+        except Exception as exc:
+            return _response(failure(exc, request.scope))
+        return _response(await answer(call, core, request.scope, body))
+
+    return endpoint
 
 
 def _core(request: Request) -> Core:
     return request.app.state.core
+
+
+def declared_too_large(declared: bytes | str | None, max_bytes: int) -> ClientError | None:
+    """A 413 for a body whose declared length is over `max_bytes`, refused before it is read."""
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        shown = declared.decode() if isinstance(declared, bytes) else declared
+        return ClientError(413, f"request body is {shown} bytes; the limit is {max_bytes}")
+    return None
+
+
+def too_large(max_bytes: int) -> ClientError:
+    return ClientError(413, f"request body exceeds the limit of {max_bytes} bytes")
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -84,9 +157,9 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
     Straight from the ASGI receive channel: Starlette's stream() generator around it cost a
     measurable share of a one-row prediction (BENCHMARKS.md, "Choices")."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise ClientError(413, f"request body is {declared} bytes; the limit is {max_bytes}")
+    refused = declared_too_large(request.headers.get("content-length"), max_bytes)
+    if refused is not None:
+        raise refused
     chunks, size, more = [], 0, True
     while more:
         message = await request.receive()
@@ -96,20 +169,29 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         more = message.get("more_body", False)
         size += len(chunk)
         if size > max_bytes:
-            raise ClientError(413, f"request body exceeds the limit of {max_bytes} bytes")
+            raise too_large(max_bytes)
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def request_id(request: Request) -> str:
+def header(scope: dict, name: bytes) -> bytes | None:
+    """A request header's value (names arrive lower-cased), without building a Request."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+def request_id(scope: dict) -> str:
     """The client's x-request-id, or a new one: logged predictions are joined to their true
     labels by it, and the answer carries it back in the same header."""
-    return request.headers.get("x-request-id") or uuid.uuid4().hex
+    rid = header(scope, b"x-request-id")
+    return rid.decode("latin-1") if rid else uuid.uuid4().hex
 
 
 async def predict_json(
     core: Core, model: ServedModel, body: bytes, rid: str, spread: bool = False
-) -> Response:
+) -> Answer:
     """The JSON API: {"instances": [...]} in, predictions and probabilities out (a
     regression: predictions, and with `spread` the forest's trees' spread per row)."""
     # Refused before the body is read into rows: nothing it holds could make it answerable.
@@ -137,17 +219,19 @@ async def predict_json(
     elif spread:
         answer["spread"] = np.ascontiguousarray(proba[:, 1])
     answer["model"] = model.runner.tag
-    return json_response(answer, headers={"x-request-id": rid})
+    return json_answer(answer, rid=rid)
 
 
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
 
 
-def _flag(request: Request, name: str) -> bool:
+def _flag(scope: dict, name: str) -> bool:
     """A yes/no query parameter; a 400 naming it for any other value."""
-    if not request.scope.get("query_string"):  # most requests: no query to parse
+    query = scope.get("query_string")
+    if not query:  # most requests: no query to parse
         return False
-    value = request.query_params.get(name)
+    # As Starlette reads a query: the last of a repeated name wins.
+    value = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get(name)
     if value is None or value.lower() in _FALSE:
         return False
     if value.lower() in _TRUE:
@@ -158,13 +242,11 @@ def _flag(request: Request, name: str) -> bool:
     )
 
 
-def _predict(name: str) -> Handler:
-    async def predict(request: Request) -> Response:
-        core = _core(request)
+def _predict(name: str) -> Call:
+    async def predict(core: Core, scope: dict, body: bytes) -> Answer:
         model = core.model(name)
-        spread = _flag(request, "spread")
-        body = await read_body(request, core.settings.max_body_bytes)
-        return await predict_json(core, model, body, request_id(request), spread)
+        spread = _flag(scope, "spread")
+        return await predict_json(core, model, body, request_id(scope), spread)
 
     return predict
 
@@ -243,29 +325,39 @@ async def v2_model_ready(request: Request) -> Response:
     return json_response({"name": _model(request).name, "ready": True})
 
 
-async def v2_infer(request: Request) -> Response:
-    core = _core(request)
-    model = _model(request)
-    body = await read_body(request, core.settings.max_body_bytes)
-    decoded = v2.rest_request(body, request.headers.get("inference-header-content-length"))
+async def v2_infer(core: Core, scope: dict, body: bytes) -> Answer:
+    # /v2/models/{model}[/versions/{version}]/infer, as route_of matched it.
+    parts = scope["path"].split("/")
+    model = core.model(parts[3], parts[5] if len(parts) == 7 else None)
+    length = header(scope, b"inference-header-content-length")
+    decoded = v2.rest_request(body, None if length is None else length.decode("latin-1"))
     unknown: dict[str, int] = {}
     x = v2.features(model.runner.schema, decoded, core.settings.max_rows, unknown)
     core.counted(model, unknown)
     proba = await core.infer(model, x)
-    rid = request_id(request)
+    rid = request_id(scope)
     schema = model.runner.schema
     core.record(model, rid, lambda: v2.rows(schema, decoded), proba)
     outs = v2.outputs(proba, decoded.outputs, model.runner.schema)
     content, headers = v2.rest_response(model.name, model.version, decoded.id, outs)
-    return Response(content, headers={**headers, "x-request-id": rid})
+    encoded = [(k.encode(), v.encode()) for k, v in headers.items()]
+    return Answer(200, content, [*encoded, (b"x-request-id", rid.encode())])
+
+
+# The hot routes, by the route template bentos.serving.middleware.route_of gives: what Front
+# answers itself, and what the app's own routes below answer the same way.
+HOT: dict[str, Call] = {
+    "/predict": _predict("rf"),
+    "/predict_edge": _predict("tflite"),
+    "/v2/models/{model}/infer": v2_infer,
+    "/v2/models/{model}/versions/{version}/infer": v2_infer,
+}
 
 
 def routes() -> list[Route]:
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
     table: list[tuple[str, Handler, str]] = [
-        ("/predict", _predict("rf"), "POST"),
-        ("/predict_edge", _predict("tflite"), "POST"),
         ("/models", list_models, "GET"),
         ("/models/{name}/report", report_page, "GET"),
         # Any rest of the path, slashes included, so that every name reaches the one check
@@ -279,9 +371,9 @@ def routes() -> list[Route]:
         ("/v2/health/ready", v2_ready, "GET"),
         *((p, v2_model_metadata, "GET") for p in (model, versioned)),
         *((p + "/ready", v2_model_ready, "GET") for p in (model, versioned)),
-        *((p + "/infer", v2_infer, "POST") for p in (model, versioned)),
     ]
-    return [Route(path, _route(handler), methods=[method]) for path, handler, method in table]
+    hot = [Route(path, _hot(call), methods=["POST"]) for path, call in HOT.items()]
+    return hot + [Route(path, _route(handler), methods=[method]) for path, handler, method in table]
 
 
 def create_app(core: Core | None = None) -> Starlette:

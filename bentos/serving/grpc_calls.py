@@ -8,7 +8,7 @@ message arrives, so clients that sent headers and part of a message held the who
 (docs/reliability.md, "Slow and vanishing clients"). Here each one-message method is registered
 as a client-streaming one: the handler starts on the event loop at the headers, reads the one
 message itself within BENTOS_GRPC_MESSAGE_TIMEOUT_SECONDS, and only then takes one of
-BENTOS_MAX_CONCURRENCY slots, as the HTTP door's Admission does. A call still waiting for its
+BENTOS_MAX_CONCURRENCY slots, as the HTTP door's middleware (Front) does. A call still waiting for its
 message costs a coroutine, not a thread. On the wire a unary call and a client stream of one
 message are the same, so clients see no difference.
 """

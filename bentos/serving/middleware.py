@@ -1,14 +1,6 @@
-"""ASGI middleware around the whole service (BentoML's own routes included), outermost first:
-
-- JsonErrors: the framework's plain-text 404/405/500 become JSON like every other rejection.
-- SpreadConnections: every Nth response of a worker closes its connection, so that keep-alive
-  clients spread again over the worker processes and, in Kubernetes, over new pods.
-- Observe: every request counted and timed by route template (bentos.serving.metrics).
-- Admission: a request's body must arrive within a bounded time (else 408), and only a request
-  whose body has arrived takes one of the worker's slots for model work (else 429): a slow
-  sender cannot hold the capacity.
-- Routes: the paths of this project's app (bentos.serving.app) go to it directly, ahead of
-  BentoML's router; everything else (probes, BentoML's UI and schema) to BentoML.
+"""The ASGI middleware around the whole service, BentoML's own routes included (`Front`), and the
+route template of every path (`route_of`), by which its metrics are labelled and its requests
+routed.
 """
 
 from __future__ import annotations
@@ -20,6 +12,16 @@ from typing import Any
 
 import orjson
 
+from bentos.serving.app import (
+    HOT,
+    Answer,
+    Call,
+    answer,
+    declared_too_large,
+    failure,
+    header,
+    too_large,
+)
 from bentos.serving.metrics import Metrics
 from bentos.serving.protocol import GONE
 
@@ -62,230 +64,244 @@ def route_of(path: str) -> tuple[str, bool]:
     return "unmatched", False
 
 
-async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+async def _send_json(send: Any, status: int, body: dict[str, Any], close: bool = False) -> int:
     content = orjson.dumps(body)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(content)).encode()),
     ]
+    if close:
+        headers.append(_CLOSE)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
+    return status
 
 
 _WHAT = {404: "no such route", 405: "method not allowed", 500: "internal error (logged)"}
+_CLOSE = (b"connection", b"close")
+_NATIVE = {"/predict", "/predict_edge"}  # the routes of the @bentoml.api methods (service.py)
+# A body's deadline, once it has passed: the request's task was cancelled for it.
+_EXPIRED = -1.0
 
 
-class JsonErrors:
-    """ASGI middleware for the whole service: the framework's plain-text 404/405 (a path no
-    route matches, such as /v2/models/%0A/infer) and 500 become {"error": ...} like every other
-    rejection. Everything else passes through untouched."""
+class Front:
+    """The one middleware around the whole service (BentoML's own routes included):
 
-    def __init__(self, app: Any):
-        self.app = app
+    - Every request is counted and timed by route template (bentos.serving.metrics).
+    - A POST's body must arrive within `body_timeout` seconds (else a 408), and only then does
+      the request take one of the worker's `max_concurrency` slots for model work (else a 429):
+      BentoML's own limit counts a request from its headers, so senders that trickle their
+      bodies held every slot until the request timeout (docs/service-design.md).
+    - The hot routes (bentos.serving.app.HOT: the JSON API's and the Open Inference Protocol's
+      predictions) are answered here, from the body already read: no framework between the
+      server and the model. This project's other paths go to its own app (bentos.serving.app),
+      ahead of BentoML's router, which puts its `@bentoml.api` routes before a mounted app;
+      everything else (probes, BentoML's UI and schema, bodies BentoML's clients encode) goes to
+      BentoML.
+    - Every `every`-th response asks its keep-alive client to reconnect (`Connection: close`):
+      the workers share one listening socket, and the one that wakes first accepts every
+      connection waiting, so clients that connect at once often all land on one worker; a
+      reconnecting client goes to whichever is free (BENCHMARKS.md, keep-alive connections), and
+      between pods, to one the autoscaler added. nginx does the same with `keepalive_requests`.
+    - The framework's plain-text 404/405/500 become {"error": ...} like every other rejection.
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        status: list[int] = []
-
-        async def send_json_errors(message: dict) -> None:
-            # Headers are looked at only for a 404/405: every other response passes untouched.
-            if message["type"] == "http.response.start" and message["status"] in (404, 405, 500):
-                headers = dict(message.get("headers") or [])
-                if headers.get(b"content-type", b"").startswith(b"text/plain"):
-                    status.append(message["status"])
-                    return
-            elif status:
-                if message.get("more_body"):
-                    return
-                what = _WHAT[status[0]]
-                body = orjson.dumps({"error": f"{what}: {scope['method']} {scope['path']!r}"})
-                headers = [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ]
-                await send({"type": "http.response.start", "status": status[0], "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-            await send(message)
-
-        await self.app(scope, receive, send_json_errors)
-
-
-class SpreadConnections:
-    """Ask a keep-alive client to reconnect (`Connection: close`) after every `every`-th
-    response of this worker.
-
-    Why: the workers share one listening socket, and the worker that wakes first accepts every
-    connection waiting, so 16 clients that connect at once often all land on one worker while
-    the other sits idle: half the pod's throughput, for as long as the connections live
-    (BENCHMARKS.md, keep-alive connections). A reconnecting client goes to whichever worker is free
-    to accept, which moves connections off the busy one. The same holds between pods: a
-    connection that never closes never reaches a pod the autoscaler added. nginx does the
-    same with `keepalive_requests`.
+    Why one: the five middlewares these were each wrapped every request and every message in
+    another coroutine and callback; the request path's ladder in BENCHMARKS.md has the cost.
     """
 
-    def __init__(self, app: Any, every: int = 100):
+    def __init__(
+        self,
+        app: Any,
+        *,
+        ours: Any,
+        hot: dict[str, Call] = HOT,
+        every: int = 100,
+        body_timeout: float = 5.0,
+        max_concurrency: int = 64,
+        max_body_bytes: int = 1 << 20,
+    ):
         if every <= 0:
             raise ValueError(f"every must be positive, got {every}")
         self.app = app
+        self.ours = ours  # this project's Starlette app: its state holds the core and metrics
+        self.hot = hot
         self.every = every
-        self._responses = 0
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        self._responses += 1
-        if self._responses % self.every:
-            return await self.app(scope, receive, send)
-
-        async def send_closing(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                headers = [*(message.get("headers") or ()), (b"connection", b"close")]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_closing)
-
-
-class Observe:
-    """Count and time every request by route template, in `state.metrics` once the worker has
-    made them (bentos.serving.metrics: in each worker process, not at import)."""
-
-    def __init__(self, app: Any, state: Any):
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        metrics: Metrics | None = getattr(self.state, "metrics", None)
-        if scope["type"] != "http" or metrics is None:
-            return await self.app(scope, receive, send)
-        t0 = time.perf_counter()
-        status = [0]
-
-        async def observed(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observed)
-        finally:
-            route, _ = route_of(scope["path"])
-            # An answer the client left before getting is dropped (bentos.serving.protocol).
-            code = 499 if scope.get(GONE) else status[0] or 500
-            metrics.observe("http", route, code, time.perf_counter() - t0)
-
-
-class Admission:
-    """A POST's body must arrive within `body_timeout` seconds (else a 408), and only then does
-    the request take one of `max_concurrency` slots for model work (a 429 when none is free).
-
-    Why here: BentoML's own concurrency limit counts a request from its headers, so senders
-    that trickle their bodies held every slot until the request timeout (docs/service-design.md);
-    a request is counted here only once it can be worked on.
-    """
-
-    def __init__(self, app: Any, body_timeout: float, max_concurrency: int, max_body_bytes: int):
-        self.app = app
         self.body_timeout = body_timeout
         self.max_concurrency = max_concurrency
         self.max_body_bytes = max_body_bytes
         self.in_flight = 0
+        self._responses = 0
+        # The requests waiting for their body, by task, with their deadlines: one timer per
+        # worker looks at them (`_sweep`), rather than one per request.
+        self._waiting: dict[asyncio.Task, float] = {}
+        self._sweeping = False
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        messages: list[dict] = []
-        size = 0
+        t0 = time.perf_counter()
+        route, ours = route_of(scope["path"])
+        self._responses += 1
+        close = not self._responses % self.every
+        status = 0
         try:
-            async with asyncio.timeout(self.body_timeout):
-                while True:
-                    message = await receive()
-                    messages.append(message)
-                    if message["type"] != "http.request":
-                        # The client went away. The answer goes nowhere (the server drops what
-                        # is sent to a closed connection) but ends the request: BentoML's
-                        # TimeoutMiddleware, outside this one, waits for a response until its
-                        # timeout, and a stop waits for it (30 s); and the metrics count it.
-                        return await _send_json(send, 499, {"error": "the client went away"})
-                    size += len(message.get("body", b""))
-                    if size > self.max_body_bytes:
-                        break  # the app refuses it with a 413, from what arrived
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
+            if scope["method"] == "POST":
+                status = await self._post(scope, receive, send, route, ours, close)
+            else:
+                status = await self._forward(scope, receive, send, ours, close)
+        finally:
+            metrics: Metrics | None = getattr(self.ours.state, "metrics", None)
+            if metrics is not None:
+                # An answer the client left before getting is dropped (bentos.serving.protocol).
+                code = 499 if scope.get(GONE) else status or 500
+                metrics.observe("http", route, code, time.perf_counter() - t0)
+
+    async def _post(
+        self, scope: dict, receive: Any, send: Any, route: str, ours: bool, close: bool
+    ) -> int:
+        messages, refused = await self._body(receive)
+        if refused == 408:
             seconds = self.body_timeout
-            return await _send_json(
-                send, 408, {"error": f"the request body did not arrive within {seconds:g} s"}
-            )
-        if scope.get(GONE):  # its client left while the body arrived: no work for no one
-            return await _send_json(send, 499, {"error": "the client went away"})
+            message = f"the request body did not arrive within {seconds:g} s"
+            return await _send_json(send, 408, {"error": message}, close)
+        # The client went away, before or while its body arrived. The answer goes nowhere (the
+        # server drops what is sent to a closed connection) but ends the request: BentoML's
+        # TimeoutMiddleware, outside this one, waits for a response until its timeout, and a
+        # stop waits for it; and the metrics count it.
+        if refused or scope.get(GONE):
+            return await _send_json(send, 499, {"error": "the client went away"}, close)
         if self.in_flight >= self.max_concurrency:
-            return await _send_json(
-                send,
-                429,
-                {"error": f"more than {self.max_concurrency} requests in flight; retry later"},
-            )
+            message = f"more than {self.max_concurrency} requests in flight; retry later"
+            return await _send_json(send, 429, {"error": message}, close)
         self.in_flight += 1
-        replay = iter(messages)
-
-        async def replayed() -> dict:
-            message = next(replay, None)
-            return message if message is not None else await receive()
-
         try:
-            await self.app(scope, replayed, send)
+            core = getattr(self.ours.state, "core", None)
+            call = self.hot.get(route) if ours and core is not None else None
+            if call is not None and (scope["path"] not in _NATIVE or _is_json(scope)):
+                body = b"".join([m.get("body", b"") for m in messages])
+                refusal = declared_too_large(header(scope, b"content-length"), self.max_body_bytes)
+                if refusal is None and len(body) > self.max_body_bytes:
+                    refusal = too_large(self.max_body_bytes)
+                if refusal is not None:
+                    reply = failure(refusal, scope)
+                else:
+                    reply = await answer(call, core, scope, body)
+                return await _send_answer(send, reply, close)
+            replay = iter(messages)
+
+            async def replayed() -> dict:
+                message = next(replay, None)
+                return message if message is not None else await receive()
+
+            return await self._forward(scope, replayed, send, ours, close)
         finally:
             self.in_flight -= 1
 
+    async def _body(self, receive: Any) -> tuple[list[dict], int]:
+        """The body's messages, up to the one past the byte limit (the app refuses it with a 413
+        from what arrived), and 0; or 408 when the deadline passed first, 499 when the client
+        left."""
+        messages: list[dict] = []
+        size = 0
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting[task] = time.monotonic() + self.body_timeout
+        if not self._sweeping:
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(self._tick(), self._sweep)
+        try:
+            while True:
+                message = await receive()
+                messages.append(message)
+                if message["type"] != "http.request":
+                    return messages, 499
+                size += len(message.get("body", b""))
+                if size > self.max_body_bytes or not message.get("more_body", False):
+                    return messages, 0
+        except asyncio.CancelledError:
+            if self._waiting.get(task) != _EXPIRED:
+                raise  # not this deadline's doing
+            task.uncancel()
+            return messages, 408
+        finally:
+            del self._waiting[task]
 
-class Routes:
-    """This project's paths to its own app (bentos.serving.app), the rest to BentoML's router.
+    def _tick(self) -> float:
+        # A deadline is met within a tenth of the timeout (or 0.5 s, if sooner).
+        return min(self.body_timeout / 10, 0.5)
 
-    Why: BentoML's router puts its `@bentoml.api` routes before a mounted app, and a request
-    through them runs at about half the rate (BENCHMARKS.md); the `@bentoml.api` methods stay
-    for BentoML's clients and `bentoml.depends`, which call the same paths over HTTP.
-    """
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for task, deadline in list(self._waiting.items()):
+            if deadline != _EXPIRED and deadline <= now:
+                self._waiting[task] = _EXPIRED
+                task.cancel()
+        self._sweeping = bool(self._waiting)
+        if self._sweeping:
+            asyncio.get_running_loop().call_later(self._tick(), self._sweep)
 
-    def __init__(self, app: Any, ours: Any):
-        self.app = app
-        self.ours = ours
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def _forward(self, scope: dict, receive: Any, send: Any, ours: bool, close: bool) -> int:
+        """To this project's app or to BentoML, through one callback that notes the status, adds
+        `Connection: close` when asked, and turns the framework's plain-text 404/405/500 (a path
+        no route matches, such as /v2/models/%0A/infer) into JSON."""
         # BentoML's own clients between services (bentoml.depends) send other encodings than
         # JSON to the @bentoml.api routes: BentoML decodes those and calls the method.
-        if (
-            scope["type"] == "http"
-            and route_of(scope["path"])[1]
-            and (scope["path"] not in _NATIVE or _is_json(scope))
-        ):
-            return await self.ours(scope, receive, send)
-        return await self.app(scope, receive, send)
+        mine = ours and (scope["path"] not in _NATIVE or _is_json(scope))
+        status: list[int] = [0, 0]  # the status, and the one held back to become JSON
+
+        async def respond(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                if status[0] in (404, 405, 500) and _plain(message):
+                    status[1] = status[0]
+                    return
+                if close:
+                    message = {**message, "headers": [*(message.get("headers") or ()), _CLOSE]}
+            elif status[1]:
+                if message.get("more_body"):
+                    return
+                what = _WHAT[status[1]]
+                body = {"error": f"{what}: {scope['method']} {scope['path']!r}"}
+                await _send_json(send, status[1], body, close)
+                return
+            await send(message)
+
+        await (self.ours if mine else self.app)(scope, receive, respond)
+        return status[0]
 
 
-_NATIVE = {"/predict", "/predict_edge"}  # the routes of the @bentoml.api methods (service.py)
+def _plain(start: dict) -> bool:
+    for name, value in start.get("headers") or ():
+        if name == b"content-type":
+            return value.startswith(b"text/plain")
+    return False
 
 
 def _is_json(scope: dict) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return value.startswith(b"application/json")
-    return True  # no content type: read as JSON, as curl's -d sends it
+    value = header(scope, b"content-type")
+    return value is None or value.startswith(b"application/json")  # none: as curl -d sends
 
 
-def install(service: Any, app: Any, settings: Any) -> None:
-    """The service's middlewares, outermost first (docs/service-design.md, "The request path"),
-    on a BentoML service class whose own app is `app` and whose settings are `settings`
-    (bentos.settings.ServingSettings): service.py's list, which the benchmarks' no-op ceiling
-    installs too."""
-    service.add_asgi_middleware(JsonErrors)
-    service.add_asgi_middleware(SpreadConnections, every=settings.keepalive_requests)
-    service.add_asgi_middleware(Observe, state=app.state)
+async def _send_answer(send: Any, reply: Answer, close: bool) -> int:
+    headers = [*reply.headers, (b"content-length", str(len(reply.content)).encode())]
+    if close:
+        headers.append(_CLOSE)
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.content})
+    return reply.status
+
+
+def install(service: Any, app: Any, settings: Any, hot: dict[str, Call] = HOT) -> None:
+    """The service's middleware (docs/service-design.md, "The request path") on a BentoML
+    service class whose own app is `app` and whose settings are `settings`
+    (bentos.settings.ServingSettings): service.py's, which the benchmarks' no-op ceiling
+    installs too, with hot routes of its own."""
     service.add_asgi_middleware(
-        Admission,
+        Front,
+        ours=app,
+        hot=hot,
+        every=settings.keepalive_requests,
         body_timeout=settings.body_timeout_seconds,
         max_concurrency=settings.max_concurrency,
         max_body_bytes=settings.max_body_bytes,
     )
-    service.add_asgi_middleware(Routes, ours=app)

@@ -3,7 +3,7 @@ request and response models generated from a model's feature schema.
 
 BentoML's clients (`bentoml.SyncHTTPClient`, `AsyncHTTPClient`) and `bentoml.depends` find the
 methods through them; over HTTP their requests reach the same handler as curl's
-(bentos.serving.middleware.Routes), and a call in process runs the same core.
+(bentos.serving.middleware.Front), and a call in process runs the same core.
 """
 
 from __future__ import annotations

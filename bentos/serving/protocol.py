@@ -7,7 +7,7 @@ request logged "Exception in ASGI application" with a traceback (RuntimeError: u
 perform operation on <TCPTransport closed=True>), a server error for what is the client's
 leaving (docs/reliability.md, "Slow and vanishing clients"). Here the request being answered is
 marked too: its answer is dropped as uvicorn drops any answer to a closed connection, the
-metrics count it as `client_gone` (bentos.serving.middleware.Observe reads GONE), and the
+metrics count it as `client_gone` (bentos.serving.middleware.Front reads GONE), and the
 requests still queued behind it, which uvicorn never starts once the connection is closed, are
 let go.
 

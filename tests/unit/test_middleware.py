@@ -4,10 +4,23 @@ HTTP in test_service.py)."""
 from __future__ import annotations
 
 import asyncio
+import time
+import types
 
 import pytest
 
-from bentos.serving.middleware import SpreadConnections
+from bentos.serving.middleware import Front
+
+
+class _Ours:
+    """What Front needs of this project's app: its state (no core, no metrics here)."""
+
+    def __init__(self, app=None):
+        self.app = app
+        self.state = types.SimpleNamespace()
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
 
 
 async def _app(scope, receive, send):
@@ -15,21 +28,28 @@ async def _app(scope, receive, send):
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _respond(mw: SpreadConnections, scope_type: str = "http") -> list[dict]:
+def _scope(method: str = "GET", path: str = "/livez") -> dict:
+    return {"type": "http", "method": method, "path": path, "headers": []}
+
+
+def _respond(mw: Front, scope: dict | None = None, receive=None) -> list[dict]:
     sent: list[dict] = []
 
     async def send(message):
         sent.append(message)
 
-    asyncio.run(mw({"type": scope_type}, None, send))
+    async def body():
+        return {"type": "http.request", "body": b"{}"}
+
+    asyncio.run(mw(scope or _scope(), receive or body, send))
     return sent
 
 
 def test_every_nth_response_asks_the_client_to_close():
-    mw = SpreadConnections(_app, every=3)
+    mw = Front(_app, ours=_Ours(), every=3)
     closing = []
     for n in range(1, 10):
-        start, body = _respond(mw)
+        start, body = _respond(mw, _scope("POST" if n % 2 else "GET"))
         assert (b"x-a", b"1") in start["headers"] and body["body"] == b"ok"
         if (b"connection", b"close") in start["headers"]:
             closing.append(n)
@@ -37,8 +57,8 @@ def test_every_nth_response_asks_the_client_to_close():
 
 
 def test_other_scopes_pass_through_uncounted():
-    mw = SpreadConnections(_app, every=1)
-    start, _ = _respond(mw, "websocket")
+    mw = Front(_app, ours=_Ours(), every=1)
+    start, _ = _respond(mw, {"type": "websocket"})
     assert (b"connection", b"close") not in start["headers"]
     start, _ = _respond(mw)
     assert (b"connection", b"close") in start["headers"]
@@ -46,14 +66,10 @@ def test_other_scopes_pass_through_uncounted():
 
 def test_every_must_be_positive():
     with pytest.raises(ValueError, match="positive"):
-        SpreadConnections(_app, every=0)
+        Front(_app, ours=_Ours(), every=0)
 
 
 def test_a_plain_text_500_becomes_json():
-    import asyncio
-
-    from bentos.serving.middleware import JsonErrors
-
     async def broken(scope, receive, send):
         await send(
             {
@@ -64,19 +80,51 @@ def test_a_plain_text_500_becomes_json():
         )
         await send({"type": "http.response.body", "body": b"Internal Server Error"})
 
-    sent = []
-
-    async def send(message):
-        sent.append(message)
-
-    async def receive():
-        return {"type": "http.request", "body": b""}
-
-    scope = {"type": "http", "method": "GET", "path": "/boom", "headers": []}
-    asyncio.run(JsonErrors(broken)(scope, receive, send))
+    sent = _respond(Front(broken, ours=_Ours()), _scope("GET", "/boom"))
     assert sent[0]["status"] == 500
     assert dict(sent[0]["headers"])[b"content-type"] == b"application/json"
     assert b'"error":"internal error (logged): GET ' in sent[1]["body"]
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408_and_frees_its_wait():
+    mw = Front(_app, ours=_Ours(), body_timeout=0.2)
+
+    async def never():
+        await asyncio.sleep(3600)
+
+    t0 = time.perf_counter()
+    start, body = _respond(mw, _scope("POST", "/predict"), never)
+    assert start["status"] == 408 and b"did not arrive within 0.2 s" in body["body"]
+    assert 0.2 <= time.perf_counter() - t0 < 1.0
+    assert not mw._waiting and mw.in_flight == 0
+
+
+def test_a_cancellation_that_is_not_the_deadline_goes_through():
+    mw = Front(_app, ours=_Ours(), body_timeout=30)
+
+    async def never():
+        await asyncio.sleep(3600)
+
+    async def go():
+        task = asyncio.ensure_future(mw(_scope("POST", "/predict"), never, _discard))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    assert not mw._waiting
+
+
+async def _discard(message):
+    pass
+
+
+def test_a_full_worker_answers_429_once_the_body_has_arrived():
+    mw = Front(_app, ours=_Ours(), max_concurrency=1)
+    mw.in_flight = 1
+    start, body = _respond(mw, _scope("POST", "/predict"))
+    assert start["status"] == 429 and b"more than 1 requests in flight" in body["body"]
 
 
 @pytest.mark.parametrize(
