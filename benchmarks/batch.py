@@ -49,9 +49,9 @@ def make_input(path: Path, rows: int, names: list[str]) -> None:
             writer.write_table(pa.Table.from_pandas(block, preserve_index=False))
 
 
-def run_job(inp: Path, out: Path, env: dict[str, str]) -> tuple[float, int, dict]:
+def run_job(inp: Path, out: Path, env: dict[str, str], cwd: Path = ROOT) -> tuple[float, int, dict]:
     """Seconds from process start to the `_SUCCESS` manifest, peak RSS (KiB) and the summary of
-    one job run with default flags in a fresh process."""
+    one job run with default flags in a fresh process, its code imported from `cwd`."""
     code = (
         "import atexit, runpy, sys\n"
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent,
@@ -62,7 +62,7 @@ def run_job(inp: Path, out: Path, env: dict[str, str]) -> tuple[float, int, dict
     )
     t0 = time.time()
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout + proc.stderr)
@@ -74,21 +74,16 @@ def run_job(inp: Path, out: Path, env: dict[str, str]) -> tuple[float, int, dict
 
 
 @contextmanager
-def _walk_hidden() -> Iterator[None]:
-    """The walk's kept machine code moved aside (the job compiles and keeps its own), then back.
-    Moved within its own folder: renames, so that a process starting meanwhile reads a whole
-    file or none (and compiles its own)."""
-    cache = ROOT / "bentos" / "__pycache__"
-    aside = Path(tempfile.mkdtemp(prefix=".walk-aside-", dir=cache))
-    kept = sorted(cache.glob("forest-walk-*"))
-    for f in kept:
-        f.rename(aside / f.name)
-    try:
-        yield
-    finally:
-        for f in kept:
-            (aside / f.name).replace(f)
-        shutil.rmtree(aside, ignore_errors=True)
+def _walk_cold() -> Iterator[Path]:
+    """A folder holding a copy of the job's code without any kept walk: a job run from there
+    compiles the walk and keeps it in the copy (bentos.native). The checkout's own kept walk is
+    left alone, so that processes starting meanwhile (other tests) still load it."""
+    with tempfile.TemporaryDirectory(prefix="walk-cold-") as tmp:
+        for package in ("bentos", "jobs"):
+            shutil.copytree(
+                ROOT / package, Path(tmp) / package, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        yield Path(tmp)
 
 
 def alternate(repeat: int, baseline: Callable[[], float], job: Callable[[], float]) -> tuple:
@@ -179,8 +174,9 @@ def main() -> None:
             del x
         if rows == args.rows[0]:
             # No kept walk: the compile a pod without the image's file pays (bentos.native).
-            with _walk_hidden():
-                wall, rss, _ = run_job(inp, work / f"out-{rows}-cold-{time.time_ns()}", env)
+            with _walk_cold() as code:
+                out = work / f"out-{rows}-cold-{time.time_ns()}"
+                wall, rss, _ = run_job(inp, out, env, cwd=code)
             _line("job end to end, walk compiled cold", rows, wall, base_rate, rss)
     if len(peaks) > 1:
         print(f"peak RSS {args.rows[-1]:,} / {args.rows[0]:,} rows: {peaks[-1] / peaks[0]:.2f}x")

@@ -5,8 +5,10 @@ the framework's no-op ceiling, in one run, on this machine. Loopback only.
 
 Needs the synthetic workload's models (`bentos train --dataset synthetic`). Starts every server
 itself: the service (`bentoml serve .`), the gRPC server (`python -m bentos.serving.grpc`), the
-machine's floor (a bare ASGI app under uvicorn, benchmarks/variants/floor.py), a no-op with
-service.py's settings and middlewares (benchmarks/variants/noop_service.py), the baseline (benchmarks/baseline:
+machine's floor (a bare ASGI app under uvicorn, benchmarks/variants/floor.py), the rungs of the
+request path's ladder above it (BentoML's own layers, benchmarks/variants/framework.py; a no-op
+with service.py's settings and middleware, then parsing, validation and the walk,
+benchmarks/variants/noop_service.py), the baseline (benchmarks/baseline:
 Flask + joblib + gunicorn, 2 sync workers) and a peer, bare BentoML as its scikit-learn example
 writes a service (benchmarks/baseline/bentoml_service.py, 2 workers), both serving the same
 forest. Prints one table (medians
@@ -27,7 +29,18 @@ from benchmarks import loadgen
 from benchmarks.servers import Process, bentoml_serve, grpc_serve, gunicorn_serve, uvicorn_serve
 from benchmarks.workload import sample_rows
 
-TARGETS = ("flask", "bentoml", "floor", "noop", "predict", "predict_edge", "v2_rest", "grpc")
+# The request path's ladder, from the floor up, one layer a rung (BENCHMARKS.md, "The floor").
+LADDER = ("floor", "framework", "noop", "parse", "validate", "walk", "predict")
+TARGETS = (
+    "flask",
+    "bentoml",
+    *LADDER,
+    "predict_edge",
+    "v2_rest",
+    "grpc",
+)
+# The rungs the no-op's server answers, by its /predict's step (benchmarks/variants/noop_service.py).
+_STEPS = {"noop": "", "parse": "?step=parse", "validate": "?step=validate", "walk": "?step=walk"}
 BASELINE = "flask"
 
 
@@ -66,7 +79,9 @@ def start_servers(targets: set[str]) -> dict[str, Process]:
         ).wait_ready()
     if "floor" in targets:
         servers["floor"] = uvicorn_serve("benchmarks.variants.floor:app").wait_ready()
-    if "noop" in targets:
+    if "framework" in targets:
+        servers["framework"] = bentoml_serve("benchmarks.variants.framework:Framework").wait_ready()
+    if targets & set(_STEPS):
         servers["noop"] = bentoml_serve("benchmarks.variants.noop_service:Noop").wait_ready()
     if "grpc" in targets:
         servers["grpc"] = grpc_serve().wait_ready()
@@ -93,7 +108,14 @@ def cell(target: str, servers, bodies, clients: int, duration: float) -> loadgen
         "flask": (servers.get("flask") and servers["flask"].url + "/predict", instances),
         "bentoml": (servers.get("bentoml") and servers["bentoml"].url + "/classify", array),
         "floor": (servers.get("floor") and servers["floor"].url + "/predict", instances),
-        "noop": (servers.get("noop") and servers["noop"].url + "/predict", instances),
+        "framework": (
+            servers.get("framework") and servers["framework"].url + "/predict",
+            instances,
+        ),
+        **{
+            step: (servers.get("noop") and servers["noop"].url + "/predict" + query, instances)
+            for step, query in _STEPS.items()
+        },
         "predict": (servers.get("service") and servers["service"].url + "/predict", instances),
         "predict_edge": (
             servers.get("service") and servers["service"].url + "/predict_edge",

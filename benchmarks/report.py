@@ -74,6 +74,12 @@ def main(path: str) -> None:
             5,
             "x",
         ),
+        (
+            "... and >= 15x (the floor's issue)",
+            _ratio(pred64, flask64, "rows/s"),
+            15,
+            "x",
+        ),
         ("1 client: /predict p50 <= 5 ms", _get(one, "p50 ms"), 5, "<="),
         ("errors in every cell", sum(r["errors"] for r in table), 0, "=="),
     ]
@@ -86,12 +92,45 @@ def main(path: str) -> None:
         print(
             f"| {name} | {value:.2f} | {op if op != 'x' else '>='} {need} | {'yes' if met else 'NO'} |"
         )
+    _ladder(table)
     cold = ", ".join(f"{k} {v:.1f} s" for k, v in data["cold_start_s"].items() if v)
     print(f"\nCold start (process start to ready): {cold}.")
     print(
         f"Installed size of the Bento's serving requirements: {data['serving_bytes'] / 2**20:.0f} MiB "
         f"(TensorFlow and what only it needs, not in the Bento: {data['tensorflow_bytes'] / 2**20:.0f} MiB)."
     )
+
+
+# The request path's ladder, from the floor up (benchmarks.online.LADDER), and what each rung adds.
+_RUNGS = {
+    "floor": "a bare ASGI app under uvicorn",
+    "framework": "+ BentoML's worker, app, middleware and router, the app mounted",
+    "noop": "+ this project's middleware (Front), a hot route answering a constant",
+    "parse": "+ the body parsed",
+    "validate": "+ validated against the schema",
+    "walk": "+ the forest, through the batcher",
+    "predict": "+ labels, the answer's JSON, request id, prediction log, model metrics",
+}
+
+
+def _ladder(table: list[dict]) -> None:
+    rungs = [(name, cell(table, name, 1, 16)) for name in _RUNGS]
+    rungs = [(name, r) for name, r in rungs if r]
+    floor = cell(table, "floor", 1, 16)
+    if len(rungs) < 2 or not floor:
+        return
+    print("\n| rung (1 row, 16 clients) | req/s | of the floor | us a request | added |")
+    print("|---|---:|---:|---:|---:|")
+    before = None
+    for name, r in rungs:
+        # The machine's time per request: both cores, the load generator's share included.
+        us = 1e6 / r["req/s"]
+        added = f"{us - before:+.0f}" if before is not None else ""
+        print(
+            f"| {name}: {_RUNGS[name]} | {r['req/s']:.0f} | {r['req/s'] / floor['req/s']:.0%} "
+            f"| {us:.0f} | {added} |"
+        )
+        before = us
 
 
 if __name__ == "__main__":

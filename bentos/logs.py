@@ -116,6 +116,11 @@ def is_json(stream: IO[str] | None = None, fmt: str | None = None) -> bool:
 # The loggers BentoML's server configures with handlers of its own (bentoml._internal.log):
 # given the one handler instead, at their own levels.
 SERVER_LOGGERS = ("bentoml", "circus", "uvicorn", "uvicorn.error", "uvicorn.access")
+# Loggers left without a handler: uvicorn's access log builds each request's line (its path
+# quoted, its client's address) whenever its logger has a handler, though at INFO under the
+# root's WARNING the line is then dropped. BentoML's access log (BENTOML_CONFIG
+# logging.access) is the one a user turns on.
+_SILENT = ("uvicorn.access",)
 
 
 def configure(
@@ -142,7 +147,8 @@ def configure(
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             logger.removeHandler(old)
-        logger.addHandler(handler)
+        if name not in _SILENT:
+            logger.addHandler(handler)
         logger.propagate = name == ""
     root.setLevel("DEBUG" if level == "debug" else "WARNING")
     logging.getLogger("bentos").setLevel(level.upper())

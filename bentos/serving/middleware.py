@@ -6,6 +6,7 @@ routed.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from typing import Any
@@ -80,8 +81,6 @@ async def _send_json(send: Any, status: int, body: dict[str, Any], close: bool =
 _WHAT = {404: "no such route", 405: "method not allowed", 500: "internal error (logged)"}
 _CLOSE = (b"connection", b"close")
 _NATIVE = {"/predict", "/predict_edge"}  # the routes of the @bentoml.api methods (service.py)
-# A body's deadline, once it has passed: the request's task was cancelled for it.
-_EXPIRED = -1.0
 
 
 class Front:
@@ -92,6 +91,8 @@ class Front:
       the request take one of the worker's `max_concurrency` slots for model work (else a 429):
       BentoML's own limit counts a request from its headers, so senders that trickle their
       bodies held every slot until the request timeout (docs/service-design.md).
+      One timer per worker looks at the deadlines of the bodies still arriving (`_sweep`),
+      each met within a tenth of the timeout or half a second, rather than a timer a request.
     - The hot routes (bentos.serving.app.HOT: the JSON API's and the Open Inference Protocol's
       predictions) are answered here, from the body already read: no framework between the
       server and the model. This project's other paths go to its own app (bentos.serving.app),
@@ -105,8 +106,8 @@ class Front:
       between pods, to one the autoscaler added. nginx does the same with `keepalive_requests`.
     - The framework's plain-text 404/405/500 become {"error": ...} like every other rejection.
 
-    Why one: the five middlewares these were each wrapped every request and every message in
-    another coroutine and callback; the request path's ladder in BENCHMARKS.md has the cost.
+    Why one: five middlewares did these, each wrapping every request and every message in
+    another coroutine and callback (BENCHMARKS.md, "The floor", has the ladder).
     """
 
     def __init__(
@@ -131,10 +132,12 @@ class Front:
         self.max_body_bytes = max_body_bytes
         self.in_flight = 0
         self._responses = 0
-        # The requests waiting for their body, by task, with their deadlines: one timer per
-        # worker looks at them (`_sweep`), rather than one per request.
-        self._waiting: dict[asyncio.Task, float] = {}
+        # The requests whose body is arriving, by task, with their deadlines (math.inf once
+        # passed: the task was cancelled for it). One timer per worker looks at them (`_sweep`)
+        # while there are any.
+        self._deadlines: dict[asyncio.Task, float] = {}
         self._sweeping = False
+        self._tick = min(body_timeout / 10, 0.5)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -156,11 +159,21 @@ class Front:
                 code = 499 if scope.get(GONE) else status or 500
                 metrics.observe("http", route, code, time.perf_counter() - t0)
 
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for task, deadline in self._deadlines.items():
+            if deadline <= now:
+                self._deadlines[task] = math.inf
+                task.cancel()
+        self._sweeping = bool(self._deadlines)
+        if self._sweeping:
+            asyncio.get_running_loop().call_later(self._tick, self._sweep)
+
     async def _post(
         self, scope: dict, receive: Any, send: Any, route: str, ours: bool, close: bool
     ) -> int:
-        messages, refused = await self._body(receive)
-        if refused == 408:
+        messages, gone = await self._body(receive)
+        if messages is None:
             seconds = self.body_timeout
             message = f"the request body did not arrive within {seconds:g} s"
             return await _send_json(send, 408, {"error": message}, close)
@@ -168,7 +181,7 @@ class Front:
         # server drops what is sent to a closed connection) but ends the request: BentoML's
         # TimeoutMiddleware, outside this one, waits for a response until its timeout, and a
         # stop waits for it; and the metrics count it.
-        if refused or scope.get(GONE):
+        if gone or scope.get(GONE):
             return await _send_json(send, 499, {"error": "the client went away"}, close)
         if self.in_flight >= self.max_concurrency:
             message = f"more than {self.max_concurrency} requests in flight; retry later"
@@ -197,48 +210,33 @@ class Front:
         finally:
             self.in_flight -= 1
 
-    async def _body(self, receive: Any) -> tuple[list[dict], int]:
+    async def _body(self, receive: Any) -> tuple[list[dict] | None, bool]:
         """The body's messages, up to the one past the byte limit (the app refuses it with a 413
-        from what arrived), and 0; or 408 when the deadline passed first, 499 when the client
-        left."""
+        from what arrived), and whether the client left; None when its deadline passed first."""
         messages: list[dict] = []
         size = 0
         task = asyncio.current_task()
         assert task is not None
-        self._waiting[task] = time.monotonic() + self.body_timeout
+        self._deadlines[task] = time.monotonic() + self.body_timeout
         if not self._sweeping:
             self._sweeping = True
-            asyncio.get_running_loop().call_later(self._tick(), self._sweep)
+            asyncio.get_running_loop().call_later(self._tick, self._sweep)
         try:
             while True:
                 message = await receive()
                 messages.append(message)
                 if message["type"] != "http.request":
-                    return messages, 499
+                    return messages, True
                 size += len(message.get("body", b""))
                 if size > self.max_body_bytes or not message.get("more_body", False):
-                    return messages, 0
+                    return messages, False
         except asyncio.CancelledError:
-            if self._waiting.get(task) != _EXPIRED:
-                raise  # not this deadline's doing
+            if self._deadlines.get(task) != math.inf:
+                raise  # not the deadline's doing
             task.uncancel()
-            return messages, 408
+            return None, False
         finally:
-            del self._waiting[task]
-
-    def _tick(self) -> float:
-        # A deadline is met within a tenth of the timeout (or 0.5 s, if sooner).
-        return min(self.body_timeout / 10, 0.5)
-
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for task, deadline in list(self._waiting.items()):
-            if deadline != _EXPIRED and deadline <= now:
-                self._waiting[task] = _EXPIRED
-                task.cancel()
-        self._sweeping = bool(self._waiting)
-        if self._sweeping:
-            asyncio.get_running_loop().call_later(self._tick(), self._sweep)
+            del self._deadlines[task]
 
     async def _forward(self, scope: dict, receive: Any, send: Any, ours: bool, close: bool) -> int:
         """To this project's app or to BentoML, through one callback that notes the status, adds

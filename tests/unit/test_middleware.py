@@ -96,7 +96,7 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408_and_frees_its_wait():
     start, body = _respond(mw, _scope("POST", "/predict"), never)
     assert start["status"] == 408 and b"did not arrive within 0.2 s" in body["body"]
     assert 0.2 <= time.perf_counter() - t0 < 1.0
-    assert not mw._waiting and mw.in_flight == 0
+    assert not mw._deadlines and mw.in_flight == 0
 
 
 def test_a_cancellation_that_is_not_the_deadline_goes_through():
@@ -113,7 +113,7 @@ def test_a_cancellation_that_is_not_the_deadline_goes_through():
             await task
 
     asyncio.run(go())
-    assert not mw._waiting
+    assert not mw._deadlines
 
 
 async def _discard(message):
