@@ -97,8 +97,9 @@ class TabularClassifier:
 
     @bentoml.on_shutdown
     def _flush_prediction_log(self) -> None:
-        # A stopping worker writes the predictions it holds: BentoML's workers do not reach
-        # the interpreter's own exit hooks.
+        # A stopping worker writes the predictions it holds, and its last turn's metrics:
+        # BentoML's workers do not reach the interpreter's own exit hooks.
+        app.state.metrics.flush()
         if self.core.log is not None:
             self.core.log.close()
 

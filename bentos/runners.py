@@ -54,7 +54,7 @@ class Runner:
         if self.schema.regression:
             return [float(str(v)) for v in proba[:, 0]]
         labels = self.schema.labels
-        return [labels[i] for i in np.argmax(proba, axis=1).tolist()]
+        return [labels[i] for i in proba.argmax(axis=1).tolist()]
 
 
 class RandomForestRunner(Runner):

@@ -18,14 +18,18 @@ logs.configure("server", loggers=logs.SERVER_LOGGERS)
 protocol.install()
 
 
-@bentoml.service(
-    name="framework",
-    workers=2,
-    traffic={"timeout": 30},
-    metrics={"enabled": False},
-    logging={"access": {"enabled": False}},
-    tracing={"excluded_urls": "."},
-)
+# service.py's decorator's settings, but the models (and the port, which the benchmark gives):
+# the variants' one copy.
+SERVICE = {
+    "workers": 2,
+    "traffic": {"timeout": 30},
+    "metrics": {"enabled": False},
+    "logging": {"access": {"enabled": False}},
+    "tracing": {"excluded_urls": "."},
+}
+
+
+@bentoml.service(name="framework", **SERVICE)
 @bentoml.asgi_app(app, path="/")
 class Framework:
     pass

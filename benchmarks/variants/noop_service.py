@@ -19,6 +19,7 @@ from __future__ import annotations
 import bentoml
 from starlette.applications import Starlette
 
+from benchmarks.variants.framework import SERVICE
 from bentos import logs
 from bentos.runners import RandomForestRunner
 from bentos.schema import parse_json
@@ -55,15 +56,7 @@ async def noop(core: Core, scope: dict, body: bytes) -> Answer:
 app = Starlette()
 
 
-# service.py's decorator's settings, but the models (and the port, which the benchmark gives).
-@bentoml.service(
-    name="noop",
-    workers=2,
-    traffic={"timeout": 30},
-    metrics={"enabled": False},
-    logging={"access": {"enabled": False}},
-    tracing={"excluded_urls": "."},
-)
+@bentoml.service(name="noop", **SERVICE)  # service.py's settings
 @bentoml.asgi_app(app, path="/")
 class Noop:
     def __init__(self) -> None:
