@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from bentos.serving import protocol
 from bentos.serving.app import (
     HOT,
     Answer,
@@ -23,6 +24,7 @@ from bentos.serving.app import (
     header,
     too_large,
 )
+from bentos.serving.deadlines import Deadline, Deadlines
 from bentos.serving.metrics import Metrics
 from bentos.serving.protocol import GONE
 
@@ -120,6 +122,7 @@ class Front:
         body_timeout: float = 5.0,
         max_concurrency: int = 64,
         max_body_bytes: int = 1 << 20,
+        service: str | None = None,
     ):
         if every <= 0:
             raise ValueError(f"every must be positive, got {every}")
@@ -132,58 +135,106 @@ class Front:
         self.max_body_bytes = max_body_bytes
         self.in_flight = 0
         self._responses = 0
-        # The requests whose body is arriving, by task, with their deadlines (math.inf once
-        # passed: the task was cancelled for it). One timer per worker looks at them (`_sweep`)
-        # while there are any.
-        self._deadlines: dict[asyncio.Task, float] = {}
-        self._sweeping = False
-        self._tick = min(body_timeout / 10, 0.5)
+        self._deadlines = Deadlines(tick=min(body_timeout / 10, 0.5))
+        # BentoML's request timeout, kept here for the requests served ahead of its layers.
+        self.request_timeout: float | None = None
+        if service is not None:
+            self._go_first(service)
+
+    def _go_first(self, service: str) -> None:
+        """Serve the hot routes ahead of BentoML's own layers (its app's error middleware,
+        OpenTelemetry's, its timeout, uvicorn's proxy headers), through the server's protocol
+        (bentos.serving.protocol), when those layers would do nothing for them: BentoML's
+        metrics, tracing exporter, access log, CORS and request limit all off, as service.py
+        sets them (BENTOML_CONFIG may turn them on). Its timeout is kept here, cheaper. Why:
+        they cost about a fifth of a one-row prediction (BENCHMARKS.md, "The floor")."""
+        from bentoml._internal.configuration.containers import BentoMLContainer as bentoml
+
+        traffic = bentoml.config.services.get()[service].get("traffic") or {}
+        idle = not (
+            bentoml.api_server_config.metrics.enabled.get()
+            or bentoml.config.tracing.exporter_type.get()
+            or bentoml.api_server_config.logging.access.enabled.get()
+            or bentoml.http.cors.enabled.get()
+            or traffic.get("max_concurrency")
+        )
+        if idle:
+            self.request_timeout = traffic.get("timeout")
+            protocol.serve_first(self)
+
+    def takes(self, scope: dict) -> bool:
+        """Whether the request is one of the hot routes it answers itself (the protocol asks,
+        before any other layer sees it)."""
+        if scope["method"] != "POST":
+            return False
+        route, ours = route_of(scope["path"])
+        return (
+            ours
+            and route in self.hot
+            and getattr(self.ours.state, "core", None) is not None
+            and (scope["path"] not in _NATIVE or _is_json(scope))
+        )
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        await self._serve(scope, receive, send, None)
+
+    async def first(self, scope: dict, receive: Any, send: Any) -> None:
+        """A hot route's request, ahead of every other layer (`takes`), with BentoML's timeout."""
+        await self._serve(scope, receive, send, self.request_timeout)
+
+    async def _serve(self, scope: dict, receive: Any, send: Any, timeout: float | None) -> None:
         t0 = time.perf_counter()
         route, ours = route_of(scope["path"])
         self._responses += 1
         close = not self._responses % self.every
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = self._deadlines.arm(task, timeout or math.inf, 504)
         status = 0
         try:
             if scope["method"] == "POST":
-                status = await self._post(scope, receive, send, route, ours, close)
+                status = await self._post(scope, receive, send, route, ours, close, deadline)
             else:
-                status = await self._forward(scope, receive, send, ours, close)
+                status = await self._forward(scope, receive, send, ours, close, deadline)
+        except asyncio.CancelledError:
+            if not deadline.expired:
+                raise  # not a deadline's doing
+            task.uncancel()
+            if deadline.code == 408:
+                message = f"the request body did not arrive within {self.body_timeout:g} s"
+            else:
+                message = f"the request was not answered within {timeout:g} s"
+            status = await _send_json(send, deadline.code, {"error": message}, close)
         finally:
+            self._deadlines.drop(task)
             metrics: Metrics | None = getattr(self.ours.state, "metrics", None)
             if metrics is not None:
                 # An answer the client left before getting is dropped (bentos.serving.protocol).
                 code = 499 if scope.get(GONE) else status or 500
                 metrics.observe("http", route, code, time.perf_counter() - t0)
 
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for task, deadline in self._deadlines.items():
-            if deadline <= now:
-                self._deadlines[task] = math.inf
-                task.cancel()
-        self._sweeping = bool(self._deadlines)
-        if self._sweeping:
-            asyncio.get_running_loop().call_later(self._tick, self._sweep)
-
     async def _post(
-        self, scope: dict, receive: Any, send: Any, route: str, ours: bool, close: bool
+        self,
+        scope: dict,
+        receive: Any,
+        send: Any,
+        route: str,
+        ours: bool,
+        close: bool,
+        deadline: Deadline,
     ) -> int:
-        messages, gone = await self._body(receive)
-        if messages is None:
-            seconds = self.body_timeout
-            message = f"the request body did not arrive within {seconds:g} s"
-            return await _send_json(send, 408, {"error": message}, close)
+        messages, gone = await self._body(receive, deadline)
         # The client went away, before or while its body arrived. The answer goes nowhere (the
         # server drops what is sent to a closed connection) but ends the request: BentoML's
         # TimeoutMiddleware, outside this one, waits for a response until its timeout, and a
         # stop waits for it; and the metrics count it.
         if gone or scope.get(GONE):
+            deadline.disarm()
             return await _send_json(send, 499, {"error": "the client went away"}, close)
         if self.in_flight >= self.max_concurrency:
+            deadline.disarm()
             message = f"more than {self.max_concurrency} requests in flight; retry later"
             return await _send_json(send, 429, {"error": message}, close)
         self.in_flight += 1
@@ -199,6 +250,7 @@ class Front:
                     reply = failure(refusal, scope)
                 else:
                     reply = await answer(call, core, scope, body)
+                deadline.disarm()
                 return await _send_answer(send, reply, close)
             replay = iter(messages)
 
@@ -206,39 +258,32 @@ class Front:
                 message = next(replay, None)
                 return message if message is not None else await receive()
 
-            return await self._forward(scope, replayed, send, ours, close)
+            return await self._forward(scope, replayed, send, ours, close, deadline)
         finally:
             self.in_flight -= 1
 
-    async def _body(self, receive: Any) -> tuple[list[dict] | None, bool]:
+    async def _body(self, receive: Any, deadline: Deadline) -> tuple[list[dict], bool]:
         """The body's messages, up to the one past the byte limit (the app refuses it with a 413
-        from what arrived), and whether the client left; None when its deadline passed first."""
+        from what arrived), and whether the client left. Until then `deadline` is the body's."""
         messages: list[dict] = []
         size = 0
-        task = asyncio.current_task()
-        assert task is not None
-        self._deadlines[task] = time.monotonic() + self.body_timeout
-        if not self._sweeping:
-            self._sweeping = True
-            asyncio.get_running_loop().call_later(self._tick, self._sweep)
-        try:
-            while True:
-                message = await receive()
-                messages.append(message)
-                if message["type"] != "http.request":
-                    return messages, True
-                size += len(message.get("body", b""))
-                if size > self.max_body_bytes or not message.get("more_body", False):
-                    return messages, False
-        except asyncio.CancelledError:
-            if self._deadlines.get(task) != math.inf:
-                raise  # not the deadline's doing
-            task.uncancel()
-            return None, False
-        finally:
-            del self._deadlines[task]
+        request_at = deadline.at
+        body_at = time.monotonic() + self.body_timeout
+        if body_at < request_at:
+            deadline.at, deadline.code = body_at, 408
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages, True
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes or not message.get("more_body", False):
+                deadline.at, deadline.code = request_at, 504
+                return messages, False
 
-    async def _forward(self, scope: dict, receive: Any, send: Any, ours: bool, close: bool) -> int:
+    async def _forward(
+        self, scope: dict, receive: Any, send: Any, ours: bool, close: bool, deadline: Deadline
+    ) -> int:
         """To this project's app or to BentoML, through one callback that notes the status, adds
         `Connection: close` when asked, and turns the framework's plain-text 404/405/500 (a path
         no route matches, such as /v2/models/%0A/infer) into JSON."""
@@ -249,6 +294,7 @@ class Front:
 
         async def respond(message: dict) -> None:
             if message["type"] == "http.response.start":
+                deadline.disarm()
                 status[0] = message["status"]
                 if status[0] in (404, 405, 500) and _plain(message):
                     status[1] = status[0]
@@ -302,4 +348,5 @@ def install(service: Any, app: Any, settings: Any, hot: dict[str, Call] = HOT) -
         body_timeout=settings.body_timeout_seconds,
         max_concurrency=settings.max_concurrency,
         max_body_bytes=settings.max_body_bytes,
+        service=service.name,
     )

@@ -11,6 +11,10 @@ metrics count it as `client_gone` (bentos.serving.middleware.Front reads GONE), 
 requests still queued behind it, which uvicorn never starts once the connection is closed, are
 let go.
 
+It also lets the service's middleware answer its hot routes ahead of every other layer
+(`serve_first`, bentos.serving.middleware.Front): a request it takes starts its task with Front
+as the application, not with the stack of middleware around BentoML's app.
+
 `install()` puts it in place of uvicorn's automatic choice for every server this process starts
 afterwards; BentoML's workers start theirs after importing service.py, which calls it.
 """
@@ -21,6 +25,14 @@ from typing import Any
 
 # Set in a request's ASGI scope when its client left before its answer was sent.
 GONE = "bentos.client_gone"
+# What answers some requests ahead of the application's layers: `takes(scope)` says which, and
+# `first(scope, receive, send)` answers them (bentos.serving.middleware.Front, once built).
+_first: Any = None
+
+
+def serve_first(front: Any) -> None:
+    global _first
+    _first = front
 
 
 def install() -> None:
@@ -35,6 +47,9 @@ def install() -> None:
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             self._answering = cycle
+            first = _first
+            if first is not None and first.takes(cycle.scope):
+                app = first.first
             super()._start_asgi_task(cycle, app)
 
         def connection_lost(self, exc: Exception | None) -> None:

@@ -84,15 +84,20 @@ def _response(s: socket.socket) -> str:
     return (head + b"\r\n\r\n" + body).decode()
 
 
-def test_a_body_that_does_not_arrive_in_time_is_a_json_408(small):
-    (s,) = _slow(small, 1)
+def _slow_reply(srv) -> tuple[str, float]:
+    """The answer to one slow sender (`_slow`), and the seconds it took to come."""
+    (s,) = _slow(srv, 1)
     try:
         s.settimeout(10)
         t0 = time.monotonic()
         reply = _response(s)
-        took = time.monotonic() - t0
+        return reply, time.monotonic() - t0
     finally:
         s.close()
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_json_408(small):
+    reply, took = _slow_reply(small)
     assert reply.startswith("HTTP/1.1 408"), reply
     assert '"error":"the request body did not arrive within 3 s"' in reply
     assert 2.5 < took < 8, took  # the configured 3 s, not BentoML's 30 s request timeout
@@ -179,3 +184,39 @@ def test_clients_that_leave_mid_body_are_counted_and_do_not_hold_up_a_stop(serve
         srv.stop()
         took = time.monotonic() - t0
     assert took < 5, f"the stop took {took:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("bentoml_config", "expected"),
+    [
+        # As service.py sets BentoML up: Front answers /predict ahead of BentoML's layers, and
+        # keeps BentoML's request timeout itself.
+        ("", '"error":"the request was not answered within 1 s"'),
+        # An access log asked for in BENTOML_CONFIG: BentoML's layers (its access log, its
+        # timeout) see every request again.
+        (
+            "    logging:\n      access:\n        enabled: true\n",
+            "Not able to process the request in 1",
+        ),
+    ],
+    ids=["ahead-of-bentoml", "through-bentoml"],
+)
+def test_a_request_past_bentoml_s_timeout_gets_a_504_on_either_path(
+    serve, pinned, tmp_path, bentoml_config, expected
+):
+    config = tmp_path / "bentoml.yaml"
+    config.write_text(
+        "services:\n  tabular-classifier:\n    traffic:\n      timeout: 1\n" + bentoml_config
+    )
+    env = {**pinned, "BENTOML_CONFIG": str(config), "BENTOS_BODY_TIMEOUT_SECONDS": "5"}
+    srv = serve(env).wait_ready()
+    try:
+        reply, took = _slow_reply(srv)
+        assert reply.startswith("HTTP/1.1 504"), reply
+        assert expected in reply, reply
+        assert 0.9 < took < 4, took  # the 1 s timeout, not the body's 5 s
+        # Requests that arrive whole are answered as before.
+        resp = httpx.post(srv.url + "/predict", json={"instances": [ROW]}, timeout=10)
+        assert resp.status_code == 200, resp.text
+    finally:
+        srv.stop()

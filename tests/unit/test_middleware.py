@@ -9,6 +9,7 @@ import types
 
 import pytest
 
+from bentos.serving.app import Answer
 from bentos.serving.middleware import Front
 
 
@@ -32,7 +33,8 @@ def _scope(method: str = "GET", path: str = "/livez") -> dict:
     return {"type": "http", "method": method, "path": path, "headers": []}
 
 
-def _respond(mw: Front, scope: dict | None = None, receive=None) -> list[dict]:
+def _respond(mw: Front, scope: dict | None = None, receive=None, first: bool = False) -> list[dict]:
+    """The messages `mw` sends (through `first`, as the protocol calls it, when asked)."""
     sent: list[dict] = []
 
     async def send(message):
@@ -41,7 +43,7 @@ def _respond(mw: Front, scope: dict | None = None, receive=None) -> list[dict]:
     async def body():
         return {"type": "http.request", "body": b"{}"}
 
-    asyncio.run(mw(scope or _scope(), receive or body, send))
+    asyncio.run((mw.first if first else mw)(scope or _scope(), receive or body, send))
     return sent
 
 
@@ -96,7 +98,7 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408_and_frees_its_wait():
     start, body = _respond(mw, _scope("POST", "/predict"), never)
     assert start["status"] == 408 and b"did not arrive within 0.2 s" in body["body"]
     assert 0.2 <= time.perf_counter() - t0 < 1.0
-    assert not mw._deadlines and mw.in_flight == 0
+    assert not len(mw._deadlines) and mw.in_flight == 0
 
 
 def test_a_cancellation_that_is_not_the_deadline_goes_through():
@@ -113,7 +115,7 @@ def test_a_cancellation_that_is_not_the_deadline_goes_through():
             await task
 
     asyncio.run(go())
-    assert not mw._deadlines
+    assert not len(mw._deadlines)
 
 
 async def _discard(message):
@@ -146,3 +148,61 @@ def test_report_paths_are_labelled_by_their_route_template(path, template):
     label, ours = route_of(path)
     assert label == template
     assert ours == (template != "unmatched")
+
+
+def _hot_front(call) -> Front:
+    ours = _Ours()
+    ours.state.core = object()
+    return Front(_app, ours=ours, hot={"/predict": call})
+
+
+def _post(path: str = "/predict", content_type: bytes | None = b"application/json") -> dict:
+    scope = _scope("POST", path)
+    if content_type is not None:
+        scope["headers"] = [(b"content-type", content_type)]
+    return scope
+
+
+def test_it_takes_only_json_posts_to_hot_routes_once_a_core_is_there():
+    async def call(core, scope, body):
+        raise AssertionError("not called")
+
+    mw = _hot_front(call)
+    assert mw.takes(_post())
+    assert mw.takes(_post(content_type=None))  # no content type: read as JSON, as curl -d sends
+    assert not mw.takes(_post(content_type=b"application/octet-stream"))  # BentoML's clients
+    assert not mw.takes(_scope("GET", "/predict"))
+    assert not mw.takes(_post("/models"))
+    assert not mw.takes(_post("/v2/models/rf/infer"))  # not among this front's hot routes
+    del mw.ours.state.core
+    assert not mw.takes(_post())  # not loaded yet: BentoML's path answers
+
+
+def test_a_request_served_first_that_does_not_answer_in_time_gets_a_504():
+    cancelled = []
+
+    async def slow(core, scope, body):
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    mw = _hot_front(slow)
+    mw.request_timeout = 0.3
+    t0 = time.perf_counter()
+    sent = _respond(mw, _post(), first=True)
+    assert sent[0]["status"] == 504 and b"not answered within 0.3 s" in sent[1]["body"]
+    assert 0.3 <= time.perf_counter() - t0 < 1.0
+    assert cancelled == [True] and not len(mw._deadlines) and mw.in_flight == 0
+
+
+def test_a_request_served_first_gets_its_answer_within_the_timeout():
+    async def quick(core, scope, body):
+        return Answer(200, b'{"ok":true}', [(b"content-type", b"application/json")])
+
+    mw = _hot_front(quick)
+    mw.request_timeout = 5
+    sent = _respond(mw, _post(), first=True)
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b'{"ok":true}'
+    assert (b"content-length", b"11") in sent[0]["headers"]
