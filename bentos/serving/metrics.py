@@ -47,6 +47,13 @@ _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+def _observed(child: Any, amount: float) -> tuple[tuple[Any, float], tuple[Any, float]]:
+    """A prometheus_client histogram child's observe(amount) as increments: its sum, and the
+    first bucket whose upper bound holds the amount (as Histogram.observe does)."""
+    bucket = child._buckets[bisect.bisect_left(child._upper_bounds, amount)]
+    return (child._sum, amount), (bucket, 1.0)
+
+
 class _TurnWrites:
     """The request path's increments, added up over one turn of the event loop and written at
     its end: one write per series a turn rather than one per observation.
@@ -63,32 +70,25 @@ class _TurnWrites:
         # Per thread: a thread with a loop of its own (a test's, say) has its own turn.
         self._local = threading.local()
 
-    def inc(self, value: Any, amount: float) -> None:
-        """`value` (a prometheus_client value: a counter's, a bucket's, a sum's) += amount."""
+    def add(self, *increments: tuple[Any, float]) -> None:
+        """Each (value, amount): a prometheus_client value (a counter's, a bucket's, a sum's)
+        += amount. One call for all of a request's, as this runs for every request."""
         loop = asyncio._get_running_loop()
         if loop is None:
-            value.inc(amount)
+            for value, amount in increments:
+                value.inc(amount)
             return
         local = self._local
         pending: dict[Any, float] | None = getattr(local, "pending", None)
-        if pending is None:
+        if not pending or local.loop is not loop:
+            if pending:  # a new loop in this thread: the old one's turn is over
+                self.flush()
             pending = local.pending = {}
-            local.loop = None
-        if not pending:
             local.loop = loop
             loop.call_soon(self.flush)
-        elif local.loop is not loop:  # a new loop in this thread: the old one's turn is over
-            self.flush()
-            pending = local.pending
-            local.loop = loop
-            loop.call_soon(self.flush)
-        pending[value] = pending.get(value, 0.0) + amount
-
-    def observe(self, child: Any, amount: float) -> None:
-        """A prometheus_client histogram child's observe(amount), added up: its sum, and the
-        first bucket whose upper bound holds it (as Histogram.observe does)."""
-        self.inc(child._sum, amount)
-        self.inc(child._buckets[bisect.bisect_left(child._upper_bounds, amount)], 1.0)
+        get = pending.get
+        for value, amount in increments:
+            pending[value] = get(value, 0.0) + amount
 
     def flush(self) -> None:
         """Write what this thread's turn holds (the loop calls it; a stopping worker too)."""
@@ -193,11 +193,11 @@ class Metrics:
                 else None,
             )
         requests, request_seconds, rejected = series
-        writes = self._writes
-        writes.inc(requests._value, 1.0)
-        writes.observe(request_seconds, seconds)
-        if rejected is not None:
-            writes.inc(rejected._value, 1.0)
+        timed = _observed(request_seconds, seconds)
+        if rejected is None:
+            self._writes.add((requests._value, 1.0), *timed)
+        else:
+            self._writes.add((requests._value, 1.0), *timed, (rejected._value, 1.0))
 
     def timed_model(
         self, name: str, fn: Callable[[np.ndarray], np.ndarray]
@@ -206,13 +206,12 @@ class Metrics:
         seconds = self.model_seconds.labels(name)
         rows = self.model_rows.labels(name)
 
-        writes = self._writes
+        add = self._writes.add
 
         def call(x: np.ndarray) -> np.ndarray:
             t0 = time.perf_counter()
             out = fn(x)
-            writes.observe(seconds, time.perf_counter() - t0)
-            writes.observe(rows, len(x))
+            add(*_observed(seconds, time.perf_counter() - t0), *_observed(rows, len(x)))
             return out
 
         return call
