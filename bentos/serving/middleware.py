@@ -136,6 +136,8 @@ class Front:
         self.in_flight = 0
         self._responses = 0
         self._deadlines = Deadlines(tick=min(body_timeout / 10, 0.5))
+        self._core_made: Any = None
+        self._metrics_made: Metrics | None = None
         # BentoML's request timeout, kept here for the requests served ahead of its layers.
         self.request_timeout: float | None = None
         if service is not None:
@@ -162,6 +164,19 @@ class Front:
             self.request_timeout = traffic.get("timeout")
             protocol.serve_first(self)
 
+    def _core(self) -> Any:
+        """The app's core once the service has made it (it does not change afterwards)."""
+        core = self._core_made
+        if core is None:
+            core = self._core_made = getattr(self.ours.state, "core", None)
+        return core
+
+    def _metrics(self) -> Metrics | None:
+        metrics = self._metrics_made
+        if metrics is None:
+            metrics = self._metrics_made = getattr(self.ours.state, "metrics", None)
+        return metrics
+
     def takes(self, scope: dict) -> bool:
         """Whether the request is one of the hot routes it answers itself (the protocol asks,
         before any other layer sees it)."""
@@ -171,7 +186,7 @@ class Front:
         return (
             ours
             and route in self.hot
-            and getattr(self.ours.state, "core", None) is not None
+            and self._core() is not None
             and (scope["path"] not in _NATIVE or _is_json(scope))
         )
 
@@ -209,7 +224,7 @@ class Front:
             status = await _send_json(send, deadline.code, {"error": message}, close)
         finally:
             self._deadlines.drop(task)
-            metrics: Metrics | None = getattr(self.ours.state, "metrics", None)
+            metrics = self._metrics()
             if metrics is not None:
                 # An answer the client left before getting is dropped (bentos.serving.protocol).
                 code = 499 if scope.get(GONE) else status or 500
@@ -239,7 +254,7 @@ class Front:
             return await _send_json(send, 429, {"error": message}, close)
         self.in_flight += 1
         try:
-            core = getattr(self.ours.state, "core", None)
+            core = self._core()
             call = self.hot.get(route) if ours and core is not None else None
             if call is not None and (scope["path"] not in _NATIVE or _is_json(scope)):
                 body = b"".join([m.get("body", b"") for m in messages])
