@@ -54,7 +54,8 @@ _JSON = (b"content-type", b"application/json")
 
 def json_answer(body: object, status: int = 200, rid: str | None = None) -> Answer:
     content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-    headers = [_JSON] if rid is None else [_JSON, (b"x-request-id", rid.encode())]
+    # The id as it came (bytes read as latin-1, so written back the same way).
+    headers = [_JSON] if rid is None else [_JSON, (b"x-request-id", rid.encode("latin-1"))]
     return Answer(status, content, headers)
 
 
@@ -87,12 +88,18 @@ def failure(exc: Exception, scope: dict) -> Answer:
         extra={
             "event": "request_failed",
             "request_id": rid,
-            "model": (scope.get("path_params") or {}).get("model"),
+            "model": _model_of(scope),
         },
     )
     return json_answer(
         {"error": "internal error; it is logged on the server", "request_id": rid}, 500, rid
     )
+
+
+def _model_of(scope: dict) -> str | None:
+    """The model a request names in its path (/v2/models/{model}/...), for the log."""
+    parts = scope["path"].split("/")
+    return parts[3] if len(parts) > 3 and parts[1:3] == ["v2", "models"] else None
 
 
 async def answer(call: Call, core: Core, scope: dict, body: bytes) -> Answer:
@@ -126,8 +133,8 @@ def _hot(call: Call) -> Handler:
     bentos.serving.middleware.Front makes."""
 
     async def endpoint(request: Request) -> Response:
-        core = _core(request)
         try:
+            core = _core(request)
             body = await read_body(request, core.settings.max_body_bytes)
         except Exception as exc:
             return _response(failure(exc, request.scope))
@@ -142,7 +149,12 @@ def _core(request: Request) -> Core:
 
 def declared_too_large(declared: bytes | str | None, max_bytes: int) -> ClientError | None:
     """A 413 for a body whose declared length is over `max_bytes`, refused before it is read."""
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes
+    ):
         shown = declared.decode() if isinstance(declared, bytes) else declared
         return ClientError(413, f"request body is {shown} bytes; the limit is {max_bytes}")
     return None
@@ -342,7 +354,7 @@ async def v2_infer(core: Core, scope: dict, body: bytes) -> Answer:
     outs = v2.outputs(proba, decoded.outputs, model.runner.schema)
     content, headers = v2.rest_response(model.name, model.version, decoded.id, outs)
     encoded = [(k.encode(), v.encode()) for k, v in headers.items()]
-    return Answer(200, content, [*encoded, (b"x-request-id", rid.encode())])
+    return Answer(200, content, [*encoded, (b"x-request-id", rid.encode("latin-1"))])
 
 
 # The hot routes, by the route template bentos.serving.middleware.route_of gives: what Front

@@ -18,31 +18,34 @@ import time
 class Deadline:
     """When its request's task is cancelled, and the status the request then gets."""
 
-    __slots__ = ("at", "code", "expired")
+    __slots__ = ("at", "code", "expired", "status")
 
     def __init__(self, at: float, code: int):
         self.at, self.code, self.expired = at, code, False
+        self.status = 0  # the answer's, once it starts
 
-    def disarm(self) -> None:
-        """The answer starts: nothing cancels it from here on (a stream, say, sends from tasks
-        of its own)."""
+    def disarm(self, status: int) -> None:
+        """The answer starts, with `status`: nothing cancels it from here on (a stream, say,
+        sends from tasks of its own)."""
         self.at = math.inf
+        self.status = status
 
 
 class Deadlines:
     """The deadlines of one worker's requests, by task."""
 
     def __init__(self, tick: float):
-        self._tick = tick
+        self._tick = max(tick, 0.01)
         self._by_task: dict[asyncio.Task, Deadline] = {}
-        self._sweeping = False
+        self._sweeping: asyncio.AbstractEventLoop | None = None  # the loop the timer is on
 
     def arm(self, task: asyncio.Task, seconds: float, code: int) -> Deadline:
         """A deadline `seconds` from now (math.inf: none yet) for `task`, answered `code`."""
         deadline = self._by_task[task] = Deadline(time.monotonic() + seconds, code)
-        if not self._sweeping:
-            self._sweeping = True
-            asyncio.get_running_loop().call_later(self._tick, self._sweep)
+        loop = asyncio.get_running_loop()
+        if self._sweeping is not loop:  # none yet, or on a loop that has ended (tests)
+            self._sweeping = loop
+            loop.call_later(self._tick, self._sweep, loop)
         return deadline
 
     def drop(self, task: asyncio.Task) -> None:
@@ -51,12 +54,13 @@ class Deadlines:
     def __len__(self) -> int:
         return len(self._by_task)
 
-    def _sweep(self) -> None:
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()
         for task, deadline in self._by_task.items():
-            if deadline.at <= now and not deadline.expired:
+            if deadline.at <= now and not deadline.expired and task.get_loop() is loop:
                 deadline.expired = True
                 task.cancel()
-        self._sweeping = bool(self._by_task)
-        if self._sweeping:
-            asyncio.get_running_loop().call_later(self._tick, self._sweep)
+        if self._by_task and self._sweeping is loop:
+            loop.call_later(self._tick, self._sweep, loop)
+        elif self._sweeping is loop:
+            self._sweeping = None

@@ -207,6 +207,7 @@ class Front:
         task = asyncio.current_task()
         assert task is not None
         deadline = self._deadlines.arm(task, timeout or math.inf, 504)
+        cancelling = task.cancelling()  # cancellations asked before this one's, if any
         status = 0
         try:
             if scope["method"] == "POST":
@@ -214,9 +215,10 @@ class Front:
             else:
                 status = await self._forward(scope, receive, send, ours, close, deadline)
         except asyncio.CancelledError:
-            if not deadline.expired:
-                raise  # not a deadline's doing
-            task.uncancel()
+            # Answered here only if the deadline alone cancelled it (as asyncio.timeout does):
+            # a stop's cancellation, or BentoML's timeout's, goes on.
+            if not deadline.expired or task.uncancel() > cancelling:
+                raise
             if deadline.code == 408:
                 message = f"the request body did not arrive within {self.body_timeout:g} s"
             else:
@@ -227,7 +229,8 @@ class Front:
             metrics = self._metrics()
             if metrics is not None:
                 # An answer the client left before getting is dropped (bentos.serving.protocol).
-                code = 499 if scope.get(GONE) else status or 500
+                # An answer that started and then failed counts with the status it started.
+                code = 499 if scope.get(GONE) else status or deadline.status or 500
                 metrics.observe("http", route, code, time.perf_counter() - t0)
 
     async def _post(
@@ -246,10 +249,10 @@ class Front:
         # TimeoutMiddleware, outside this one, waits for a response until its timeout, and a
         # stop waits for it; and the metrics count it.
         if gone or scope.get(GONE):
-            deadline.disarm()
+            deadline.disarm(499)
             return await _send_json(send, 499, {"error": "the client went away"}, close)
         if self.in_flight >= self.max_concurrency:
-            deadline.disarm()
+            deadline.disarm(429)
             message = f"more than {self.max_concurrency} requests in flight; retry later"
             return await _send_json(send, 429, {"error": message}, close)
         self.in_flight += 1
@@ -265,7 +268,7 @@ class Front:
                     reply = failure(refusal, scope)
                 else:
                     reply = await answer(call, core, scope, body)
-                deadline.disarm()
+                deadline.disarm(reply.status)
                 return await _send_answer(send, reply, close)
             replay = iter(messages)
 
@@ -309,7 +312,7 @@ class Front:
 
         async def respond(message: dict) -> None:
             if message["type"] == "http.response.start":
-                deadline.disarm()
+                deadline.disarm(message["status"])
                 status[0] = message["status"]
                 if status[0] in (404, 405, 500) and _plain(message):
                     status[1] = status[0]

@@ -109,7 +109,7 @@ def _outputs(requested: Any, binary_default: bool) -> list[tuple[str, bool]]:
 
 def rest_request(body: bytes, header_length: str | None) -> Request:
     if header_length is not None:
-        if not header_length.isdigit():
+        if not (header_length.isascii() and header_length.isdigit()):
             raise InputError(f"Inference-Header-Content-Length {header_length!r} is not a number")
         n = int(header_length)
         if n > len(body):

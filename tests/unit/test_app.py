@@ -136,3 +136,25 @@ def test_an_unexpected_failure_is_a_json_500_that_leaks_nothing(app, monkeypatch
     assert resp.status_code == 500
     assert resp.headers["content-type"].startswith("application/json")
     assert "secret" not in resp.text and resp.json()["error"]
+
+
+def test_a_request_id_comes_back_as_it_was_sent_whatever_its_bytes(app):
+    rid = b"caf\xe9-42"  # a header's bytes are latin-1, not UTF-8
+    resp = call(app, "POST", "/predict", json={"instances": [ROW]}, headers={"x-request-id": rid})
+    assert resp.status_code == 200
+    assert (
+        resp.headers.raw[[k.lower() for k, _ in resp.headers.raw].index(b"x-request-id")][1] == rid
+    )
+
+
+def test_a_v2_header_length_that_is_not_ascii_digits_is_a_400(app):
+    length = "\u00b2".encode("latin-1")  # "²": a digit to str.isdigit(), not to int()
+    resp = call(
+        app,
+        "POST",
+        "/v2/models/rf/infer",
+        content=b"{}",
+        headers={"inference-header-content-length": length},
+    )
+    assert resp.status_code == 400, resp.text
+    assert "Inference-Header-Content-Length" in resp.json()["error"]

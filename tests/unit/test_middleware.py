@@ -208,3 +208,15 @@ def test_a_request_served_first_gets_its_answer_within_the_timeout():
     sent = _respond(mw, _post(), first=True)
     assert sent[0]["status"] == 200 and sent[1]["body"] == b'{"ok":true}'
     assert (b"content-length", b"11") in sent[0]["headers"]
+
+
+def test_body_deadlines_hold_on_every_event_loop_a_front_meets():
+    mw = Front(_app, ours=_Ours(), body_timeout=0.2)
+
+    async def never():  # in time for no deadline but a second's: a 200 if none held
+        await asyncio.sleep(1)
+        return {"type": "http.request", "body": b"{}"}
+
+    for _ in range(2):  # asyncio.run: a new loop each time, as tests and benchmarks make
+        start, _ = _respond(mw, _scope("POST", "/predict"), never)
+        assert start["status"] == 408
