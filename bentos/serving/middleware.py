@@ -180,15 +180,15 @@ class Front:
     def takes(self, scope: dict) -> bool:
         """Whether the request is one of the hot routes it answers itself (the protocol asks,
         before any other layer sees it)."""
-        if scope["method"] != "POST":
-            return False
-        route, ours = route_of(scope["path"])
-        return (
-            ours
-            and route in self.hot
-            and self._core() is not None
-            and (scope["path"] not in _NATIVE or _is_json(scope))
-        )
+        return scope["method"] == "POST" and self._hot(scope, *route_of(scope["path"])) is not None
+
+    def _hot(self, scope: dict, route: str, ours: bool) -> Call | None:
+        """The call that answers a POST to `route` here, if it is a hot route, the models are
+        loaded and its body is JSON (BentoML decodes its clients' other encodings)."""
+        call = self.hot.get(route) if ours else None
+        if call is None or self._core() is None:
+            return None
+        return call if scope["path"] not in _NATIVE or _is_json(scope) else None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -257,9 +257,8 @@ class Front:
             return await _send_json(send, 429, {"error": message}, close)
         self.in_flight += 1
         try:
-            core = self._core()
-            call = self.hot.get(route) if ours and core is not None else None
-            if call is not None and (scope["path"] not in _NATIVE or _is_json(scope)):
+            call = self._hot(scope, route, ours)
+            if call is not None:
                 body = b"".join([m.get("body", b"") for m in messages])
                 refusal = declared_too_large(header(scope, b"content-length"), self.max_body_bytes)
                 if refusal is None and len(body) > self.max_body_bytes:
@@ -267,7 +266,7 @@ class Front:
                 if refusal is not None:
                     reply = failure(refusal, scope)
                 else:
-                    reply = await answer(call, core, scope, body)
+                    reply = await answer(call, self._core(), scope, body)
                 deadline.disarm(reply.status)
                 return await _send_answer(send, reply, close)
             replay = iter(messages)
